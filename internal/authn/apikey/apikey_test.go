@@ -1,0 +1,118 @@
+package apikey
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/authn"
+)
+
+func mustParse(t *testing.T, js string) *Store {
+	t.Helper()
+	s, err := Parse(json.RawMessage(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestLookup(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	js := `{
+	  "` + Hash("good") + `": {"id":"k1","subject":"svc-a","tenants":["42"],"scopes":["orders:read"],"expires_at":"2027-01-01T00:00:00Z","plan":"free"},
+	  "` + Hash("old") + `": {"id":"k2","expires_at":"2026-11-22T12:00:00Z"},
+	  "` + Hash("gone") + `": {"id":"k3","status":"revoked"},
+	  "` + Hash("paused") + `": {"id":"k4","status":"suspended"},
+	  "` + Hash("ws") + `": {"id":"k5","tenants":{"workspace":["w1"],"brand":["b1",7]}}
+	}`
+	s := mustParse(t, js)
+	cases := []struct {
+		key  string
+		want authn.Status
+		id   string
+	}{
+		{"good", authn.Valid, "k1"},
+		{"old", authn.Expired, "k2"}, // expiry instant itself is expired
+		{"gone", authn.Revoked, "k3"},
+		{"paused", authn.Suspended, "k4"},
+		{"ws", authn.Valid, "k5"},
+		{"nope", authn.Unknown, ""},
+		{"", authn.Unknown, ""},
+		{Hash("good"), authn.Unknown, ""}, // the stored digest is not a key
+	}
+	for _, c := range cases {
+		r := s.Lookup(c.key, now)
+		if r.Status != c.want {
+			t.Errorf("Lookup(%q) = %s, want %s", c.key, r.Status, c.want)
+		}
+		if c.id != "" && (r.Identity == nil || r.Identity.KeyID != c.id) {
+			t.Errorf("Lookup(%q) identity = %+v", c.key, r.Identity)
+		}
+	}
+	id := s.Lookup("good", now).Identity
+	if id.Subject != "svc-a" || id.Plan != "free" || id.Tenants["tenant"][0] != "42" {
+		t.Errorf("identity = %+v", id)
+	}
+	if got := s.Lookup("ws", now).Identity.Tenants["brand"]; len(got) != 2 || got[1] != "7" {
+		t.Errorf("brand tenants = %v", got)
+	}
+	if v := id.Value().String(); !strings.Contains(v, `"orders:read"`) || strings.Contains(v, "good") {
+		t.Errorf("policy value = %s", v)
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	cases := []struct{ js, want string }{
+		{`{"plaintext-key": {"id":"a"}}`, `api_keys[<entry with id "a">]: key must be the lower-case hex SHA-256`},
+		{`{"` + strings.ToUpper(Hash("x")) + `": {"id":"a"}}`, `lower-case hex SHA-256`},
+		{`{"` + Hash("x") + `": {}}`, `.id: required`},
+		{`{"` + Hash("x") + `": {"id":"a","status":"paused"}}`, `.status: "paused" is not one of`},
+		{`{"` + Hash("x") + `": {"id":"a","expires_at":"tomorrow"}}`, `.expires_at: not an RFC 3339 time`},
+		{`{"` + Hash("x") + `": {"id":"a","allowed_cidrs":["10.0.0.0/8","nope"]}}`, `.allowed_cidrs[1]: not a CIDR`},
+		{`{"` + Hash("x") + `": {"id":"a","tenants":"42"}}`, `.tenants: want a list`},
+		{`{"` + Hash("x") + `": {"id":"a","colour":"red"}}`, `unknown field "colour"`},
+		{`{"` + Hash("x") + `": {"id":"a"}, "` + Hash("y") + `": {"id":"a"}}`, `.id: "a" already used`},
+	}
+	for _, c := range cases {
+		_, err := Parse(json.RawMessage(c.js))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Parse(%s) error = %v, want it to contain %q", c.js, err, c.want)
+		}
+	}
+}
+
+func TestParseReportsEveryProblem(t *testing.T) {
+	js := `{"` + Hash("x") + `": {"status":"nope","expires_at":"x"}}`
+	_, err := Parse(json.RawMessage(js))
+	for _, want := range []string{".id:", ".status:", ".expires_at:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{10, 100_000} {
+		m := map[string]Record{}
+		for i := range n {
+			m[Hash("key-"+string(rune('a'+i%26))+strings.Repeat("x", i%7)+itoa(i))] = Record{ID: "id" + itoa(i)}
+		}
+		raw, _ := json.Marshal(m)
+		s, err := Parse(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		b.Run(itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Lookup("key-b1", now)
+			}
+		})
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,174 @@
+// Package check answers Envoy's Authorization/Check in three steps:
+// requestToInput (resolve facts, build the policy input), decide (evaluate the
+// policy, failing closed) and toCheckResponse (render the decision in the
+// API's own contract). Check never returns a gRPC error.
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/extauthz/extauthz/internal/clientip"
+	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/engine"
+)
+
+var (
+	errUnknownRoute   = errors.New("context_extensions.route names no route in policy data")
+	errUnknownProfile = errors.New("context_extensions.profile names no profile")
+	errNoEngine       = errors.New("no policy loaded")
+)
+
+// Engines serves the current policy version.
+type Engines interface {
+	Current() *engine.Engine
+}
+
+// Observer receives every finished decision (metrics, decision logs).
+type Observer interface {
+	Observe(ctx context.Context, d *decision.Decision, elapsed time.Duration)
+}
+
+// Server implements envoy.service.auth.v3.Authorization.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	Engines  Engines
+	ClientIP clientip.Resolver
+	Now      func() time.Time // default time.Now
+	Timeout  time.Duration    // evaluation budget; default 100ms
+	Observer Observer         // optional
+	Log      *slog.Logger     // optional; default slog.Default()
+
+	idPrefix string
+	seq      atomic.Uint64
+}
+
+// NewServer returns a server over engines.
+func NewServer(engines Engines, ip clientip.Resolver) *Server {
+	return &Server{Engines: engines, ClientIP: ip, idPrefix: newIDPrefix()}
+}
+
+// Check answers one request. Every outcome, including internal failures, is a
+// CheckResponse; a failure is a deny in the API's envelope.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	now := s.now()
+	eng := s.Engines.Current()
+	d := &decision.Decision{ID: s.nextID()}
+	var r *request
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log().Error("check panicked; denying", "decision_id", d.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: d.RequestID, Profile: d.Profile}
+			}
+		}()
+		if eng == nil {
+			s.fail(d, errNoEngine)
+			return
+		}
+		var input ast.Value
+		r, input = s.requestToInput(ctx, eng, req, now, d.ID)
+		d.RequestID, d.Profile = r.id, r.profile
+		if r.route != nil {
+			d.Route = r.route.ID
+		}
+		s.decide(ctx, eng, r, input, d)
+	}()
+	resp := s.toCheckResponse(eng, r, d, now)
+	if s.Observer != nil {
+		s.Observer.Observe(ctx, d, time.Since(start))
+	}
+	return resp, nil
+}
+
+// decide is step two: evaluate the policy within the time budget and turn
+// anything but a well-formed decision into internal_error.
+func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, input ast.Value, d *decision.Decision) {
+	if r.setupFail {
+		s.fail(d, errors.New("CheckRequest has no HTTP attributes"))
+		return
+	}
+	if r.routeErr != nil {
+		s.fail(d, r.routeErr)
+		return
+	}
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = 100 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	out, err := eng.Policy.Eval(ctx, input)
+	if err == nil {
+		err = ctx.Err() // a cancelled or late evaluation is not trusted
+	}
+	if err != nil {
+		s.fail(d, err)
+		return
+	}
+	reason := decision.Reason(out.Reason)
+	switch {
+	case !decision.Known(reason):
+		s.fail(d, fmt.Errorf("policy returned unknown reason %q", out.Reason))
+	case out.Allow != (reason == decision.OK):
+		s.fail(d, fmt.Errorf("policy returned allow=%v with reason %q", out.Allow, out.Reason))
+	case out.Allow && r.identity == nil && (r.route == nil || !r.route.Req.Public):
+		s.fail(d, errors.New("policy allowed an unauthenticated request on a non-public route"))
+	default:
+		d.Allow, d.Reason, d.Variant, d.Details, d.UpstreamHeaders = out.Allow, reason, out.Variant, out.Details, out.UpstreamHeaders
+	}
+}
+
+func (s *Server) fail(d *decision.Decision, err error) {
+	d.Allow, d.Reason = false, decision.InternalError
+	s.log().Error("check failed closed", "decision_id", d.ID, "request_id", d.RequestID, "error", err.Error())
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+func (s *Server) nextID() string {
+	if s.idPrefix == "" {
+		s.idPrefix = newIDPrefix()
+	}
+	return s.idPrefix + strconv.FormatUint(s.seq.Add(1), 36)
+}
+
+func newIDPrefix() string {
+	return strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+}
+
+// requestID takes Envoy's x-request-id when it is a sane token, so the
+// envelope, the response header and the logs agree with Envoy's access log.
+func (s *Server) requestID(headers map[string]string) string {
+	v := headers["x-request-id"]
+	if v == "" || len(v) > 128 || strings.IndexFunc(v, func(r rune) bool {
+		return r <= 0x20 || r >= 0x7f || r == '"' || r == '\\' || r == ','
+	}) >= 0 {
+		return ""
+	}
+	return v
+}

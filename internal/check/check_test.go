@@ -1,0 +1,206 @@
+package check
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/extauthz/extauthz/internal/clientip"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/policies"
+)
+
+// Demo credentials from policies/data.json.
+const (
+	demoKey      = "xa_demo_7Qm2vK9pL4sT8wZ1"
+	readonlyKey  = "xa_demo_readonly_K3n8Vb"
+	expiredKey   = "xa_demo_expired_P5r2Qd"
+	revokedKey   = "xa_demo_revoked_T9w4Lm"
+	suspendedKey = "xa_demo_suspended_H2c7Rf"
+	tenant7Key   = "xa_demo_tenant7_A1b2Zy"
+	aidellyKey   = "xa_demo_aidelly_W6x3Nq"
+)
+
+var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func demoEngine(t testing.TB) *engine.Engine {
+	t.Helper()
+	src, err := policy.LoadFS(policies.FS, "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+type staticEngines struct{ e *engine.Engine }
+
+func (s staticEngines) Current() *engine.Engine { return s.e }
+
+func newServer(t testing.TB, e *engine.Engine) *Server {
+	s := NewServer(staticEngines{e}, clientip.Resolver{})
+	s.Now = func() time.Time { return testNow }
+	return s
+}
+
+// req builds a CheckRequest the way Envoy does: lower-case keys, pseudo-headers, path with query.
+func req(method, path string, headers map[string]string) *authv3.CheckRequest {
+	h := map[string]string{":method": method, ":path": path, ":authority": "api.example.com", ":scheme": "https", "x-request-id": "req-12345"}
+	for k, v := range headers {
+		h[k] = v
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "1", Method: method, Path: path, Host: "api.example.com", Scheme: "https", Protocol: "HTTP/1.1", Headers: h,
+		}},
+	}}
+}
+
+func decide(t *testing.T, s *Server, r *authv3.CheckRequest) (string, int, *authv3.CheckResponse) {
+	t.Helper()
+	resp, err := s.Check(context.Background(), r)
+	if err != nil {
+		t.Fatalf("Check returned a gRPC error: %v", err)
+	}
+	reason := resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue()
+	status := 200
+	if d := resp.GetDeniedResponse(); d != nil {
+		status = int(d.GetStatus().GetCode())
+	}
+	return reason, status, resp
+}
+
+func TestReasons(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	key := func(k string, extra ...string) map[string]string {
+		h := map[string]string{"x-api-key": k, "x-tenant-id": "42"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			h[extra[i]] = extra[i+1]
+		}
+		return h
+	}
+	cases := []struct {
+		name, method, path string
+		headers            map[string]string
+		reason             string
+		status             int
+	}{
+		{"allow api key", "GET", "/v1/orders", key(demoKey), "ok", 200},
+		{"allow below prefix with query", "GET", "/v1/orders/17?expand=items", key(demoKey), "ok", 200},
+		{"public route needs nothing", "GET", "/healthz", nil, "ok", 200},
+		{"path dot segment", "GET", "/v1/orders/../admin", key(demoKey), "path_invalid", 400},
+		{"path encoded slash", "GET", "/v1/orders%2F..%2Fadmin", key(demoKey), "path_invalid", 400},
+		{"path parameter", "GET", "/v1/..;/admin", key(demoKey), "path_invalid", 400},
+		{"unknown route", "GET", "/v2/unknown", key(demoKey), "route_not_found", 404},
+		{"no credentials", "GET", "/v1/orders", map[string]string{"x-tenant-id": "42"}, "credentials_missing", 401},
+		{"empty key", "GET", "/v1/orders", key(""), "credentials_malformed", 401},
+		{"two keys comma-joined", "GET", "/v1/orders", key(demoKey + "," + readonlyKey), "credentials_malformed", 401},
+		{"key and bearer", "GET", "/v1/orders", key(demoKey, "authorization", "Bearer a.b.c"), "credentials_malformed", 401},
+		{"basic scheme", "GET", "/v1/orders", map[string]string{"authorization": "Basic dTpw", "x-tenant-id": "42"}, "wrong_scheme", 401},
+		{"unknown key", "GET", "/v1/orders", key("xa_not_a_key"), "key_invalid", 401},
+		{"expired key", "GET", "/v1/orders", key(expiredKey), "key_expired", 401},
+		{"revoked key", "GET", "/v1/orders", key(revokedKey), "key_revoked", 401},
+		{"suspended key", "GET", "/v1/orders", key(suspendedKey), "key_suspended", 403},
+		{"api key as bearer on jwt route reads as bad token", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + demoKey, "x-tenant-id": "42"}, "token_invalid", 401},
+		{"jwt with no issuers configured", "GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"}, "token_invalid", 401},
+		{"api key on jwt-only route", "GET", "/v1/admin/users", key(tenant7Key), "wrong_auth_mode", 403},
+		{"header key on bearer-only route", "GET", "/v1/posts", map[string]string{"x-api-key": aidellyKey, "x-workspace-id": "ws_1"}, "wrong_auth_mode", 403},
+		{"tenant header missing", "GET", "/v1/orders", map[string]string{"x-api-key": demoKey}, "tenant_header_missing", 400},
+		{"tenant header not an integer", "GET", "/v1/orders", key(demoKey, "x-tenant-id", "invalid-id"), "tenant_header_invalid", 400},
+		{"tenant header zero", "GET", "/v1/orders", key(demoKey, "x-tenant-id", "0"), "tenant_header_invalid", 400},
+		{"tenant header duplicated", "GET", "/v1/orders", key(demoKey, "x-tenant-id", "42,43"), "tenant_header_invalid", 400},
+		{"tenant not the key's", "GET", "/v1/orders", key(demoKey, "x-tenant-id", "43"), "tenant_forbidden", 403},
+		{"tenant allowlist excludes loopback", "GET", "/v1/orders", key(tenant7Key, "x-tenant-id", "7"), "ip_not_allowed", 403},
+		{"scope missing", "POST", "/v1/orders", key(readonlyKey, "idempotency-key", "k1"), "scope_missing", 403},
+		{"idempotency key missing", "POST", "/v1/orders", key(demoKey), "idempotency_key_missing", 400},
+		{"write allowed with idempotency key", "POST", "/v1/orders", key(demoKey, "idempotency-key", "k1"), "ok", 200},
+		{"bearer api key allowed where route takes it", "GET", "/v1/posts", map[string]string{"authorization": "Bearer " + aidellyKey, "x-workspace-id": "ws_1", "x-brand-id": "br_1"}, "ok", 200},
+		{"brand not the key's", "GET", "/v1/posts", map[string]string{"authorization": "Bearer " + aidellyKey, "x-workspace-id": "ws_1", "x-brand-id": "br_2"}, "tenant_forbidden", 403},
+		// Precedence: authentication before tenant, IP and scope checks.
+		{"bad key beats missing tenant", "GET", "/v1/orders", map[string]string{"x-api-key": "xa_nope"}, "key_invalid", 401},
+		{"expired key beats bad tenant", "GET", "/v1/orders", key(expiredKey, "x-tenant-id", "abc"), "key_expired", 401},
+		{"path beats credentials", "GET", "/a/../b", nil, "path_invalid", 400},
+		{"tenant format beats tenant membership and scope", "POST", "/v1/orders", key(readonlyKey, "x-tenant-id", "x"), "tenant_header_invalid", 400},
+		{"tenant beats IP", "GET", "/v1/orders", key(tenant7Key, "x-tenant-id", "42"), "tenant_forbidden", 403},
+		{"IP beats scope", "POST", "/v1/orders", key(tenant7Key, "x-tenant-id", "7", "idempotency-key", "k"), "ip_not_allowed", 403},
+		{"scope beats idempotency", "POST", "/v1/orders", key(readonlyKey), "scope_missing", 403},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			reason, status, resp := decide(t, s, req(c.method, c.path, c.headers))
+			if reason != c.reason || status != c.status {
+				t.Fatalf("got %s/%d, want %s/%d\n%v", reason, status, c.reason, c.status, resp)
+			}
+		})
+	}
+}
+
+func TestIPAllowlistPerKeyAndTenant(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
+	for _, c := range []struct {
+		addr, reason string
+	}{
+		{"10.1.2.3", "ok"},
+		{"::ffff:10.1.2.3", "ok"}, // IPv4-mapped is the same client
+		{"11.0.0.1", "ip_not_allowed"},
+		{"2001:db8::1", "ip_not_allowed"},
+		{"garbage", "ip_not_allowed"},
+	} {
+		r.Attributes.Source.Address.GetSocketAddress().Address = c.addr
+		// A spoofed x-forwarded-for never changes the decision with 0 trusted hops.
+		r.Attributes.Request.Http.Headers["x-forwarded-for"] = "10.9.9.9"
+		if reason, _, _ := decide(t, s, r); reason != c.reason {
+			t.Errorf("%s: got %s, want %s", c.addr, reason, c.reason)
+		}
+	}
+}
+
+func TestAllowSetsIdentityAndStripsCredentials(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	_, _, resp := decide(t, s, req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42", "x-auth-subject": "admin"}))
+	ok := resp.GetOkResponse()
+	got := map[string]string{}
+	for _, h := range ok.GetHeaders() {
+		if h.GetAppend().GetValue() {
+			t.Errorf("header %s appends", h.GetHeader().GetKey())
+		}
+		got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	want := map[string]string{"x-auth-subject": "svc:orders-demo", "x-auth-key-id": "demo-orders", "x-auth-kind": "api_key", "x-auth-scopes": "orders:read orders:write", "x-auth-tenant": "42"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if rm := ok.GetHeadersToRemove(); len(rm) != 2 || rm[0] != "authorization" || rm[1] != "x-api-key" {
+		t.Errorf("headers_to_remove = %v", rm)
+	}
+	md := resp.GetDynamicMetadata().GetFields()
+	if md["decision_id"].GetStringValue() == "" || md["subject"].GetStringValue() != "svc:orders-demo" || md["tenant"].GetStringValue() != "42" {
+		t.Errorf("dynamic metadata = %v", md)
+	}
+	// Anonymous allow on a public route removes any client-sent identity header.
+	_, _, resp = decide(t, s, req("GET", "/healthz", map[string]string{"x-auth-subject": "admin"}))
+	if rm := resp.GetOkResponse().GetHeadersToRemove(); !contains(rm, "x-auth-subject") || len(resp.GetOkResponse().GetHeaders()) != 0 {
+		t.Errorf("public allow: %v", resp.GetOkResponse())
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,129 @@
+package check
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/policy"
+)
+
+func engineWith(t *testing.T, rego string) *engine.Engine {
+	t.Helper()
+	src := &policy.Source{Origin: "test", Modules: map[string]string{"p.rego": rego}, Data: map[string]any{}}
+	e, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// Every policy failure is an enveloped 500 deny, never a gRPC error, never an allow.
+func TestFailClosed(t *testing.T) {
+	cases := map[string]string{
+		"undefined":                          "package extauthz\n",
+		"conflict":                           "package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\"} if input.x\ndecision := {\"allow\": true, \"reason\": \"ok\"} if true\n",
+		"builtin error":                      "package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\"} if { x := 1 / 0; x > 0 }\n",
+		"unknown reason":                     "package extauthz\ndecision := {\"allow\": false, \"reason\": \"because\"}\n",
+		"allow with deny reason":             "package extauthz\ndecision := {\"allow\": true, \"reason\": \"scope_missing\"}\n",
+		"allow not boolean":                  "package extauthz\ndecision := {\"allow\": \"yes\", \"reason\": \"ok\"}\n",
+		"anonymous allow on protected route": "package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n",
+	}
+	for name, rego := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := newServer(t, engineWith(t, rego))
+			reason, status, resp := decide(t, s, req("GET", "/x", nil))
+			if reason != "internal_error" || status != 500 {
+				t.Fatalf("got %s/%d", reason, status)
+			}
+			body := resp.GetDeniedResponse().GetBody()
+			if !strings.Contains(body, `"code":"internal_error"`) || strings.Contains(body, "eval") || strings.Contains(body, "conflict") {
+				t.Errorf("body leaks or lacks envelope: %s", body)
+			}
+		})
+	}
+}
+
+func TestFailClosedCancelledContext(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	resp, err := s.Check(ctx, req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetOkResponse() != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 500 {
+		t.Fatalf("cancelled check was not denied: %v", resp)
+	}
+}
+
+type panickyTokens struct{}
+
+func (panickyTokens) Verify(context.Context, string) (authn.Status, *authn.Identity) { panic("boom") }
+func (panickyTokens) Ready() bool                                                    { return true }
+func (panickyTokens) Close()                                                         {}
+
+func TestFailClosedPanic(t *testing.T) {
+	e := demoEngine(t)
+	e.Tokens = panickyTokens{}
+	s := newServer(t, e)
+	reason, status, resp := decide(t, s, req("GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"}))
+	if reason != "internal_error" || status != 500 || strings.Contains(resp.GetDeniedResponse().GetBody(), "boom") {
+		t.Fatalf("got %s/%d %v", reason, status, resp)
+	}
+}
+
+func TestFailClosedNoEngineAndNoHTTP(t *testing.T) {
+	s := newServer(t, nil)
+	if reason, status, _ := decide(t, s, req("GET", "/v1/orders", nil)); reason != "internal_error" || status != 500 {
+		t.Fatalf("no engine: %s/%d", reason, status)
+	}
+	s = newServer(t, demoEngine(t))
+	r := req("GET", "/healthz", nil)
+	r.Attributes.Request = nil
+	if reason, status, _ := decide(t, s, r); reason != "internal_error" || status != 500 {
+		t.Fatalf("no http attributes: %s/%d", reason, status)
+	}
+}
+
+func TestBadContextExtensionsFailClosed(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	for _, ce := range []map[string]string{
+		{"route": "no-such-route"},
+		{"profile": "no-such-profile"},
+		{"tenant_required": "maybe"},
+		{"auth": "password"},
+	} {
+		r := req("GET", "/healthz", nil)
+		r.Attributes.ContextExtensions = ce
+		if reason, _, _ := decide(t, s, r); reason != "internal_error" {
+			t.Errorf("%v: got %s", ce, reason)
+		}
+	}
+}
+
+func TestContextExtensionsOverrideRoute(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": readonlyKey, "x-tenant-id": "42"})
+	if reason, _, _ := decide(t, s, r); reason != "ok" {
+		t.Fatalf("baseline: %s", reason)
+	}
+	r.Attributes.ContextExtensions = map[string]string{"scopes": "orders:read orders:write"}
+	if reason, _, _ := decide(t, s, r); reason != "scope_missing" {
+		t.Errorf("scopes override: %s", reason)
+	}
+	r.Attributes.ContextExtensions = map[string]string{"auth": "jwt"}
+	if reason, _, _ := decide(t, s, r); reason != "wrong_auth_mode" {
+		t.Errorf("auth override: %s", reason)
+	}
+	r.Attributes.ContextExtensions = map[string]string{"tenant_header": "X-Org", "tenant_required": "true"}
+	if reason, _, _ := decide(t, s, r); reason != "tenant_header_missing" {
+		t.Errorf("tenant override: %s", reason)
+	}
+	r.Attributes.ContextExtensions = map[string]string{"route": "admin"}
+	if reason, _, _ := decide(t, s, r); reason != "wrong_auth_mode" {
+		t.Errorf("route override: %s", reason)
+	}
+}

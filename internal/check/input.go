@@ -1,0 +1,291 @@
+package check
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/credential"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/pathcanon"
+	"github.com/extauthz/extauthz/internal/route"
+)
+
+// request is what step one resolved about a CheckRequest.
+type request struct {
+	id        string // request id (x-request-id or generated)
+	method    string
+	path      pathcanon.Path
+	route     *route.Route
+	routeErr  error // bad context_extensions: fail closed
+	profile   string
+	cred      credential.Presented
+	status    authn.Status
+	identity  *authn.Identity
+	clientIP  netip.Addr
+	headers   map[string]string
+	setupFail bool // the request could not be understood at all (no HTTP attributes)
+}
+
+// requestToInput is step one: it resolves the facts the policy needs and
+// builds the policy input directly as an OPA value.
+func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *authv3.CheckRequest, now time.Time, decisionID string) (*request, ast.Value) {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	headers := h.GetHeaders()
+	r := &request{headers: headers, method: h.GetMethod(), id: s.requestID(headers)}
+	if r.id == "" {
+		r.id = decisionID
+	}
+	if h == nil {
+		r.setupFail = true
+	}
+	rawPath := h.GetPath()
+	if rawPath == "" {
+		rawPath = headers[":path"]
+	}
+	r.path = pathcanon.Parse(rawPath)
+	ce := attrs.GetContextExtensions()
+
+	// Route: an Envoy route may name it; otherwise the prepared matcher.
+	if id, ok := ce[route.CERoute]; ok {
+		if rt, found := eng.Routes.ByID(id); found {
+			r.route = rt
+		} else {
+			r.routeErr = errUnknownRoute
+		}
+	} else if r.path.Problem == "" {
+		r.route = eng.Routes.Match(r.method, r.path.Segments)
+	}
+	if r.route != nil && route.HasOverrides(ce) {
+		r.route, r.routeErr = r.route.WithOverrides(ce)
+	}
+	r.profile = eng.Settings.DefaultProfile
+	if r.route != nil && r.route.Req.Profile != "" {
+		r.profile = r.route.Req.Profile
+	}
+	if p, ok := ce[route.CEProfile]; ok {
+		if _, known := eng.Profiles.Get(p); known {
+			r.profile = p
+		} else {
+			r.routeErr = errUnknownProfile
+		}
+	}
+
+	// Credential: found, then verified.
+	r.cred = credential.Extract(headers, eng.Settings.APIKeyHeader)
+	r.status, r.identity = s.verify(ctx, eng, r.cred, now)
+
+	// Client address.
+	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
+	r.clientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
+
+	return r, buildInput(req, r)
+}
+
+func (s *Server) verify(ctx context.Context, eng *engine.Engine, p credential.Presented, now time.Time) (authn.Status, *authn.Identity) {
+	switch {
+	case p.Kind == credential.None:
+		return authn.Missing, nil
+	case p.Problem == credential.ProblemScheme:
+		return authn.WrongScheme, nil
+	case p.Problem != "":
+		return authn.Malformed, nil
+	case p.Kind == credential.APIKey:
+		res := eng.Keys.Lookup(p.Value, now)
+		return res.Status, res.Identity
+	case p.Kind == credential.JWT:
+		if eng.Tokens == nil {
+			return authn.Unknown, nil
+		}
+		return eng.Tokens.Verify(ctx, p.Value)
+	}
+	return authn.Malformed, nil
+}
+
+var (
+	kAttributes   = ast.StringTerm("attributes")
+	kParsedPath   = ast.StringTerm("parsed_path")
+	kParsedQuery  = ast.StringTerm("parsed_query")
+	kExtauthz     = ast.StringTerm("extauthz")
+	kRequest      = ast.StringTerm("request")
+	kHTTP         = ast.StringTerm("http")
+	kHeaders      = ast.StringTerm("headers")
+	kMethod       = ast.StringTerm("method")
+	kPath         = ast.StringTerm("path")
+	kHost         = ast.StringTerm("host")
+	kScheme       = ast.StringTerm("scheme")
+	kID           = ast.StringTerm("id")
+	kProtocol     = ast.StringTerm("protocol")
+	kSource       = ast.StringTerm("source")
+	kAddress      = ast.StringTerm("address")
+	kSocket       = ast.StringTerm("socketAddress")
+	kPortValue    = ast.StringTerm("portValue")
+	kCtxExt       = ast.StringTerm("contextExtensions")
+	kRequestID    = ast.StringTerm("request_id")
+	kClientIP     = ast.StringTerm("client_ip")
+	kPathProblem  = ast.StringTerm("path_problem")
+	kRoute        = ast.StringTerm("route")
+	kCredential   = ast.StringTerm("credential")
+	kKind         = ast.StringTerm("kind")
+	kVia          = ast.StringTerm("via")
+	kStatus       = ast.StringTerm("status")
+	kIdentity     = ast.StringTerm("identity")
+	kProfile      = ast.StringTerm("profile")
+	nullTerm      = ast.NullTerm()
+	emptyObjTerm  = ast.ObjectTerm()
+	emptyArrTerm  = ast.ArrayTerm()
+	emptyStrTerm  = ast.StringTerm("")
+	emptyQueryObj = ast.ObjectTerm()
+)
+
+// buildInput makes input as an OPA value: the OPA-Envoy plugin's fields plus
+// input.extauthz. Values are referenced, not copied, where they are prebuilt
+// (route, identity).
+func buildInput(req *authv3.CheckRequest, r *request) ast.Value {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+
+	hdrs := ast.NewObject()
+	for k, v := range r.headers {
+		hdrs.Insert(ast.StringTerm(k), ast.StringTerm(v))
+	}
+	httpObj := ast.NewObject(
+		ast.Item(kID, ast.StringTerm(h.GetId())),
+		ast.Item(kMethod, ast.StringTerm(h.GetMethod())),
+		ast.Item(kPath, ast.StringTerm(h.GetPath())),
+		ast.Item(kHost, ast.StringTerm(h.GetHost())),
+		ast.Item(kScheme, ast.StringTerm(h.GetScheme())),
+		ast.Item(kProtocol, ast.StringTerm(h.GetProtocol())),
+		ast.Item(kHeaders, ast.NewTerm(hdrs)),
+	)
+	sa := attrs.GetSource().GetAddress().GetSocketAddress()
+	source := ast.ObjectTerm(ast.Item(kAddress, ast.ObjectTerm(ast.Item(kSocket, ast.ObjectTerm(
+		ast.Item(kAddress, ast.StringTerm(sa.GetAddress())),
+		ast.Item(kPortValue, ast.IntNumberTerm(int(sa.GetPortValue()))),
+	)))))
+	ceObj := emptyObjTerm
+	if ce := attrs.GetContextExtensions(); len(ce) > 0 {
+		o := ast.NewObject()
+		for k, v := range ce {
+			o.Insert(ast.StringTerm(k), ast.StringTerm(v))
+		}
+		ceObj = ast.NewTerm(o)
+	}
+	attributes := ast.ObjectTerm(
+		ast.Item(kSource, source),
+		ast.Item(kRequest, ast.ObjectTerm(ast.Item(kHTTP, ast.NewTerm(httpObj)))),
+		ast.Item(kCtxExt, ceObj),
+	)
+
+	segs := make([]*ast.Term, len(r.path.Segments))
+	for i, s := range r.path.Segments {
+		segs[i] = ast.StringTerm(s)
+	}
+	query := emptyQueryObj
+	if r.path.Query != "" {
+		query = parseQuery(r.path.Query)
+	}
+
+	routeTerm := nullTerm
+	if r.route != nil {
+		routeTerm = ast.NewTerm(r.route.Value())
+	}
+	credItems := [][2]*ast.Term{
+		ast.Item(kKind, ast.StringTerm(string(r.cred.Kind))),
+		ast.Item(kVia, ast.StringTerm(string(r.cred.Via))),
+		ast.Item(kStatus, ast.StringTerm(string(r.status))),
+	}
+	if r.identity != nil {
+		credItems = append(credItems, ast.Item(kIdentity, ast.NewTerm(r.identity.Value())))
+	}
+	clientIP := emptyStrTerm
+	if r.clientIP.IsValid() {
+		clientIP = ast.StringTerm(r.clientIP.String())
+	}
+	facts := ast.ObjectTerm(
+		ast.Item(kRequestID, ast.StringTerm(r.id)),
+		ast.Item(kMethod, ast.StringTerm(r.method)),
+		ast.Item(kPath, ast.StringTerm(r.path.Canonical)),
+		ast.Item(kPathProblem, ast.StringTerm(r.path.Problem)),
+		ast.Item(kClientIP, clientIP),
+		ast.Item(kRoute, routeTerm),
+		ast.Item(kProfile, ast.StringTerm(r.profile)),
+		ast.Item(kCredential, ast.ObjectTerm(credItems...)),
+	)
+	return ast.NewObject(
+		ast.Item(kAttributes, attributes),
+		ast.Item(kParsedPath, ast.ArrayTerm(segs...)),
+		ast.Item(kParsedQuery, query),
+		ast.Item(kExtauthz, facts),
+	)
+}
+
+// parseQuery builds parsed_query as the OPA-Envoy plugin does: key -> [values].
+func parseQuery(q string) *ast.Term {
+	vals := map[string][]*ast.Term{}
+	var order []string
+	for q != "" {
+		var kv string
+		kv, q, _ = cut(q, '&')
+		if kv == "" {
+			continue
+		}
+		k, v, _ := cut(kv, '=')
+		k, v = unescape(k), unescape(v)
+		if _, ok := vals[k]; !ok {
+			order = append(order, k)
+		}
+		vals[k] = append(vals[k], ast.StringTerm(v))
+	}
+	o := ast.NewObject()
+	for _, k := range order {
+		o.Insert(ast.StringTerm(k), ast.ArrayTerm(vals[k]...))
+	}
+	return ast.NewTerm(o)
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// unescape decodes query escapes; malformed escapes are kept verbatim.
+func unescape(s string) string {
+	hasEsc := false
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' || s[i] == '+' {
+			hasEsc = true
+			break
+		}
+	}
+	if !hasEsc {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '+':
+			b = append(b, ' ')
+		case s[i] == '%' && i+2 < len(s):
+			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b = append(b, byte(n))
+				i += 2
+				continue
+			}
+			b = append(b, s[i])
+		default:
+			b = append(b, s[i])
+		}
+	}
+	return string(b)
+}

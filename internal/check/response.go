@@ -1,0 +1,163 @@
+package check
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/profile"
+)
+
+var (
+	okStatus     = &rpcstatus.Status{Code: int32(codes.OK)}
+	deniedStatus = &rpcstatus.Status{Code: int32(codes.PermissionDenied)}
+	appendFalse  = wrapperspb.Bool(false)
+)
+
+// toCheckResponse is step three: an allow becomes an OkHttpResponse carrying
+// identity headers; a deny becomes the profile's status, headers and body.
+func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Decision, now time.Time) *authv3.CheckResponse {
+	if d.Allow {
+		return &authv3.CheckResponse{
+			Status:          okStatus,
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: okResponse(eng, r, d)},
+			DynamicMetadata: metadata(r, d),
+		}
+	}
+	p := denyProfile(eng, d)
+	out := p.Render(d, now)
+	hs := make([]*corev3.HeaderValueOption, len(out.Headers))
+	for i, h := range out.Headers {
+		hs[i] = header(h[0], h[1])
+	}
+	return &authv3.CheckResponse{
+		Status: deniedStatus,
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(out.Status)},
+			Headers: hs,
+			Body:    string(out.Body),
+		}},
+		DynamicMetadata: metadata(r, d),
+	}
+}
+
+// denyProfile picks the profile; with no engine at all it falls back to the
+// built-in default so even "no policy loaded" is an enveloped 500.
+func denyProfile(eng *engine.Engine, d *decision.Decision) *profile.Profile {
+	if eng != nil {
+		if p, ok := eng.Profiles.Get(d.Profile); ok {
+			return p
+		}
+		if p, ok := eng.Profiles.Get(eng.Settings.DefaultProfile); ok {
+			return p
+		}
+	}
+	return fallbackProfile
+}
+
+var fallbackProfile = func() *profile.Profile {
+	set, err := profile.NewSet(nil)
+	if err != nil {
+		panic("built-in profiles do not compile: " + err.Error())
+	}
+	p, _ := set.Get("default")
+	return p
+}()
+
+func okResponse(eng *engine.Engine, r *request, d *decision.Decision) *authv3.OkHttpResponse {
+	ih := eng.Settings.IdentityHeaders
+	id := r.identity
+	var set []*corev3.HeaderValueOption
+	var remove []string
+	put := func(name, value string) {
+		if name == "" {
+			return
+		}
+		if value == "" {
+			remove = append(remove, name) // a client-supplied copy must not survive
+			return
+		}
+		set = append(set, header(name, value))
+	}
+	if id != nil {
+		put(ih.Subject, id.Subject)
+		put(ih.KeyID, id.KeyID)
+		put(ih.Kind, id.Kind)
+		put(ih.Scopes, strings.Join(id.Scopes, " "))
+		put(ih.Tenant, tenantOf(r, id.Tenants))
+	} else {
+		for _, n := range []string{ih.Subject, ih.KeyID, ih.Kind, ih.Scopes, ih.Tenant} {
+			put(n, "")
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(d.UpstreamHeaders)) {
+		set = append(set, header(strings.ToLower(k), d.UpstreamHeaders[k]))
+	}
+	if !eng.Settings.KeepCredentials {
+		remove = append(remove, "authorization", eng.Settings.APIKeyHeader)
+	}
+	return &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove}
+}
+
+// tenantOf is the tenant the request acts for: the first tenant header the
+// route reads, else the credential's only tenant.
+func tenantOf(r *request, tenants map[string][]string) string {
+	if r.route != nil {
+		for _, th := range r.route.Req.TenantHeaders {
+			if v := r.headers[strings.ToLower(th.Header)]; v != "" {
+				return v
+			}
+		}
+	}
+	if t := tenants["tenant"]; len(t) == 1 {
+		return t[0]
+	}
+	return ""
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, Append: appendFalse}
+}
+
+// metadata goes to Envoy's dynamic metadata (namespace
+// envoy.filters.http.ext_authz) for access logs and rate-limit descriptors.
+func metadata(r *request, d *decision.Decision) *structpb.Struct {
+	f := map[string]*structpb.Value{
+		"decision_id": structpb.NewStringValue(d.ID),
+		"allowed":     structpb.NewBoolValue(d.Allow),
+		"reason":      structpb.NewStringValue(string(d.Reason)),
+	}
+	if d.Profile != "" {
+		f["profile"] = structpb.NewStringValue(d.Profile)
+	}
+	if d.Route != "" {
+		f["route"] = structpb.NewStringValue(d.Route)
+	}
+	if d.RequestID != "" {
+		f["request_id"] = structpb.NewStringValue(d.RequestID)
+	}
+	if r != nil && r.identity != nil && r.status == "valid" {
+		f["subject"] = structpb.NewStringValue(r.identity.Subject)
+		if r.identity.KeyID != "" {
+			f["key_id"] = structpb.NewStringValue(r.identity.KeyID)
+		}
+		if t := tenantOf(r, r.identity.Tenants); t != "" {
+			f["tenant"] = structpb.NewStringValue(t)
+		}
+		if r.identity.Plan != "" {
+			f["plan"] = structpb.NewStringValue(r.identity.Plan)
+		}
+	}
+	return &structpb.Struct{Fields: f}
+}

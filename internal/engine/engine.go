@@ -1,0 +1,239 @@
+// Package engine assembles one immutable, ready-to-serve version of the
+// policy: the prepared Rego query, the API-key index, the route table, the
+// deny profiles, the token verifier and the settings, all built from one
+// policy source. A new version is built beside the serving one and swapped in
+// atomically; a version that fails to build never replaces a good one.
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/profile"
+	"github.com/extauthz/extauthz/internal/route"
+)
+
+// IdentityHeaders names the request headers set for the upstream on allow.
+// An empty name disables that header.
+type IdentityHeaders struct {
+	Subject string `json:"subject"`
+	KeyID   string `json:"key_id"`
+	Tenant  string `json:"tenant"`
+	Scopes  string `json:"scopes"`
+	Kind    string `json:"kind"`
+}
+
+// Settings is extauthz.settings in policy data.
+type Settings struct {
+	DefaultProfile string `json:"default_profile"`
+	APIKeyHeader   string `json:"api_key_header"`
+	// KeepCredentials forwards Authorization / the API-key header upstream
+	// (default false: they are removed on allow).
+	KeepCredentials bool            `json:"keep_credentials,omitempty"`
+	IdentityHeaders IdentityHeaders `json:"identity_headers"`
+}
+
+// DefaultSettings are used for every field data leaves unset.
+var DefaultSettings = Settings{
+	DefaultProfile: "default",
+	APIKeyHeader:   "x-api-key",
+	IdentityHeaders: IdentityHeaders{
+		Subject: "x-auth-subject", KeyID: "x-auth-key-id", Tenant: "x-auth-tenant",
+		Scopes: "x-auth-scopes", Kind: "x-auth-kind",
+	},
+}
+
+// Engine is one immutable version of the policy.
+type Engine struct {
+	Version  string
+	Origin   string
+	Settings Settings
+	Policy   *policy.Engine
+	Keys     *apikey.Store
+	Routes   *route.Table
+	Profiles *profile.Set
+	Tokens   Tokens // may be nil
+
+	closers []func()
+}
+
+// Tokens verifies bearer JWTs (internal/authn/jwt behind an adapter).
+type Tokens interface {
+	Verify(ctx context.Context, raw string) (authn.Status, *authn.Identity)
+	Ready() bool
+	Close()
+}
+
+// Options tune building.
+type Options struct {
+	// BuildTokens builds the JWT verifier from the raw extauthz.jwt section;
+	// nil disables JWT support.
+	BuildTokens func(ctx context.Context, raw json.RawMessage) (Tokens, error)
+}
+
+// Build compiles src into an engine. Errors name the file or data field.
+func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, error) {
+	sections, err := splitData(src)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	e := &Engine{Origin: src.Origin, Version: version(src)}
+
+	e.Settings = DefaultSettings
+	if raw := sections["settings"]; raw != nil {
+		if err := strict(raw, &e.Settings); err != nil {
+			errs = append(errs, fmt.Errorf("%s: extauthz.settings: %w", src.Origin, err))
+		}
+		fillDefaults(&e.Settings)
+	}
+	e.Settings.APIKeyHeader = strings.ToLower(e.Settings.APIKeyHeader)
+
+	defs, err := profile.ParseDefinitions(sections["profiles"])
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: extauthz.%w", src.Origin, err))
+	}
+	if e.Profiles, err = profile.NewSet(defs); err != nil {
+		errs = append(errs, fmt.Errorf("%s: extauthz.%w", src.Origin, err))
+	}
+	hasProfile := func(n string) bool {
+		if e.Profiles == nil {
+			return true
+		}
+		_, ok := e.Profiles.Get(n)
+		return ok
+	}
+	if !hasProfile(e.Settings.DefaultProfile) {
+		errs = append(errs, fmt.Errorf("%s: extauthz.settings.default_profile: unknown profile %q", src.Origin, e.Settings.DefaultProfile))
+	}
+	if e.Keys, err = apikey.Parse(sections["api_keys"]); err != nil {
+		errs = append(errs, prefix(src.Origin+": extauthz.", err))
+	}
+	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
+		errs = append(errs, prefix(src.Origin+": extauthz.", err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if e.Policy, err = policy.Compile(ctx, src, storeData(src.Data)); err != nil {
+		return nil, err
+	}
+	if opts.BuildTokens != nil && sections["jwt"] != nil {
+		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"]); err != nil {
+			return nil, fmt.Errorf("%s: extauthz.jwt.%w", src.Origin, err)
+		}
+		e.closers = append(e.closers, e.Tokens.Close)
+	}
+	return e, nil
+}
+
+// Close releases background work (JWKS refresh) of a retired engine.
+func (e *Engine) Close() {
+	for _, c := range e.closers {
+		c()
+	}
+}
+
+func fillDefaults(s *Settings) {
+	d := DefaultSettings
+	if s.DefaultProfile == "" {
+		s.DefaultProfile = d.DefaultProfile
+	}
+	if s.APIKeyHeader == "" {
+		s.APIKeyHeader = d.APIKeyHeader
+	}
+	ih := &s.IdentityHeaders
+	for _, p := range []*string{&ih.Subject, &ih.KeyID, &ih.Tenant, &ih.Scopes, &ih.Kind} {
+		*p = strings.ToLower(*p)
+	}
+}
+
+func splitData(src *policy.Source) (map[string]json.RawMessage, error) {
+	root, _ := src.Data["extauthz"].(map[string]any)
+	if root == nil {
+		if _, present := src.Data["extauthz"]; present {
+			return nil, fmt.Errorf("%s: data.json: extauthz must be an object", src.Origin)
+		}
+		return map[string]json.RawMessage{}, nil
+	}
+	known := []string{"settings", "api_keys", "jwt", "routes", "default_route", "tenants", "profiles", "limits"}
+	out := map[string]json.RawMessage{}
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(root)) {
+		if !slices.Contains(known, k) {
+			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: unknown section (known: %s)", src.Origin, k, strings.Join(known, ", ")))
+			continue
+		}
+		b, err := json.Marshal(root[k])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: %w", src.Origin, k, err))
+			continue
+		}
+		out[k] = b
+	}
+	return out, errors.Join(errs...)
+}
+
+// storeData is the data document given to OPA: everything but the API-key
+// records, which the sidecar indexes itself (and which would cost memory in
+// the store).
+func storeData(d map[string]any) map[string]any {
+	out := maps.Clone(d)
+	if root, ok := d["extauthz"].(map[string]any); ok {
+		r := maps.Clone(root)
+		delete(r, "api_keys")
+		out["extauthz"] = r
+	}
+	return out
+}
+
+func version(src *policy.Source) string {
+	h := sha256.New()
+	for _, n := range slices.Sorted(maps.Keys(src.Modules)) {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(src.Modules[n]))
+		h.Write([]byte{0})
+	}
+	b, _ := json.Marshal(src.Data)
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+func strict(raw []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+func prefix(p string, err error) error {
+	var out []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, prefix(p, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s%w", p, err)
+}
+
+// Holder serves the current engine and swaps in new ones atomically. Checks
+// in flight keep the engine they loaded.
+type Holder struct{ p atomic.Pointer[Engine] }
+
+// Current is the serving engine (nil before the first Store).
+func (h *Holder) Current() *Engine { return h.p.Load() }
+
+// Store swaps in e and returns the engine it replaced.
+func (h *Holder) Store(e *Engine) *Engine { return h.p.Swap(e) }

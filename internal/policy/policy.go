@@ -1,0 +1,208 @@
+// Package policy loads Rego modules and data, compiles them once into a
+// prepared query for data.extauthz.decision, and evaluates it with an input
+// built directly as an OPA value (no JSON round trip).
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+// Query is the one rule the sidecar evaluates.
+const Query = "data.extauthz.decision"
+
+// Source is a set of policy files: Rego modules (by file name) and the data
+// document (data.json merged at the root).
+type Source struct {
+	Origin  string            // where it came from, for messages
+	Modules map[string]string // file name -> Rego source; _test.rego excluded
+	Tests   map[string]string // _test.rego files
+	Data    map[string]any    // the data document
+}
+
+// LoadFS reads every *.rego and data.json at the top of fsys. Errors name the
+// file (and line for JSON).
+func LoadFS(fsys fs.FS, origin string) (*Source, error) {
+	src := &Source{Origin: origin, Modules: map[string]string{}, Tests: map[string]string{}, Data: map[string]any{}}
+	ents, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", origin, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() {
+			continue
+		}
+		b, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
+			continue
+		}
+		switch {
+		case strings.HasSuffix(name, "_test.rego"):
+			src.Tests[name] = string(b)
+		case strings.HasSuffix(name, ".rego"):
+			src.Modules[name] = string(b)
+		case name == "data.json":
+			var d map[string]any
+			if err := decodeJSON(b, &d); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
+				continue
+			}
+			src.Data = d
+		}
+	}
+	if len(src.Modules) == 0 && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("%s: no .rego files", origin))
+	}
+	return src, errors.Join(errs...)
+}
+
+// LoadDir reads a policy directory.
+func LoadDir(dir string) (*Source, error) { return LoadFS(os.DirFS(dir), dir) }
+
+// decodeJSON decodes with numbers kept exact and reports line:column on error.
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			l, c := lineCol(b, se.Offset)
+			return fmt.Errorf("line %d column %d: %s", l, c, se.Error())
+		case errors.As(err, &te):
+			l, c := lineCol(b, te.Offset)
+			return fmt.Errorf("line %d column %d: field %s: %s", l, c, te.Field, te.Error())
+		}
+		return err
+	}
+	return nil
+}
+
+func lineCol(b []byte, off int64) (int, int) {
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	pre := b[:off]
+	line := bytes.Count(pre, []byte("\n")) + 1
+	return line, int(off) - bytes.LastIndexByte(pre, '\n')
+}
+
+// Engine is a compiled, prepared policy. It is safe for concurrent use.
+type Engine struct {
+	pq rego.PreparedEvalQuery
+}
+
+// Compile parses and compiles the modules against data (the document given to
+// the store; the caller may leave out sections it handles itself).
+func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, error) {
+	opts := []func(*rego.Rego){
+		rego.Query(Query),
+		rego.Store(inmem.NewFromObject(data)),
+		rego.SetRegoVersion(ast.RegoV1),
+	}
+	for _, name := range slices.Sorted(maps.Keys(src.Modules)) {
+		opts = append(opts, rego.Module(path.Join(src.Origin, name), src.Modules[name]))
+	}
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compile policy: %w", err)
+	}
+	return &Engine{pq: pq}, nil
+}
+
+// Output is the decision document a policy returns.
+type Output struct {
+	Allow           bool
+	Reason          string
+	Variant         string
+	Details         map[string]string
+	UpstreamHeaders map[string]string
+}
+
+// Errors returned by Eval. Every one of them must become a deny.
+var (
+	ErrUndefined = errors.New("policy decision is undefined")
+	ErrConflict  = errors.New("policy returned more than one decision")
+	ErrShape     = errors.New("policy decision has the wrong shape")
+)
+
+// Eval evaluates the decision for input.
+func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return Output{}, fmt.Errorf("evaluate policy: %w", err)
+	}
+	switch {
+	case len(rs) == 0 || len(rs[0].Expressions) == 0:
+		return Output{}, ErrUndefined
+	case len(rs) > 1 || len(rs[0].Expressions) > 1:
+		return Output{}, ErrConflict
+	}
+	return parseOutput(rs[0].Expressions[0].Value)
+}
+
+func parseOutput(v any) (Output, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Output{}, fmt.Errorf("%w: not an object", ErrShape)
+	}
+	var out Output
+	if out.Allow, ok = m["allow"].(bool); !ok {
+		return Output{}, fmt.Errorf("%w: allow is not a boolean", ErrShape)
+	}
+	if out.Reason, ok = m["reason"].(string); !ok {
+		return Output{}, fmt.Errorf("%w: reason is not a string", ErrShape)
+	}
+	if v, ok := m["variant"]; ok {
+		if out.Variant, ok = v.(string); !ok {
+			return Output{}, fmt.Errorf("%w: variant is not a string", ErrShape)
+		}
+	}
+	var err error
+	if out.Details, err = stringMap(m["details"], "details"); err != nil {
+		return Output{}, err
+	}
+	if out.UpstreamHeaders, err = stringMap(m["headers"], "headers"); err != nil {
+		return Output{}, err
+	}
+	return out, nil
+}
+
+func stringMap(v any, field string) (map[string]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not an object", ErrShape, field)
+	}
+	out := make(map[string]string, len(m))
+	for k, x := range m {
+		switch x := x.(type) {
+		case string:
+			out[k] = x
+		case json.Number:
+			out[k] = x.String()
+		default:
+			return nil, fmt.Errorf("%w: %s.%s is not a string", ErrShape, field, k)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,398 @@
+// Package route matches a request's method and canonical path to the route
+// requirements written in policy data (extauthz.routes), with a prepared
+// segment trie so matching costs O(path depth) however many routes there are.
+// Envoy routes can override requirements through context_extensions.
+package route
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Credential kinds a route may accept.
+const (
+	AuthAPIKey       = "api_key"        // API key in the API-key header
+	AuthAPIKeyBearer = "api_key_bearer" // API key as Authorization: Bearer
+	AuthJWT          = "jwt"            // bearer JWT
+)
+
+// Tenant header formats.
+const (
+	FormatAny             = "any"
+	FormatPositiveInteger = "positive_integer"
+	FormatUUID            = "uuid"
+	FormatSlug            = "slug"
+)
+
+// TenantHeader is one tenancy header a route reads.
+type TenantHeader struct {
+	Header    string `json:"header"`              // as documented, e.g. "X-Tenant-Id"
+	Dimension string `json:"dimension,omitempty"` // which credential tenants it is checked against; default "tenant"
+	Format    string `json:"format,omitempty"`    // any (default), positive_integer, uuid, slug
+	Required  bool   `json:"required,omitempty"`
+}
+
+// Requirements is what a route demands.
+type Requirements struct {
+	Public              bool           `json:"public,omitempty"`                 // no credential needed
+	Auth                []string       `json:"auth,omitempty"`                   // accepted kinds; default [api_key, jwt]
+	Scopes              []string       `json:"scopes,omitempty"`                 // all required
+	TenantHeaders       []TenantHeader `json:"tenant_headers,omitempty"`         // checked in order
+	Profile             string         `json:"profile,omitempty"`                // deny envelope
+	IdempotencyKey      bool           `json:"idempotency_key,omitempty"`        // require Idempotency-Key
+	RejectBrowserAPIKey bool           `json:"reject_browser_api_key,omitempty"` // refuse API keys from browsers
+}
+
+// Def is a route in policy data.
+type Def struct {
+	ID      string   `json:"id"`
+	Methods []string `json:"methods,omitempty"` // empty = any
+	Path    string   `json:"path"`              // literal segments and {param} segments
+	Prefix  bool     `json:"prefix,omitempty"`  // also match everything below Path
+	Requirements
+}
+
+// Route is a compiled route.
+type Route struct {
+	ID  string
+	Req Requirements
+	val ast.Value
+}
+
+// Value is the route as the policy sees it (input.extauthz.route).
+func (r *Route) Value() ast.Value { return r.val }
+
+// Table is an immutable route table.
+type Table struct {
+	root     *trieNode
+	byID     map[string]*Route
+	fallback *Route
+}
+
+type trieNode struct {
+	lit    map[string]*trieNode
+	param  *trieNode
+	exact  map[string]*Route // method ("*" = any) -> route
+	prefix map[string]*Route
+}
+
+// Parse compiles the routes and the optional default route (used when no
+// route matches; nil means unmatched requests are denied route_not_found).
+// Errors name the route index and field; every problem is reported.
+func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*Table, error) {
+	t := &Table{root: &trieNode{}, byID: map[string]*Route{}}
+	var defs []Def
+	if len(routesRaw) > 0 && string(routesRaw) != "null" {
+		if err := strict(routesRaw, &defs); err != nil {
+			return nil, fmt.Errorf("routes: %w", err)
+		}
+	}
+	var errs []error
+	for i, d := range defs {
+		where := fmt.Sprintf("routes[%d]", i)
+		if d.ID == "" {
+			errs = append(errs, fmt.Errorf("%s.id: required", where))
+			continue
+		}
+		where = fmt.Sprintf("routes[%d] (%s)", i, d.ID)
+		if _, dup := t.byID[d.ID]; dup {
+			errs = append(errs, fmt.Errorf("%s.id: duplicate", where))
+			continue
+		}
+		r, err := compile(d.ID, d.Requirements, profiles)
+		if err != nil {
+			errs = append(errs, prefixErr(where, err))
+			continue
+		}
+		if err := t.insert(d, r); err != nil {
+			errs = append(errs, prefixErr(where, err))
+			continue
+		}
+		t.byID[d.ID] = r
+	}
+	if len(defaultRaw) > 0 && string(defaultRaw) != "null" {
+		var req Requirements
+		if err := strict(defaultRaw, &req); err != nil {
+			errs = append(errs, fmt.Errorf("default_route: %w", err))
+		} else if r, err := compile("default", req, profiles); err != nil {
+			errs = append(errs, prefixErr("default_route", err))
+		} else {
+			t.fallback = r
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return t, nil
+}
+
+func prefixErr(where string, err error) error {
+	var out []error
+	for _, e := range unjoin(err) {
+		out = append(out, fmt.Errorf("%s.%w", where, e))
+	}
+	return errors.Join(out...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func (t *Table) insert(d Def, r *Route) error {
+	if !strings.HasPrefix(d.Path, "/") {
+		return fmt.Errorf("path: %q must start with /", d.Path)
+	}
+	n := t.root
+	for s := range strings.SplitSeq(strings.Trim(d.Path, "/"), "/") {
+		if s == "" {
+			continue
+		}
+		if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") {
+			if n.param == nil {
+				n.param = &trieNode{}
+			}
+			n = n.param
+			continue
+		}
+		if s == "." || s == ".." || strings.ContainsAny(s, "%;\\{}") {
+			return fmt.Errorf("path: segment %q is not canonical", s)
+		}
+		if n.lit == nil {
+			n.lit = map[string]*trieNode{}
+		}
+		c := n.lit[s]
+		if c == nil {
+			c = &trieNode{}
+			n.lit[s] = c
+		}
+		n = c
+	}
+	m := &n.exact
+	if d.Prefix {
+		m = &n.prefix
+	}
+	if *m == nil {
+		*m = map[string]*Route{}
+	}
+	methods := d.Methods
+	if len(methods) == 0 {
+		methods = []string{"*"}
+	}
+	for _, meth := range methods {
+		meth = strings.ToUpper(meth)
+		if _, dup := (*m)[meth]; dup {
+			return fmt.Errorf("path: %s %s is already routed", meth, d.Path)
+		}
+		(*m)[meth] = r
+	}
+	return nil
+}
+
+func compile(id string, req Requirements, profiles func(string) bool) (*Route, error) {
+	var errs []error
+	if !req.Public && len(req.Auth) == 0 {
+		req.Auth = []string{AuthAPIKey, AuthJWT}
+	}
+	for i, a := range req.Auth {
+		if a != AuthAPIKey && a != AuthAPIKeyBearer && a != AuthJWT {
+			errs = append(errs, fmt.Errorf("auth[%d]: %q is not one of api_key, api_key_bearer, jwt", i, a))
+		}
+	}
+	for i := range req.TenantHeaders {
+		th := &req.TenantHeaders[i]
+		if th.Dimension == "" {
+			th.Dimension = "tenant"
+		}
+		if th.Format == "" {
+			th.Format = FormatAny
+		}
+		if th.Header == "" || strings.ContainsAny(th.Header, " :,\r\n") {
+			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is not a header name", i, th.Header))
+		}
+		switch th.Format {
+		case FormatAny, FormatPositiveInteger, FormatUUID, FormatSlug:
+		default:
+			errs = append(errs, fmt.Errorf("tenant_headers[%d].format: %q is not one of any, positive_integer, uuid, slug", i, th.Format))
+		}
+	}
+	if req.Profile != "" && profiles != nil && !profiles(req.Profile) {
+		errs = append(errs, fmt.Errorf("profile: unknown profile %q", req.Profile))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	r := &Route{ID: id, Req: req}
+	r.val = r.build()
+	return r, nil
+}
+
+func (r *Route) build() ast.Value {
+	ths := make([]*ast.Term, len(r.Req.TenantHeaders))
+	for i, th := range r.Req.TenantHeaders {
+		ths[i] = ast.ObjectTerm(
+			ast.Item(ast.StringTerm("header"), ast.StringTerm(th.Header)),
+			ast.Item(ast.StringTerm("key"), ast.StringTerm(strings.ToLower(th.Header))),
+			ast.Item(ast.StringTerm("dimension"), ast.StringTerm(th.Dimension)),
+			ast.Item(ast.StringTerm("format"), ast.StringTerm(th.Format)),
+			ast.Item(ast.StringTerm("required"), ast.BooleanTerm(th.Required)),
+		)
+	}
+	return ast.NewObject(
+		ast.Item(ast.StringTerm("id"), ast.StringTerm(r.ID)),
+		ast.Item(ast.StringTerm("public"), ast.BooleanTerm(r.Req.Public)),
+		ast.Item(ast.StringTerm("auth"), ast.SetTerm(strTerms(r.Req.Auth)...)),
+		ast.Item(ast.StringTerm("scopes"), ast.ArrayTerm(strTerms(r.Req.Scopes)...)),
+		ast.Item(ast.StringTerm("tenant_headers"), ast.ArrayTerm(ths...)),
+		ast.Item(ast.StringTerm("idempotency_key"), ast.BooleanTerm(r.Req.IdempotencyKey)),
+		ast.Item(ast.StringTerm("reject_browser_api_key"), ast.BooleanTerm(r.Req.RejectBrowserAPIKey)),
+	)
+}
+
+func strTerms(ss []string) []*ast.Term {
+	out := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		out[i] = ast.StringTerm(s)
+	}
+	return out
+}
+
+// Match finds the route for method and canonical path segments: an exact
+// route beats a prefix route, a literal segment beats a {param}, a longer
+// prefix beats a shorter one. It returns the default route (or nil) when
+// nothing matches.
+func (t *Table) Match(method string, segs []string) *Route {
+	var best *Route
+	bestDepth := -1
+	var walk func(n *trieNode, i int) *Route
+	walk = func(n *trieNode, i int) *Route {
+		if r := pick(n.prefix, method); r != nil && i > bestDepth {
+			best, bestDepth = r, i
+		}
+		if i == len(segs) {
+			return pick(n.exact, method)
+		}
+		if c := n.lit[segs[i]]; c != nil {
+			if r := walk(c, i+1); r != nil {
+				return r
+			}
+		}
+		if n.param != nil {
+			return walk(n.param, i+1)
+		}
+		return nil
+	}
+	if r := walk(t.root, 0); r != nil {
+		return r
+	}
+	if best != nil {
+		return best
+	}
+	return t.fallback
+}
+
+// ByID returns a route by id (context_extensions "route").
+func (t *Table) ByID(id string) (*Route, bool) {
+	r, ok := t.byID[id]
+	return r, ok
+}
+
+// Len is the number of routes.
+func (t *Table) Len() int { return len(t.byID) }
+
+func pick(m map[string]*Route, method string) *Route {
+	if m == nil {
+		return nil
+	}
+	if r := m[method]; r != nil {
+		return r
+	}
+	return m["*"]
+}
+
+// Context extension keys an Envoy route may set.
+const (
+	CEProfile        = "profile"
+	CERoute          = "route"
+	CEAuth           = "auth"
+	CEScopes         = "scopes"
+	CETenantHeader   = "tenant_header"
+	CETenantFormat   = "tenant_format"
+	CETenantRequired = "tenant_required"
+)
+
+// HasOverrides reports whether ce changes requirements (beyond route/profile).
+func HasOverrides(ce map[string]string) bool {
+	for _, k := range []string{CEAuth, CEScopes, CETenantHeader, CETenantFormat, CETenantRequired} {
+		if _, ok := ce[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// WithOverrides returns a route whose requirements are r's overridden by
+// context_extensions. The first tenant header (or a new one) takes the
+// tenant_* keys.
+func (r *Route) WithOverrides(ce map[string]string) (*Route, error) {
+	req := r.Req
+	req.Auth = slices.Clone(req.Auth)
+	req.TenantHeaders = slices.Clone(req.TenantHeaders)
+	if v, ok := ce[CEAuth]; ok {
+		req.Auth = nil
+		req.Public = false
+		for a := range strings.SplitSeq(v, ",") {
+			if a = strings.TrimSpace(a); a == "public" {
+				req.Public = true
+			} else if a != "" {
+				req.Auth = append(req.Auth, a)
+			}
+		}
+	}
+	if v, ok := ce[CEScopes]; ok {
+		req.Scopes = strings.Fields(v)
+	}
+	h, hok := ce[CETenantHeader]
+	f, fok := ce[CETenantFormat]
+	q, qok := ce[CETenantRequired]
+	if hok || fok || qok {
+		if len(req.TenantHeaders) == 0 {
+			req.TenantHeaders = []TenantHeader{{Header: h}}
+		}
+		th := &req.TenantHeaders[0]
+		if hok {
+			th.Header = h
+		}
+		if fok {
+			th.Format = f
+		}
+		if qok {
+			switch q {
+			case "true":
+				th.Required = true
+			case "false":
+				th.Required = false
+			default:
+				return nil, fmt.Errorf("context_extensions.tenant_required: %q is not true or false", q)
+			}
+		}
+	}
+	out, err := compile(r.ID, req, nil)
+	if err != nil {
+		return nil, fmt.Errorf("context_extensions: %w", err)
+	}
+	return out, nil
+}
+
+func strict(raw []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}

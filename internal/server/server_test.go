@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/extauthz/extauthz/internal/check"
+	"github.com/extauthz/extauthz/internal/clientip"
+	"github.com/extauthz/extauthz/internal/engine"
+)
+
+func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient {
+	t.Helper()
+	eng, err := BuildEngine(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h engine.Holder
+	h.Store(eng)
+	hs := health.NewServer()
+	g := NewGRPCServer(check.NewServer(&h, clientip.Resolver{}), hs)
+	lis, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	target := lis.Addr().String()
+	if network == "unix" {
+		target = "unix://" + addr
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn)
+}
+
+func checkReq(headers map[string]string) *authv3.CheckRequest {
+	h := map[string]string{":method": "GET", ":path": "/v1/orders", ":authority": "api", "x-request-id": "req-1"}
+	for k, v := range headers {
+		h[k] = v
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1"}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/v1/orders", Headers: h}},
+	}}
+}
+
+// The real gRPC server on 127.0.0.1:0 and on a Unix socket answers allow and deny.
+func TestCheckOverGRPC(t *testing.T) {
+	for _, tc := range []struct{ network, addr string }{
+		{"tcp", "127.0.0.1:0"},
+		{"unix", filepath.Join(t.TempDir(), "extauthz.sock")},
+	} {
+		t.Run(tc.network, func(t *testing.T) {
+			c := startServer(t, tc.network, tc.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := c.Check(ctx, checkReq(map[string]string{"x-api-key": "xa_demo_7Qm2vK9pL4sT8wZ1", "x-tenant-id": "42"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetStatus().GetCode() != 0 || resp.GetOkResponse() == nil {
+				t.Fatalf("allow: %v", resp)
+			}
+			resp, err = c.Check(ctx, checkReq(map[string]string{"x-api-key": "xa_wrong", "x-tenant-id": "42"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := resp.GetDeniedResponse()
+			if resp.GetStatus().GetCode() != 7 || d.GetStatus().GetCode() != 401 {
+				t.Fatalf("deny: %v", resp)
+			}
+			var body struct {
+				Error struct {
+					Code      string `json:"code"`
+					RequestID string `json:"request_id"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(d.GetBody()), &body); err != nil || body.Error.Code != "key_invalid" || body.Error.RequestID != "req-1" {
+				t.Fatalf("body %q: %v", d.GetBody(), err)
+			}
+		})
+	}
+}
+
+func TestHealthService(t *testing.T) {
+	hs := health.NewServer()
+	hs.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
+	resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("%v %v", resp, err)
+	}
+}
+
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	err := Config{XFFTrustedHops: -1, PolicyDir: "/does/not/exist"}.Validate()
+	for _, want := range []string{"grpc-addr", "xff-trusted-hops", "policy-dir"} {
+		if err == nil || !contains(err.Error(), want) {
+			t.Errorf("error %v lacks %s", err, want)
+		}
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
