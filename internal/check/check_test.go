@@ -113,7 +113,9 @@ func TestReasons(t *testing.T) {
 		{"api key as bearer on jwt route reads as bad token", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + demoKey, "x-tenant-id": "42"}, "token_invalid", 401},
 		{"jwt with no issuers configured", "GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"}, "token_invalid", 401},
 		{"api key on jwt-only route", "GET", "/v1/admin/users", key(tenant7Key), "wrong_auth_mode", 403},
-		{"header key on bearer-only route", "GET", "/v1/posts", map[string]string{"x-api-key": aidellyKey, "x-workspace-id": "ws_1"}, "wrong_auth_mode", 403},
+		{"header key on bearer-only route (aidelly: 401 AUTH_REQUIRED)", "GET", "/v1/posts", map[string]string{"x-api-key": aidellyKey, "x-workspace-id": "ws_1"}, "wrong_auth_mode", 401},
+		{"browser sends api key where forbidden", "GET", "/v1/calls", map[string]string{"x-api-key": demoKey, "origin": "https://app.example.com"}, "browser_api_key", 403},
+		{"server sends api key", "GET", "/v1/calls", map[string]string{"x-api-key": demoKey}, "ok", 200},
 		{"tenant header missing", "GET", "/v1/orders", map[string]string{"x-api-key": demoKey}, "tenant_header_missing", 400},
 		{"tenant header not an integer", "GET", "/v1/orders", key(demoKey, "x-tenant-id", "invalid-id"), "tenant_header_invalid", 400},
 		{"tenant header zero", "GET", "/v1/orders", key(demoKey, "x-tenant-id", "0"), "tenant_header_invalid", 400},
@@ -176,7 +178,7 @@ func TestAllowSetsIdentityAndStripsCredentials(t *testing.T) {
 		}
 		got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 	}
-	want := map[string]string{"x-auth-subject": "svc:orders-demo", "x-auth-key-id": "demo-orders", "x-auth-kind": "api_key", "x-auth-scopes": "orders:read orders:write", "x-auth-tenant": "42"}
+	want := map[string]string{"x-auth-subject": "svc:orders-demo", "x-auth-key-id": "demo-orders", "x-auth-kind": "api_key", "x-auth-scopes": "orders:read orders:write calls:read", "x-auth-tenant": "42"}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q", k, got[k], v)

@@ -42,6 +42,8 @@ type ReasonDef struct {
 	Message string            `json:"message,omitempty"`
 	Details json.RawMessage   `json:"details,omitempty"`
 	Headers map[string]string `json:"headers,omitempty"`
+	// Vars are extra template variables for this reason, e.g. a message_key.
+	Vars map[string]string `json:"vars,omitempty"`
 }
 
 // Response is what the client receives.
@@ -73,6 +75,7 @@ type reasonT struct {
 	message []part
 	details *node
 	headers []header
+	vars    map[string]string
 }
 
 // Set is an immutable collection of profiles.
@@ -239,7 +242,12 @@ func compile(name string, d Definition) (*Profile, error) {
 		if rd.Status < 300 || rd.Status > 599 {
 			fail(rf+".status", fmt.Errorf("%d is not a deny status (300-599)", rd.Status))
 		}
-		r := &reasonT{status: rd.Status, code: rd.Code}
+		r := &reasonT{status: rd.Status, code: rd.Code, vars: rd.Vars}
+		for k := range rd.Vars {
+			if !validName(k) {
+				fail(rf+".vars", fmt.Errorf("bad variable name %q", k))
+			}
+		}
 		if r.message, err = parseParts(rd.Message); err != nil {
 			fail(rf+".message", err)
 		}
@@ -298,6 +306,7 @@ func (p *Profile) reason(d *decision.Decision) *reasonT {
 // Caps on request-derived values reflected into responses.
 const (
 	maxReflectBytes = 64
+	maxDataBytes    = 256
 	maxHeaderBytes  = 256
 )
 
@@ -399,11 +408,18 @@ func (v *vars) get(name string) (value, bool) {
 		}
 		return value{s: rl.Window}, true
 	}
+	if s, ok := v.r.vars[name]; ok {
+		return value{s: s}, true
+	}
 	s, ok := d.Details[name]
 	if !ok {
 		return value{}, false
 	}
-	return value{s: capString(s, maxReflectBytes)}, true
+	limit := maxDataBytes
+	if name == "value" {
+		limit = maxReflectBytes // taken verbatim from the request
+	}
+	return value{s: capString(s, limit)}, true
 }
 
 func rlField(rl *decision.RateLimit, f func(*decision.RateLimit) int64) int64 {
