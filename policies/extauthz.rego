@@ -5,7 +5,6 @@
 # credential verification, client IP, request id). See docs/policy.md.
 package extauthz
 
-import input.attributes.request.http.headers
 import input.extauthz as facts
 import input.extauthz.credential as cred
 import input.extauthz.route
@@ -107,17 +106,13 @@ identity := cred.identity if cred.status == "valid"
 
 # --- Authorization --------------------------------------------------------
 
-# Browsers must not carry API keys where the API forbids it.
+# Browsers (Origin, Sec-Fetch-*, Cookie) must not carry API keys where the
+# API forbids it.
 browser_api_key if {
 	route.reject_browser_api_key
 	presented_as == "api_key"
-	browser
+	facts.browser
 }
-
-browser if headers.origin
-browser if headers["sec-fetch-mode"]
-browser if headers["sec-fetch-site"]
-browser if headers.cookie
 
 wrong_auth_mode if {
 	identity
@@ -129,16 +124,19 @@ tenant_denials := [d | some th in route.tenant_headers; d := tenant_check(th)]
 
 tenant_denial := tenant_denials[0]
 
+# The values of the route's tenant headers, by lower-case name.
+values := facts.tenant_values
+
 tenant_check(th) := denial("tenant_header_missing", th, {"header": th.header}) if {
-	not headers[th.key]
+	not values[th.key]
 	th.required
-} else := denial("tenant_header_invalid", th, {"header": th.header, "value": headers[th.key]}) if {
-	headers[th.key]
-	not valid_format(th.format, headers[th.key])
-} else := denial("tenant_forbidden", th, {"header": th.header, "value": headers[th.key]}) if {
-	headers[th.key]
+} else := denial("tenant_header_invalid", th, {"header": th.header, "value": values[th.key]}) if {
+	values[th.key]
+	not valid_format(th.format, values[th.key])
+} else := denial("tenant_forbidden", th, {"header": th.header, "value": values[th.key]}) if {
+	values[th.key]
 	not route.public
-	not headers[th.key] in identity.tenants[th.dimension]
+	not values[th.key] in identity.tenants[th.dimension]
 }
 
 denial(reason, th, details) := {"allow": false, "reason": reason, "variant": th.dimension, "details": details}
@@ -156,10 +154,10 @@ valid_format("slug", v) if regex.match(`^[a-z0-9][a-z0-9_-]{0,62}$`, v)
 
 # The tenants a request acts for: every tenant header it sent, or the
 # credential's only tenant when it sent none.
-request_tenants contains headers[th.key] if some th in route.tenant_headers
+request_tenants contains values[th.key] if some th in route.tenant_headers
 
 request_tenants contains t if {
-	count([th | some th in route.tenant_headers; headers[th.key]]) == 0
+	count([th | some th in route.tenant_headers; values[th.key]]) == 0
 	count(identity.tenants.tenant) == 1
 	some t in identity.tenants.tenant
 }
@@ -192,5 +190,5 @@ scope_denial := {"allow": false, "reason": "scope_missing", "details": {"scope":
 
 idempotency_key_missing if {
 	route.idempotency_key
-	not headers["idempotency-key"]
+	not facts.idempotency_key
 }

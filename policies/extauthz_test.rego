@@ -4,8 +4,10 @@ import data.extauthz
 
 # A request as the sidecar presents it to the policy.
 base := {
-	"attributes": {"request": {"http": {"headers": {"x-tenant-id": "42"}}}},
 	"extauthz": {
+		"tenant_values": {"x-tenant-id": "42"},
+		"browser": false,
+		"idempotency_key": false,
 		"path_problem": "",
 		"client_ip": "127.0.0.1",
 		"route": {
@@ -69,7 +71,7 @@ test_public_route_needs_no_credentials if {
 test_browser_with_api_key_refused_where_route_says_so if {
 	reason(json.patch(base, [
 		{"op": "replace", "path": "/extauthz/route/reject_browser_api_key", "value": true},
-		{"op": "add", "path": "/attributes/request/http/headers/sec-fetch-mode", "value": "cors"},
+		{"op": "replace", "path": "/extauthz/browser", "value": true},
 	])) == "browser_api_key"
 }
 
@@ -82,14 +84,14 @@ test_jwt_on_api_key_only_route if {
 }
 
 test_tenant_header_rules if {
-	reason(json.patch(base, [{"op": "remove", "path": "/attributes/request/http/headers/x-tenant-id"}])) == "tenant_header_missing"
-	reason(json.patch(base, [{"op": "replace", "path": "/attributes/request/http/headers/x-tenant-id", "value": "-1"}])) == "tenant_header_invalid"
-	reason(json.patch(base, [{"op": "replace", "path": "/attributes/request/http/headers/x-tenant-id", "value": "042"}])) == "tenant_header_invalid"
-	reason(json.patch(base, [{"op": "replace", "path": "/attributes/request/http/headers/x-tenant-id", "value": "43"}])) == "tenant_forbidden"
+	reason(json.patch(base, [{"op": "remove", "path": "/extauthz/tenant_values/x-tenant-id"}])) == "tenant_header_missing"
+	reason(json.patch(base, [{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "-1"}])) == "tenant_header_invalid"
+	reason(json.patch(base, [{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "042"}])) == "tenant_header_invalid"
+	reason(json.patch(base, [{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "43"}])) == "tenant_forbidden"
 }
 
 test_invalid_tenant_details_carry_header_and_value if {
-	d := extauthz.decision with input as json.patch(base, [{"op": "replace", "path": "/attributes/request/http/headers/x-tenant-id", "value": "invalid-id"}])
+	d := extauthz.decision with input as json.patch(base, [{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "invalid-id"}])
 	d.details == {"header": "X-Tenant-Id", "value": "invalid-id"}
 	d.variant == "tenant"
 }
@@ -115,7 +117,7 @@ test_scope_missing_names_the_scopes if {
 test_idempotency_key if {
 	inp := json.patch(base, [{"op": "replace", "path": "/extauthz/route/idempotency_key", "value": true}])
 	reason(inp) == "idempotency_key_missing"
-	extauthz.decision.allow with input as json.patch(inp, [{"op": "add", "path": "/attributes/request/http/headers/idempotency-key", "value": "k1"}])
+	extauthz.decision.allow with input as json.patch(inp, [{"op": "replace", "path": "/extauthz/idempotency_key", "value": true}])
 }
 
 test_unknown_status_never_allows if {

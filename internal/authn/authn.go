@@ -44,11 +44,17 @@ type Identity struct {
 	Scopes       []string
 	AllowedCIDRs []string
 	value        ast.Value
+	key          string
 }
+
+// Key identifies the identity's content: two identities with equal keys are
+// the same to a policy. Valid after Seal.
+func (id *Identity) Key() string { return id.key }
 
 // Seal precomputes the policy value of the identity; call once after building.
 func (id *Identity) Seal() *Identity {
 	id.value = id.build()
+	id.key = id.value.String()
 	return id
 }
 

@@ -16,11 +16,11 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/policy"
 )
 
 var (
@@ -52,6 +52,9 @@ type Server struct {
 
 	idPrefix string
 	seq      atomic.Uint64
+	memo     atomic.Pointer[memo]
+	// NoMemo turns the decision memo off (benchmarks of raw evaluation).
+	NoMemo bool
 }
 
 // NewServer returns a server over engines.
@@ -78,13 +81,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			s.fail(d, errNoEngine)
 			return
 		}
-		var input ast.Value
-		r, input = s.requestToInput(ctx, eng, req, now, d.ID)
+		r = s.requestToInput(ctx, eng, req, now, d.ID)
 		d.RequestID, d.Profile = r.id, r.profile
 		if r.route != nil {
 			d.Route = r.route.ID
 		}
-		s.decide(ctx, eng, r, input, d)
+		s.decide(ctx, eng, r, d)
 	}()
 	resp := s.toCheckResponse(eng, r, d, now)
 	if s.Observer != nil {
@@ -95,7 +97,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 // decide is step two: evaluate the policy within the time budget and turn
 // anything but a well-formed decision into internal_error.
-func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, input ast.Value, d *decision.Decision) {
+func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision) {
 	if r.setupFail {
 		s.fail(d, errors.New("CheckRequest has no HTTP attributes"))
 		return
@@ -108,15 +110,33 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, inp
 	if timeout <= 0 {
 		timeout = 100 * time.Millisecond
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	out, err := eng.Policy.Eval(ctx, input)
-	if err == nil {
-		err = ctx.Err() // a cancelled or late evaluation is not trusted
-	}
-	if err != nil {
+	if err := ctx.Err(); err != nil { // the caller gave up: do not spend work, do not allow
 		s.fail(d, err)
 		return
+	}
+	memo := s.memoFor(eng)
+	var key memoKey
+	out, hit := policy.Output{}, false
+	if memo != nil {
+		r.purity = eng.Policy.Purity()
+		key = r.memoKey()
+		out, hit = memo.get(key)
+	}
+	if !hit {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var err error
+		out, err = eng.Policy.Eval(ctx, r.value())
+		if err == nil {
+			err = ctx.Err() // a cancelled or late evaluation is not trusted
+		}
+		if err != nil {
+			s.fail(d, err)
+			return
+		}
+		if memo != nil {
+			memo.put(key, out)
+		}
 	}
 	reason := decision.Reason(out.Reason)
 	switch {

@@ -206,3 +206,55 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// The memoized and the evaluated decision agree for every case, and an
+// impure policy (one that reads raw headers) is never memoized.
+func TestMemoAgreesWithEvaluation(t *testing.T) {
+	memo := newServer(t, demoEngine(t))
+	plain := newServer(t, demoEngine(t))
+	plain.NoMemo = true
+	if !memo.Engines.Current().Policy.Pure() {
+		t.Fatalf("default policy must be memoizable: %+v", memo.Engines.Current().Policy.Purity())
+	}
+	reqs := []*authv3.CheckRequest{
+		req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}),
+		req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "43"}),
+		req("GET", "/v1/orders", map[string]string{"x-api-key": readonlyKey, "x-tenant-id": "42"}),
+		req("POST", "/v1/orders", map[string]string{"x-api-key": readonlyKey, "x-tenant-id": "42"}),
+		req("POST", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}),
+		req("POST", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42", "idempotency-key": "a"}),
+		req("GET", "/v1/calls", map[string]string{"x-api-key": demoKey, "cookie": "s=1"}),
+		req("GET", "/v1/calls", map[string]string{"x-api-key": demoKey}),
+		req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"}),
+	}
+	for round := 0; round < 2; round++ { // the second round is served from the memo
+		for i, r := range reqs {
+			a, _, _ := decide(t, memo, r)
+			b, _, _ := decide(t, plain, r)
+			if a != b {
+				t.Errorf("round %d req %d: memo %s, evaluated %s", round, i, a, b)
+			}
+		}
+	}
+	// The client address is part of the key: same request, other address.
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
+	r.Attributes.Source.Address.GetSocketAddress().Address = "10.0.0.1"
+	if a, _, _ := decide(t, memo, r); a != "ok" {
+		t.Errorf("allowlisted address after a cached deny: %s", a)
+	}
+
+	impure := newServer(t, engineWith(t, "package extauthz\nimport input.attributes.request.http.headers\ndecision := {\"allow\": false, \"reason\": \"scope_missing\"} if headers[\"x-flag\"]\ndecision := {\"allow\": false, \"reason\": \"credentials_missing\"} if not headers[\"x-flag\"]\n"))
+	if impure.Engines.Current().Policy.Pure() {
+		t.Fatal("a policy reading raw headers must not be memoized")
+	}
+	for _, flag := range []string{"1", "", "1"} {
+		h := map[string]string{}
+		want := "credentials_missing"
+		if flag != "" {
+			h["x-flag"], want = flag, "scope_missing"
+		}
+		if got, _, _ := decide(t, impure, req("GET", "/x", h)); got != want {
+			t.Errorf("flag %q: %s, want %s", flag, got, want)
+		}
+	}
+}

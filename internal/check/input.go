@@ -13,11 +13,13 @@ import (
 	"github.com/extauthz/extauthz/internal/credential"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/pathcanon"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/route"
 )
 
 // request is what step one resolved about a CheckRequest.
 type request struct {
+	req       *authv3.CheckRequest
 	id        string // request id (x-request-id or generated)
 	method    string
 	path      pathcanon.Path
@@ -30,15 +32,26 @@ type request struct {
 	clientIP  netip.Addr
 	headers   map[string]string
 	setupFail bool // the request could not be understood at all (no HTTP attributes)
+	// Request facts the rulebook reads instead of raw headers.
+	tenantValues [][2]string // route's tenant headers present: lower-case name, value
+	browser      bool        // a browser signal is present (Origin, Sec-Fetch-*, Cookie)
+	idempotency  bool        // Idempotency-Key present and non-empty
+	ceKey        string      // the context_extensions overrides, for the decision cache key
+	purity       policy.Purity
 }
+
+// browserSignals are request headers only browsers send on their own.
+var browserSignals = []string{"origin", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest", "cookie"}
 
 // requestToInput is step one: it resolves the facts the policy needs and
 // builds the policy input directly as an OPA value.
-func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *authv3.CheckRequest, now time.Time, decisionID string) (*request, ast.Value) {
+// The OPA value of the input is built only when the policy has to be
+// evaluated (request.value; see decide).
+func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *authv3.CheckRequest, now time.Time, decisionID string) *request {
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	headers := h.GetHeaders()
-	r := &request{headers: headers, method: h.GetMethod(), id: s.requestID(headers)}
+	r := &request{req: req, headers: headers, method: h.GetMethod(), id: s.requestID(headers)}
 	if r.id == "" {
 		r.id = decisionID
 	}
@@ -63,8 +76,23 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 		r.route = eng.Routes.Match(r.method, r.path.Segments)
 	}
 	if r.route != nil && route.HasOverrides(ce) {
+		r.ceKey = ce[route.CEAuth] + "\x00" + ce[route.CEScopes] + "\x00" + ce[route.CETenantHeader] + "\x00" + ce[route.CETenantFormat] + "\x00" + ce[route.CETenantRequired]
 		r.route, r.routeErr = r.route.WithOverrides(ce)
 	}
+	if r.route != nil {
+		for _, th := range r.route.Req.TenantHeaders {
+			if v, ok := headers[th.Key]; ok {
+				r.tenantValues = append(r.tenantValues, [2]string{th.Key, v})
+			}
+		}
+	}
+	for _, h := range browserSignals {
+		if _, ok := headers[h]; ok {
+			r.browser = true
+			break
+		}
+	}
+	r.idempotency = headers["idempotency-key"] != ""
 	r.profile = eng.Settings.DefaultProfile
 	if r.route != nil && r.route.Req.Profile != "" {
 		r.profile = r.route.Req.Profile
@@ -85,8 +113,11 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
 	r.clientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
 
-	return r, buildInput(req, r)
+	return r
 }
+
+// value is the policy input as an OPA value.
+func (r *request) value() ast.Value { return buildInput(r.req, r) }
 
 func (s *Server) verify(ctx context.Context, eng *engine.Engine, p credential.Presented, now time.Time) (authn.Status, *authn.Identity) {
 	switch {
@@ -137,6 +168,9 @@ var (
 	kStatus       = ast.StringTerm("status")
 	kIdentity     = ast.StringTerm("identity")
 	kProfile      = ast.StringTerm("profile")
+	kTenantValues = ast.StringTerm("tenant_values")
+	kBrowser      = ast.StringTerm("browser")
+	kIdempotency  = ast.StringTerm("idempotency_key")
 	nullTerm      = ast.NullTerm()
 	emptyObjTerm  = ast.ObjectTerm()
 	emptyArrTerm  = ast.ArrayTerm()
@@ -208,6 +242,10 @@ func buildInput(req *authv3.CheckRequest, r *request) ast.Value {
 	if r.clientIP.IsValid() {
 		clientIP = ast.StringTerm(r.clientIP.String())
 	}
+	tenantItems := make([][2]*ast.Term, len(r.tenantValues))
+	for i, tv := range r.tenantValues {
+		tenantItems[i] = ast.Item(ast.StringTerm(tv[0]), ast.StringTerm(tv[1]))
+	}
 	facts := ast.ObjectTerm(
 		ast.Item(kRequestID, ast.StringTerm(r.id)),
 		ast.Item(kMethod, ast.StringTerm(r.method)),
@@ -217,6 +255,9 @@ func buildInput(req *authv3.CheckRequest, r *request) ast.Value {
 		ast.Item(kRoute, routeTerm),
 		ast.Item(kProfile, ast.StringTerm(r.profile)),
 		ast.Item(kCredential, ast.ObjectTerm(credItems...)),
+		ast.Item(kTenantValues, ast.ObjectTerm(tenantItems...)),
+		ast.Item(kBrowser, ast.BooleanTerm(r.browser)),
+		ast.Item(kIdempotency, ast.BooleanTerm(r.idempotency)),
 	)
 	return ast.NewObject(
 		ast.Item(kAttributes, attributes),

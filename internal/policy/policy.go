@@ -106,25 +106,110 @@ func lineCol(b []byte, off int64) (int, int) {
 
 // Engine is a compiled, prepared policy. It is safe for concurrent use.
 type Engine struct {
-	pq rego.PreparedEvalQuery
+	pq     rego.PreparedEvalQuery
+	purity Purity
 }
 
 // Compile parses and compiles the modules against data (the document given to
 // the store; the caller may leave out sections it handles itself).
 func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, error) {
-	opts := []func(*rego.Rego){
-		rego.Query(Query),
-		rego.Store(inmem.NewFromObject(data)),
-		rego.SetRegoVersion(ast.RegoV1),
-	}
+	mods := map[string]*ast.Module{}
+	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(src.Modules)) {
-		opts = append(opts, rego.Module(path.Join(src.Origin, name), src.Modules[name]))
+		file := path.Join(src.Origin, name)
+		m, err := ast.ParseModuleWithOpts(file, src.Modules[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		mods[file] = m
 	}
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	if c.Compile(mods); c.Failed() {
+		return nil, c.Errors
+	}
+	pq, err := rego.New(
+		rego.Query(Query),
+		rego.Compiler(c),
+		rego.Store(inmem.NewFromObject(data)),
+	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("compile policy: %w", err)
+		return nil, fmt.Errorf("prepare %s: %w", Query, err)
 	}
-	return &Engine{pq: pq}, nil
+	return &Engine{pq: pq, purity: analyse(c)}, nil
+}
+
+// Pure reports whether the decision depends only on input.extauthz facts
+// other than request_id, and on data, with no time- or I/O-dependent
+// builtin: then it may be memoized by those facts.
+func (e *Engine) Pure() bool { return e.purity.Pure }
+
+// Purity explains Pure.
+func (e *Engine) Purity() Purity { return e.purity }
+
+// Purity is the result of the static analysis of the compiled modules.
+type Purity struct {
+	Pure bool
+	Why  string // the first reason it is not pure
+	// Facts read beyond the always-keyed ones.
+	ReadsPath, ReadsMethod bool
+}
+
+// memoFacts are the input.extauthz fields a memoized decision may depend on;
+// the sidecar keys its memo by all of them.
+var memoFacts = map[string]bool{
+	"path_problem": true, "route": true, "credential": true, "client_ip": true, "profile": true,
+	"tenant_values": true, "browser": true, "idempotency_key": true, "path": true, "method": true,
+}
+
+// impureBuiltins depend on time, randomness, I/O or the environment.
+var impureBuiltins = map[string]bool{
+	"time.now_ns": true, "opa.runtime": true, "trace": true, "print": true, "uuid.rfc4122": true,
+	"net.lookup_ip_addr": true, "http.send": true, "rand.intn": true, "io.jwt.decode_verify": true,
+}
+
+func analyse(c *ast.Compiler) Purity {
+	p := Purity{Pure: true}
+	impure := func(why string) bool {
+		if p.Pure {
+			p.Pure, p.Why = false, why
+		}
+		return true
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
+		m := c.Modules[name]
+		ast.WalkExprs(m, func(x *ast.Expr) bool {
+			if len(x.With) > 0 {
+				return impure(fmt.Sprintf("%s: uses with", x.Location))
+			}
+			if x.IsCall() {
+				op := x.Operator().String()
+				if b, ok := ast.BuiltinMap[op]; ok && (b.Nondeterministic || impureBuiltins[op]) {
+					return impure(fmt.Sprintf("%s: calls %s", x.Location, op))
+				}
+			}
+			return false
+		})
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if !r.HasPrefix(ast.InputRootRef) {
+				return false
+			}
+			if len(r) < 3 || !r[1].Equal(ast.StringTerm("extauthz")) {
+				return impure(fmt.Sprintf("%s: reads %s", r[0].Location, r))
+			}
+			field, ok := r[2].Value.(ast.String)
+			if !ok || !memoFacts[string(field)] {
+				return impure(fmt.Sprintf("%s: reads %s", r[0].Location, r))
+			}
+			p.ReadsPath = p.ReadsPath || field == "path"
+			p.ReadsMethod = p.ReadsMethod || field == "method"
+			return false
+		})
+	}
+	return p
 }
 
 // Output is the decision document a policy returns.

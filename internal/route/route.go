@@ -35,6 +35,7 @@ type TenantHeader struct {
 	Dimension string `json:"dimension,omitempty"` // which credential tenants it is checked against; default "tenant"
 	Format    string `json:"format,omitempty"`    // any (default), positive_integer, uuid, slug
 	Required  bool   `json:"required,omitempty"`
+	Key       string `json:"-"` // lower-case Header, as Envoy sends it
 }
 
 // Requirements is what a route demands.
@@ -214,6 +215,7 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 		if th.Format == "" {
 			th.Format = FormatAny
 		}
+		th.Key = strings.ToLower(th.Header)
 		if th.Header == "" || strings.ContainsAny(th.Header, " :,\r\n") {
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is not a header name", i, th.Header))
 		}
@@ -239,7 +241,7 @@ func (r *Route) build() ast.Value {
 	for i, th := range r.Req.TenantHeaders {
 		ths[i] = ast.ObjectTerm(
 			ast.Item(ast.StringTerm("header"), ast.StringTerm(th.Header)),
-			ast.Item(ast.StringTerm("key"), ast.StringTerm(strings.ToLower(th.Header))),
+			ast.Item(ast.StringTerm("key"), ast.StringTerm(th.Key)),
 			ast.Item(ast.StringTerm("dimension"), ast.StringTerm(th.Dimension)),
 			ast.Item(ast.StringTerm("format"), ast.StringTerm(th.Format)),
 			ast.Item(ast.StringTerm("required"), ast.BooleanTerm(th.Required)),

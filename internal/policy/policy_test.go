@@ -1,0 +1,104 @@
+package policy
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+func compile(t *testing.T, rego string) (*Engine, error) {
+	t.Helper()
+	src := &Source{Origin: "dir", Modules: map[string]string{"p.rego": rego}}
+	return Compile(context.Background(), src, map[string]any{})
+}
+
+func TestPurity(t *testing.T) {
+	cases := []struct {
+		name, rego string
+		pure       bool
+		why        string
+	}{
+		{"facts only", "package extauthz\nimport input.extauthz as f\ndecision := {\"allow\": false, \"reason\": f.credential.status}", true, ""},
+		{"data is fine", "package extauthz\ndecision := data.x", true, ""},
+		{"raw headers", "package extauthz\ndecision := input.attributes.request.http.headers", false, "reads input.attributes"},
+		{"request id", "package extauthz\ndecision := input.extauthz.request_id", false, "reads input.extauthz.request_id"},
+		{"whole facts", "package extauthz\ndecision := input.extauthz", false, "reads input.extauthz"},
+		{"dynamic field", "package extauthz\ndecision := input.extauthz[k] if some k", false, "reads input.extauthz["},
+		{"time", "package extauthz\ndecision := time.now_ns()", false, "calls time.now_ns"},
+		{"http.send", "package extauthz\ndecision := http.send({\"method\": \"get\", \"url\": \"http://127.0.0.1:1\"})", false, "calls http.send"},
+		{"with", "package extauthz\nx := input.extauthz.browser\ndecision := y if {\n\ty := x with input.extauthz.browser as true\n}", false, "uses with"},
+	}
+	for _, c := range cases {
+		e, err := compile(t, c.rego)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		p := e.Purity()
+		if p.Pure != c.pure || !strings.Contains(p.Why, c.why) {
+			t.Errorf("%s: %+v, want pure=%v why~%q", c.name, p, c.pure, c.why)
+		}
+	}
+	e, _ := compile(t, "package extauthz\ndecision := {\"p\": input.extauthz.path, \"m\": input.extauthz.method}")
+	if p := e.Purity(); !p.Pure || !p.ReadsPath || !p.ReadsMethod {
+		t.Errorf("path/method: %+v", p)
+	}
+}
+
+func TestCompileErrorsNameFileAndLine(t *testing.T) {
+	_, err := compile(t, "package extauthz\n\ndecision := {\"allow\": true\n")
+	if err == nil || !strings.Contains(err.Error(), "dir/p.rego:") {
+		t.Errorf("parse error: %v", err)
+	}
+	_, err = compile(t, "package extauthz\n\ndecision := undefined_thing\n")
+	if err == nil || !strings.Contains(err.Error(), "dir/p.rego:3") || !strings.Contains(err.Error(), "undefined_thing") {
+		t.Errorf("compile error: %v", err)
+	}
+}
+
+func TestLoadFS(t *testing.T) {
+	fsys := fstest.MapFS{
+		"a.rego":      {Data: []byte("package extauthz\n")},
+		"a_test.rego": {Data: []byte("package extauthz_test\n")},
+		"data.json":   {Data: []byte("{\n  \"extauthz\": {\n    \"routes\": [1,]\n  }\n}")},
+	}
+	_, err := LoadFS(fsys, "pol")
+	if err == nil || !strings.Contains(err.Error(), "pol/data.json: line 3") {
+		t.Errorf("bad JSON: %v", err)
+	}
+	fsys["data.json"] = &fstest.MapFile{Data: []byte(`{"extauthz": {"n": 12345678901234567890}}`)}
+	src, err := LoadFS(fsys, "pol")
+	if err != nil || len(src.Modules) != 1 || len(src.Tests) != 1 {
+		t.Fatalf("%v %+v", err, src)
+	}
+	if _, err := LoadFS(fstest.MapFS{}, "empty"); err == nil || !strings.Contains(err.Error(), "no .rego files") {
+		t.Errorf("empty dir: %v", err)
+	}
+}
+
+func TestEvalShapes(t *testing.T) {
+	cases := map[string]string{
+		"package extauthz\n":              "undefined",
+		"package extauthz\ndecision := 1": "not an object",
+		"package extauthz\ndecision := {\"allow\": 1, \"reason\": \"ok\"}":                               "allow is not a boolean",
+		"package extauthz\ndecision := {\"allow\": true}":                                                "reason is not a string",
+		"package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\", \"details\": {\"a\": [1]}}": "details.a is not a string",
+	}
+	for rego, want := range cases {
+		e, err := compile(t, rego)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Eval(context.Background(), ast.NewObject())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", rego, err, want)
+		}
+	}
+	e, _ := compile(t, "package extauthz\ndecision := {\"allow\": false, \"reason\": \"scope_missing\", \"variant\": \"v\", \"details\": {\"scope\": \"a b\", \"n\": 3}}")
+	out, err := e.Eval(context.Background(), ast.NewObject())
+	if err != nil || out.Reason != "scope_missing" || out.Variant != "v" || out.Details["scope"] != "a b" || out.Details["n"] != "3" {
+		t.Errorf("%+v %v", out, err)
+	}
+}
