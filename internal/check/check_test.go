@@ -2,6 +2,8 @@ package check
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -47,6 +49,8 @@ func (s staticEngines) Current() *engine.Engine { return s.e }
 func newServer(t testing.TB, e *engine.Engine) *Server {
 	s := NewServer(staticEngines{e}, clientip.Resolver{})
 	s.Now = func() time.Time { return testNow }
+	s.Timeout = 5 * time.Second // generous under -race; the budget itself is tested separately
+	s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	return s
 }
 

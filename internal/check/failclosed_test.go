@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/engine"
@@ -125,5 +126,19 @@ func TestContextExtensionsOverrideRoute(t *testing.T) {
 	r.Attributes.ContextExtensions = map[string]string{"route": "admin"}
 	if reason, _, _ := decide(t, s, r); reason != "wrong_auth_mode" {
 		t.Errorf("route override: %s", reason)
+	}
+}
+
+// A policy that overruns the evaluation budget is denied, not waited for.
+func TestFailClosedEvaluationBudget(t *testing.T) {
+	s := newServer(t, engineWith(t, "package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\"} if count([1 | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x > y]) > 0\n"))
+	s.Timeout = 20 * time.Millisecond
+	start := time.Now()
+	reason, status, _ := decide(t, s, req("GET", "/x", nil))
+	if reason != "internal_error" || status != 500 {
+		t.Fatalf("got %s/%d", reason, status)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("budget not enforced: %v", el)
 	}
 }

@@ -16,6 +16,9 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/authn/apikey"
@@ -129,6 +132,11 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if e.Policy, err = policy.Compile(ctx, src, storeData(src.Data)); err != nil {
 		return nil, err
 	}
+	// Warm the evaluator so the first real check does not pay for it; a slow
+	// policy must not stall loading.
+	wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	_, _ = e.Policy.Eval(wctx, warmInput)
+	cancel()
 	if opts.BuildTokens != nil && sections["jwt"] != nil {
 		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"]); err != nil {
 			return nil, fmt.Errorf("%s: extauthz.jwt.%w", src.Origin, err)
@@ -137,6 +145,8 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	}
 	return e, nil
 }
+
+var warmInput = ast.MustParseTerm(`{"extauthz": {"path_problem": "", "route": null, "credential": {"status": "missing"}}}`).Value
 
 // Close releases background work (JWKS refresh) of a retired engine.
 func (e *Engine) Close() {

@@ -30,7 +30,9 @@ func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient 
 	var h engine.Holder
 	h.Store(eng)
 	hs := health.NewServer()
-	g := NewGRPCServer(check.NewServer(&h, clientip.Resolver{}), hs)
+	chk := check.NewServer(&h, clientip.Resolver{})
+	chk.Timeout = 5 * time.Second // generous under -race; timeouts are tested in internal/check
+	g := NewGRPCServer(chk, hs)
 	lis, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
