@@ -1,0 +1,116 @@
+package jwt
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// tenantsOf reads a tenant claim: a string, a number, or an array of those.
+// Numbers keep their exact decimal form. Empty strings are dropped and
+// duplicates removed. Any other shape is refused (ok false).
+func tenantsOf(v any) (out []string, ok bool) {
+	switch t := v.(type) {
+	case nil:
+		return nil, true
+	case string, json.Number:
+		s, ok := tenantID(t)
+		if !ok || s == "" {
+			return nil, ok
+		}
+		return []string{s}, true
+	case []any:
+		for _, e := range t {
+			s, ok := tenantID(e)
+			if !ok {
+				return nil, false
+			}
+			if s != "" {
+				out = append(out, s)
+			}
+		}
+		return dedupe(out), true
+	}
+	return nil, false
+}
+
+func tenantID(v any) (string, bool) {
+	switch t := v.(type) {
+	case string:
+		return t, true
+	case json.Number:
+		return decimal(t)
+	}
+	return "", false
+}
+
+// decimal renders a JSON number as a plain decimal: integers exactly (even
+// beyond int64), others in the shortest form that round-trips.
+func decimal(n json.Number) (string, bool) {
+	if i, err := n.Int64(); err == nil {
+		return strconv.FormatInt(i, 10), true
+	}
+	s := n.String()
+	if digits := strings.TrimPrefix(s, "-"); digits != "" && strings.Trim(digits, "0123456789") == "" {
+		return s, true // an integer too large for int64
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return "", false
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64), true
+}
+
+// scopesOf merges "scope" and "scp". Each may be a space-separated string
+// (OAuth 2.0, RFC 8693 section 4.2) or an array of strings (as some IdPs emit
+// for scp). Order is kept; duplicates and empty items are dropped.
+func scopesOf(scope, scp any) (out []string, ok bool) {
+	for _, v := range [2]any{scope, scp} {
+		switch t := v.(type) {
+		case nil:
+		case string:
+			for s := range strings.FieldsSeq(t) {
+				out = append(out, s)
+			}
+		case []any:
+			for _, e := range t {
+				s, isStr := e.(string)
+				if !isStr {
+					return nil, false
+				}
+				if s != "" {
+					out = append(out, s)
+				}
+			}
+		default:
+			return nil, false
+		}
+	}
+	return dedupe(out), true
+}
+
+// dedupe removes repeated items in place, keeping the first occurrence.
+func dedupe(ss []string) []string {
+	if len(ss) < 2 {
+		return ss
+	}
+	out := ss[:0]
+	if len(ss) <= 16 {
+		for _, s := range ss {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	seen := make(map[string]struct{}, len(ss))
+	for _, s := range ss {
+		if _, dup := seen[s]; !dup {
+			seen[s] = struct{}{}
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,213 @@
+package jwt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
+	gojwt "github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+)
+
+// Tuning of the JWKS URL client (security.md B1).
+const (
+	// rateLimitWaitMax bounds how long a Verify may wait for the unknown-kid
+	// refresh limiter. jwkset also runs the unknown-kid refresh itself under
+	// this deadline, so a refresh triggered by a request costs it at most this.
+	rateLimitWaitMax = 10 * time.Millisecond
+	// unknownKIDRefreshEvery is the rate of refreshes triggered by tokens
+	// whose kid is not in the key set (burst 1).
+	unknownKIDRefreshEvery = 30 * time.Second
+)
+
+var (
+	errSymmetricKey = errors.New("symmetric (oct) keys are never used")
+	errNoUsableKey  = errors.New("no usable verification key")
+	errAmbiguousKey = errors.New("token has no kid and the key set holds several keys")
+)
+
+// keySource is an issuer's loaded key set.
+type keySource struct {
+	kf keyfunc.Keyfunc
+}
+
+// keyfunc returns the per-request jwt.Keyfunc: keyfunc's lookup bounded by
+// ctx, with symmetric keys dropped. Only kid and alg of the header are read;
+// jku, x5u, x5c and jwk headers are never honoured.
+func (s *keySource) keyfunc(ctx context.Context) gojwt.Keyfunc {
+	inner := s.kf.KeyfuncCtx(ctx)
+	return func(t *gojwt.Token) (any, error) {
+		k, err := inner(t)
+		if err != nil {
+			return nil, err
+		}
+		return usableKey(k)
+	}
+}
+
+// usableKey drops HMAC secrets (JWKs with kty "oct") so they can never verify
+// a token, even if an allowlist were misconfigured. A token without kid gets
+// the whole key set from keyfunc; it is accepted only when exactly one usable
+// key remains, so a kid-less token never costs more than one signature check.
+func usableKey(k any) (any, error) {
+	switch k := k.(type) {
+	case []byte:
+		return nil, errSymmetricKey
+	case gojwt.VerificationKeySet:
+		var only gojwt.VerificationKey
+		n := 0
+		for _, key := range k.Keys {
+			if _, sym := key.([]byte); !sym {
+				only, n = key, n+1
+			}
+		}
+		switch n {
+		case 0:
+			return nil, errNoUsableKey
+		case 1:
+			return only, nil
+		}
+		return nil, errAmbiguousKey
+	}
+	return k, nil
+}
+
+// hasKeys reports whether the key set holds any key at all; an issuer without
+// keys (JWKS never loaded, or served empty) makes key errors Unavailable.
+func (s *keySource) hasKeys(ctx context.Context) bool {
+	keys, err := s.kf.Storage().KeyReadAll(ctx)
+	return err == nil && len(keys) > 0
+}
+
+// loadJWKSFile reads a JWKS file into memory storage, keeping only public
+// signature keys: kty "oct" and use "enc" keys are dropped, private parts are
+// ignored, and key types jwkset does not support are skipped.
+func loadJWKSFile(ctx context.Context, path string) (*keySource, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxJWKSBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxJWKSBytes {
+		return nil, fmt.Errorf("larger than %d bytes", maxJWKSBytes)
+	}
+	var set jwkset.JWKSMarshal
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, fmt.Errorf("not a JWKS: %w", err)
+	}
+	store := jwkset.NewMemoryStorage()
+	n := 0
+	kids := map[string]int{}
+	for i, m := range set.Keys {
+		if m.KTY == jwkset.KtyOct || m.USE == jwkset.UseEnc {
+			continue
+		}
+		if j, dup := kids[m.KID]; dup && m.KID != "" {
+			return nil, fmt.Errorf("keys[%d]: kid %q already used by keys[%d]", i, m.KID, j)
+		}
+		kids[m.KID] = i
+		jwk, err := jwkset.NewJWKFromMarshal(m, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{})
+		if errors.Is(err, jwkset.ErrUnsupportedKey) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keys[%d]: %w", i, err)
+		}
+		if err := store.KeyWrite(ctx, jwk); err != nil {
+			return nil, fmt.Errorf("keys[%d]: %w", i, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("no usable signature keys (kty oct and use enc keys are ignored)")
+	}
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
+	if err != nil {
+		return nil, err
+	}
+	return &keySource{kf: kf}, nil
+}
+
+// newJWKSURL builds the keyfunc for a remote JWKS. It performs the first
+// fetch synchronously (bounded by DefaultHTTPTimeout) and never fails on it;
+// refreshes then run every refreshEvery until ctx is done.
+func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Duration, client *http.Client) (*keySource, error) {
+	logFailure := refreshLogger(issuer, rawURL)
+	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{rawURL}, keyfunc.Override{
+		Client:                  client,
+		HTTPTimeout:             DefaultHTTPTimeout,
+		RateLimitWaitMax:        rateLimitWaitMax,
+		RefreshInterval:         refreshEvery,
+		RefreshUnknownKID:       rate.NewLimiter(rate.Every(unknownKIDRefreshEvery), 1),
+		RefreshErrorHandlerFunc: func(string) func(context.Context, error) { return logFailure },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &keySource{kf: kf}, nil
+}
+
+// refreshLogger logs JWKS refresh failures to slog.Default without the URL's
+// credentials, query or fragment.
+func refreshLogger(issuer, rawURL string) func(context.Context, error) {
+	safe := redactURL(rawURL)
+	return func(ctx context.Context, err error) {
+		msg := err.Error()
+		var ue *url.Error
+		if errors.As(err, &ue) && ue.URL != "" {
+			msg = strings.ReplaceAll(msg, ue.URL, safe)
+		}
+		msg = strings.ReplaceAll(msg, rawURL, safe)
+		slog.Default().LogAttrs(context.WithoutCancel(ctx), slog.LevelWarn, "jwks refresh failed",
+			slog.String("issuer", issuer), slog.String("jwks_url", safe), slog.String("error", msg))
+	}
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<invalid url>"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
+// jwksClient returns a copy of c whose responses are capped at maxJWKSBytes,
+// since jwkset decodes the body without a limit.
+func jwksClient(c *http.Client) *http.Client {
+	cp := *c
+	base := cp.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	cp.Transport = limitedTransport{base: base, max: maxJWKSBytes}
+	return &cp
+}
+
+type limitedTransport struct {
+	base http.RoundTripper
+	max  int64
+}
+
+func (t limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = http.MaxBytesReader(nil, resp.Body, t.max)
+	return resp, nil
+}
