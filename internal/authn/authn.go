@@ -27,6 +27,7 @@ const (
 	WrongIssuer   Status = "wrong_issuer"
 	WrongAudience Status = "wrong_audience"
 	NotYetValid   Status = "not_yet_valid"
+	Invalid       Status = "invalid" // a token that does not parse or uses a refused algorithm
 	Unavailable   Status = "unavailable"
 )
 

@@ -32,6 +32,7 @@ func BenchmarkCheck(b *testing.B) {
 		headers      map[string]string
 	}{
 		{"apikey_allow", "ok", "GET", "/v1/orders/17", with("x-api-key", demoKey, "x-tenant-id", "42")},
+		{"jwt_cached_allow", "ok", "GET", "/v1/orders/17", with("authorization", "Bearer "+demoJWT, "x-tenant-id", "42")},
 		{"deny_missing", "credentials_missing", "GET", "/v1/orders/17", with("x-tenant-id", "42")},
 		{"deny_unknown_key", "key_invalid", "GET", "/v1/orders/17", with("x-api-key", "xa_nope", "x-tenant-id", "42")},
 		{"deny_tenant", "tenant_forbidden", "GET", "/v1/orders/17", with("x-api-key", demoKey, "x-tenant-id", "43")},

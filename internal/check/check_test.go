@@ -2,14 +2,17 @@ package check
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
@@ -29,13 +32,29 @@ const (
 
 var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
+// The demo JWTs from testdata/ (signed by testdata/demo_signing_key.pem).
+var (
+	demoJWT    = mustRead("../../testdata/demo.jwt")
+	expiredJWT = mustRead("../../testdata/demo_expired.jwt")
+)
+
+func mustRead(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 func demoEngine(t testing.TB) *engine.Engine {
 	t.Helper()
 	src, err := policy.LoadFS(policies.FS, "policies")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.Build(context.Background(), src, engine.Options{})
+	e, err := engine.Build(context.Background(), src, engine.Options{BuildTokens: func(ctx context.Context, raw json.RawMessage, dir string) (engine.Tokens, error) {
+		return jwt.NewTokens(ctx, raw, dir, func() time.Time { return testNow })
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +134,13 @@ func TestReasons(t *testing.T) {
 		{"revoked key", "GET", "/v1/orders", key(revokedKey), "key_revoked", 401},
 		{"suspended key", "GET", "/v1/orders", key(suspendedKey), "key_suspended", 403},
 		{"api key as bearer on jwt route reads as bad token", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + demoKey, "x-tenant-id": "42"}, "token_invalid", 401},
-		{"jwt with no issuers configured", "GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"}, "token_invalid", 401},
+		{"garbage jwt", "GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"}, "token_invalid", 401},
+		{"demo jwt", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + demoJWT, "x-tenant-id": "42"}, "ok", 200},
+		{"demo jwt on jwt-only admin route", "GET", "/v1/admin/users", map[string]string{"authorization": "Bearer " + demoJWT}, "ok", 200},
+		{"expired jwt", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + expiredJWT, "x-tenant-id": "42"}, "token_expired", 401},
+		{"tampered jwt", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + demoJWT[:len(demoJWT)-4] + "AAAA", "x-tenant-id": "42"}, "token_invalid", 401},
+		{"jwt tenant is not the header's", "GET", "/v1/orders", map[string]string{"authorization": "Bearer " + demoJWT, "x-tenant-id": "7"}, "tenant_forbidden", 403},
+		{"jwt where only bearer api keys are taken", "GET", "/v1/posts", map[string]string{"authorization": "Bearer " + demoJWT, "x-workspace-id": "ws_1"}, "wrong_auth_mode", 401},
 		{"api key on jwt-only route", "GET", "/v1/admin/users", key(tenant7Key), "wrong_auth_mode", 403},
 		{"header key on bearer-only route (aidelly: 401 AUTH_REQUIRED)", "GET", "/v1/posts", map[string]string{"x-api-key": aidellyKey, "x-workspace-id": "ws_1"}, "wrong_auth_mode", 401},
 		{"browser sends api key where forbidden", "GET", "/v1/calls", map[string]string{"x-api-key": demoKey, "origin": "https://app.example.com"}, "browser_api_key", 403},

@@ -82,7 +82,8 @@ type Tokens interface {
 type Options struct {
 	// BuildTokens builds the JWT verifier from the raw extauthz.jwt section;
 	// nil disables JWT support.
-	BuildTokens func(ctx context.Context, raw json.RawMessage) (Tokens, error)
+	// baseDir is the policy directory ("" for embedded policies).
+	BuildTokens func(ctx context.Context, raw json.RawMessage, baseDir string) (Tokens, error)
 }
 
 // Build compiles src into an engine. Errors name the file or data field.
@@ -138,7 +139,11 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	_, _ = e.Policy.Eval(wctx, warmInput)
 	cancel()
 	if opts.BuildTokens != nil && sections["jwt"] != nil {
-		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"]); err != nil {
+		baseDir := src.Origin
+		if strings.HasPrefix(baseDir, "embedded:") {
+			baseDir = ""
+		}
+		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"], baseDir); err != nil {
 			return nil, fmt.Errorf("%s: extauthz.jwt.%w", src.Origin, err)
 		}
 		e.closers = append(e.closers, e.Tokens.Close)

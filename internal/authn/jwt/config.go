@@ -1,6 +1,7 @@
 package jwt
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,16 +11,17 @@ import (
 	"time"
 )
 
-// IssuerConfig is one trusted token issuer. Exactly one of JWKSFile and
-// JWKSURL must be set.
+// IssuerConfig is one trusted token issuer. Exactly one of JWKSFile,
+// JWKSURL and JWKS must be set.
 type IssuerConfig struct {
-	Issuer        string   `json:"issuer"`
-	Audiences     []string `json:"audiences"`
-	JWKSFile      string   `json:"jwks_file,omitempty"`      // path to a JWKS JSON file, loaded once by New
-	JWKSURL       string   `json:"jwks_url,omitempty"`       // http(s) URL, refreshed in the background
-	Algorithms    []string `json:"algorithms"`               // allowlist, default ["RS256","ES256"]; HS* and none are rejected
-	TenantClaim   string   `json:"tenant_claim,omitempty"`   // claim holding tenant id(s); default "tenant"
-	LeewaySeconds int      `json:"leeway_seconds,omitempty"` // clock skew for exp/nbf/iat; 0 means the default 30; at most 300
+	Issuer        string          `json:"issuer"`
+	Audiences     []string        `json:"audiences"`
+	JWKSFile      string          `json:"jwks_file,omitempty"`      // path to a JWKS JSON file, loaded once by New
+	JWKSURL       string          `json:"jwks_url,omitempty"`       // http(s) URL, refreshed in the background
+	JWKS          json.RawMessage `json:"jwks,omitempty"`           // the JWKS itself, inline in policy data
+	Algorithms    []string        `json:"algorithms"`               // allowlist, default ["RS256","ES256"]; HS* and none are rejected
+	TenantClaim   string          `json:"tenant_claim,omitempty"`   // claim holding tenant id(s); default "tenant"
+	LeewaySeconds int             `json:"leeway_seconds,omitempty"` // clock skew for exp/nbf/iat; 0 means the default 30; at most 300
 }
 
 // Options tune a Verifier. Zero values select the defaults.
@@ -30,6 +32,9 @@ type Options struct {
 	RefreshInterval time.Duration    // JWKS URL refresh, default 15m
 	HTTPClient      *http.Client     // default: 2s timeout; responses are capped at maxJWKSBytes
 	MaxTokenBytes   int              // default 8192; longer tokens are Malformed without parsing
+	// Attach, when set, is called once per successful verification; its
+	// result rides along in Result.Attached, cached with the result.
+	Attach func(Result) any
 }
 
 // Defaults.
@@ -79,11 +84,17 @@ func (c IssuerConfig) normalize(i int) (IssuerConfig, error) {
 			fail(fmt.Sprintf("audiences[%d]", j), "must not be empty")
 		}
 	}
+	sources := 0
+	for _, set := range []bool{c.JWKSFile != "", c.JWKSURL != "", len(c.JWKS) > 0} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case c.JWKSFile == "" && c.JWKSURL == "":
-		fail("jwks_file", "one of jwks_file or jwks_url is required")
-	case c.JWKSFile != "" && c.JWKSURL != "":
-		fail("jwks_url", "set only one of jwks_file and jwks_url")
+	case sources == 0:
+		fail("jwks_file", "one of jwks_file, jwks_url or jwks is required")
+	case sources > 1:
+		fail("jwks_url", "set only one of jwks_file, jwks_url and jwks")
 	case c.JWKSURL != "":
 		u, err := url.Parse(c.JWKSURL)
 		if err != nil {

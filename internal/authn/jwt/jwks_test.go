@@ -293,7 +293,7 @@ func TestRefreshLogIsRedacted(t *testing.T) {
 }
 
 func TestDemoFixtures(t *testing.T) {
-	pemBytes, err := os.ReadFile(filepath.Join("testdata", "demo_signing_key.pem"))
+	pemBytes, err := os.ReadFile(filepath.Join("..", "..", "..", "testdata", "demo_signing_key.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,10 +305,37 @@ func TestDemoFixtures(t *testing.T) {
 		t.Fatalf("demo key is %d bits; want 2048", key.N.BitLen())
 	}
 	v := newVerifier(t, []IssuerConfig{{
-		Issuer: issA, Audiences: []string{audA}, JWKSFile: filepath.Join("testdata", "demo_jwks.json"),
+		Issuer: issA, Audiences: []string{audA}, JWKSFile: filepath.Join("..", "..", "..", "testdata", "demo_jwks.json"),
 	}}, Options{Now: newClock(t0).Now})
 	got := v.Verify(context.Background(), sign(t, gojwt.SigningMethodRS256, key, "demo-2026", with(claims(t0), "tenant", "acme")))
 	if got.Status != Valid || got.Tenants[0] != "acme" {
 		t.Fatalf("demo token: %+v", got)
+	}
+}
+
+// An issuer's JWKS may sit inline in policy data (the embedded demo does this),
+// and Attach runs once per verification, its value cached with the result.
+func TestInlineJWKSAndAttach(t *testing.T) {
+	pemBytes, err := os.ReadFile(filepath.Join("..", "..", "..", "testdata", "demo_signing_key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := gojwt.ParseRSAPrivateKeyFromPEM(pemBytes)
+	jwks, _ := os.ReadFile(filepath.Join("..", "..", "..", "testdata", "demo_jwks.json"))
+	calls := 0
+	v := newVerifier(t, []IssuerConfig{{Issuer: issA, Audiences: []string{audA}, JWKS: jwks}},
+		Options{Now: newClock(t0).Now, Attach: func(r Result) any { calls++; return "id:" + r.Subject }})
+	tok := sign(t, gojwt.SigningMethodRS256, key, "demo-2026", claims(t0))
+	for range 3 {
+		got := v.Verify(context.Background(), tok)
+		if got.Status != Valid || got.Attached != "id:"+got.Subject {
+			t.Fatalf("%+v", got)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("Attach ran %d times, want 1", calls)
+	}
+	if _, err := New(context.Background(), []IssuerConfig{{Issuer: issA, Audiences: []string{audA}, JWKS: []byte(`{"keys": []}`)}}, Options{}); err == nil || !strings.Contains(err.Error(), "issuers[0].jwks: no usable signature keys") {
+		t.Errorf("empty inline JWKS: %v", err)
 	}
 }

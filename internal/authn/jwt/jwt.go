@@ -66,6 +66,9 @@ type Result struct {
 	Scopes    []string       // from "scope" and "scp" (space-separated string or array of strings), deduplicated
 	ExpiresAt time.Time      // only when Valid
 	Claims    map[string]any // the verified claims, numbers as json.Number; nil unless Valid
+	// Attached is what Options.Attach built from this result; it is computed
+	// once per verification and served from the cache with the result.
+	Attached any
 }
 
 // Verifier verifies JWTs. It is safe for concurrent use.
@@ -74,6 +77,7 @@ type Verifier struct {
 	maxBytes int
 	cacheTTL time.Duration
 	byIss    map[string]*issuer
+	attach   func(Result) any
 
 	cache        *cache.Cache[*cached]
 	hits, misses atomic.Uint64
@@ -125,15 +129,24 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		cacheTTL: opts.CacheTTL,
 		byIss:    make(map[string]*issuer, len(cfgs)),
 		cache:    cache.New[*cached](opts.CacheEntries),
+		attach:   opts.Attach,
 		cancel:   cancel,
 	}
 	for i, c := range cfgs {
 		is := &issuer{cfg: c, parser: newParser(c, opts.Now)}
 		v.byIss[c.Issuer] = is
-		if c.JWKSFile != "" {
+		switch {
+		case c.JWKSFile != "":
 			ks, err := loadJWKSFile(ctx, c.JWKSFile)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("issuers[%d].jwks_file: %w", i, err))
+				continue
+			}
+			is.keys.Store(ks)
+		case len(c.JWKS) > 0:
+			ks, err := loadJWKS(ctx, c.JWKS)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("issuers[%d].jwks: %w", i, err))
 				continue
 			}
 			is.keys.Store(ks)
@@ -210,6 +223,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 	}
 	v.misses.Add(1)
 	res := v.verify(ctx, raw)
+	if res.Status == Valid && v.attach != nil {
+		res.Attached = v.attach(res)
+	}
 	if res.Status == Valid {
 		now := v.now()
 		if ttl := min(v.cacheTTL, res.ExpiresAt.Sub(now)); ttl > 0 {

@@ -102,6 +102,11 @@ func loadJWKSFile(ctx context.Context, path string) (*keySource, error) {
 	if err != nil {
 		return nil, err
 	}
+	return loadJWKS(ctx, raw)
+}
+
+// loadJWKS builds a key source from JWKS bytes (a file or inline data).
+func loadJWKS(ctx context.Context, raw []byte) (*keySource, error) {
 	if len(raw) > maxJWKSBytes {
 		return nil, fmt.Errorf("larger than %d bytes", maxJWKSBytes)
 	}

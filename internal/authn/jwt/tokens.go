@@ -1,0 +1,91 @@
+package jwt
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/authn"
+)
+
+// Section is extauthz.jwt in policy data.
+type Section struct {
+	Issuers                []IssuerConfig `json:"issuers"`
+	CacheEntries           int            `json:"cache_entries,omitempty"`
+	CacheTTLSeconds        int            `json:"cache_ttl_seconds,omitempty"`
+	RefreshIntervalSeconds int            `json:"refresh_interval_seconds,omitempty"`
+}
+
+// Tokens adapts a Verifier to the sidecar's credential vocabulary: an
+// authn.Status and a sealed authn.Identity, built once per verified token and
+// cached with it.
+type Tokens struct{ v *Verifier }
+
+// NewTokens builds the verifier from the raw extauthz.jwt section. A relative
+// jwks_file is read from baseDir (the policy directory), when given.
+func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now func() time.Time) (*Tokens, error) {
+	var s Section
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, err
+	}
+	for i := range s.Issuers {
+		if f := s.Issuers[i].JWKSFile; f != "" && baseDir != "" && !filepath.IsAbs(f) {
+			s.Issuers[i].JWKSFile = filepath.Join(baseDir, f)
+		}
+	}
+	v, err := New(ctx, s.Issuers, Options{
+		Now:             now,
+		CacheEntries:    s.CacheEntries,
+		CacheTTL:        time.Duration(s.CacheTTLSeconds) * time.Second,
+		RefreshInterval: time.Duration(s.RefreshIntervalSeconds) * time.Second,
+		Attach:          identityOf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Tokens{v: v}, nil
+}
+
+func identityOf(r Result) any {
+	id := &authn.Identity{Kind: "jwt", Subject: r.Subject, Issuer: r.Issuer, Scopes: r.Scopes}
+	if len(r.Tenants) > 0 {
+		id.Tenants = map[string][]string{authn.DefaultDimension: r.Tenants}
+	}
+	return id.Seal()
+}
+
+var authnStatus = map[Status]authn.Status{
+	Valid: authn.Valid, Malformed: authn.Invalid, Expired: authn.Expired, NotYetValid: authn.NotYetValid,
+	BadSignature: authn.BadSignature, WrongIssuer: authn.WrongIssuer, WrongAudience: authn.WrongAudience,
+	UnknownKey: authn.Unknown, AlgorithmNotAllowed: authn.Invalid, Unavailable: authn.Unavailable,
+}
+
+// Verify verifies a bearer token.
+func (t *Tokens) Verify(ctx context.Context, raw string) (authn.Status, *authn.Identity) {
+	r := t.v.Verify(ctx, raw)
+	st, ok := authnStatus[r.Status]
+	if !ok {
+		return authn.Invalid, nil
+	}
+	id, _ := r.Attached.(*authn.Identity)
+	if st == authn.Valid && id == nil {
+		return authn.Invalid, nil // cannot happen: Attach runs for every valid result
+	}
+	return st, id
+}
+
+// Ready reports whether every JWKS source had its first load attempt.
+func (t *Tokens) Ready() bool { return t.v.Ready() }
+
+// Close stops background JWKS refreshes.
+func (t *Tokens) Close() { t.v.Close() }
+
+// Stats are the verifier cache counters.
+func (t *Tokens) Stats() (hits, misses uint64, entries int) {
+	s := t.v.CacheStats()
+	return s.Hits, s.Misses, s.Entries
+}
