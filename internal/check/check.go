@@ -43,12 +43,12 @@ type Observer interface {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	Engines  Engines
-	ClientIP clientip.Resolver
-	Now      func() time.Time // default time.Now
-	Timeout  time.Duration    // evaluation budget; default 100ms
-	Observer Observer         // optional
-	Log      *slog.Logger     // optional; default slog.Default()
+	Engines   Engines
+	ClientIP  clientip.Resolver
+	Now       func() time.Time // default time.Now
+	Timeout   time.Duration    // evaluation budget; default 100ms
+	Observers []Observer       // metrics, decision logs
+	Log       *slog.Logger     // optional; default slog.Default()
 
 	idPrefix string
 	seq      atomic.Uint64
@@ -66,6 +66,22 @@ func NewServer(engines Engines, ip clientip.Resolver) *Server {
 // CheckResponse; a failure is a deny in the API's envelope.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
+	d, r, resp := s.check(ctx, req)
+	if len(s.Observers) > 0 {
+		if r != nil && r.identity != nil {
+			d.KeyID, d.Subject = r.identity.KeyID, r.identity.Subject
+			d.Tenant = tenantOf(r, r.identity.Tenants)
+		}
+		elapsed := time.Since(start)
+		for _, o := range s.Observers {
+			o.Observe(ctx, d, elapsed)
+		}
+	}
+	return resp, nil
+}
+
+// check runs the three steps, turning a panic anywhere into internal_error.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*decision.Decision, *request, *authv3.CheckResponse) {
 	now := s.now()
 	eng := s.Engines.Current()
 	d := &decision.Decision{ID: s.nextID()}
@@ -74,13 +90,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		defer func() {
 			if p := recover(); p != nil {
 				s.log().Error("check panicked; denying", "decision_id", d.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: d.RequestID, Profile: d.Profile}
+				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: d.RequestID, Profile: d.Profile, PolicyVersion: d.PolicyVersion}
+				r = nil
 			}
 		}()
 		if eng == nil {
 			s.fail(d, errNoEngine)
 			return
 		}
+		d.PolicyVersion = eng.Version
 		r = s.requestToInput(ctx, eng, req, now, d.ID)
 		d.RequestID, d.Profile = r.id, r.profile
 		if r.route != nil {
@@ -88,11 +106,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		s.decide(ctx, eng, r, d)
 	}()
-	resp := s.toCheckResponse(eng, r, d, now)
-	if s.Observer != nil {
-		s.Observer.Observe(ctx, d, time.Since(start))
-	}
-	return resp, nil
+	return d, r, s.toCheckResponse(eng, r, d, now)
 }
 
 // decide is step two: evaluate the policy within the time budget and turn

@@ -147,6 +147,9 @@ func metadata(r *request, d *decision.Decision) *structpb.Struct {
 	if d.RequestID != "" {
 		f["request_id"] = structpb.NewStringValue(d.RequestID)
 	}
+	if d.PolicyVersion != "" {
+		f["policy_version"] = structpb.NewStringValue(d.PolicyVersion)
+	}
 	if r != nil && r.identity != nil && r.status == "valid" {
 		f["subject"] = structpb.NewStringValue(r.identity.Subject)
 		if r.identity.KeyID != "" {

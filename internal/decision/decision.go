@@ -81,6 +81,9 @@ type Decision struct {
 	Profile   string
 	Route     string
 	RateLimit *RateLimit
+	// Who, for logs and metadata (never a credential).
+	KeyID, Subject, Tenant string
+	PolicyVersion          string
 	// UpstreamHeaders are extra headers a policy asks to set on allowed requests.
 	UpstreamHeaders map[string]string
 }

@@ -1,79 +1,57 @@
-// Package server runs the sidecar: it loads the policy, serves Check over
-// gRPC (TCP or a Unix socket) and health over HTTP and gRPC, and stops
-// gracefully.
+// Package server runs the sidecar: it loads and hot-reloads the policy,
+// serves Check over gRPC (TCP, Unix socket, TLS/mTLS) and health, metrics and
+// readiness over HTTP, and stops gracefully.
 package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/policy"
-	"github.com/extauthz/extauthz/policies"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
-// Config is the process configuration.
-type Config struct {
-	GRPCAddr       string        // host:port or unix:///path
-	AdminAddr      string        // host:port for /healthz, /readyz
-	PolicyDir      string        // empty: the embedded policy and demo data
-	XFFTrustedHops int           // must equal Envoy's xff_num_trusted_hops
-	DrainTimeout   time.Duration // graceful stop budget
+// authService is the gRPC health service name of Check.
+const authService = "envoy.service.auth.v3.Authorization"
+
+// Build compiles a policy source with JWT support.
+func Build(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
+	return engine.Build(ctx, src, engine.Options{BuildTokens: BuildTokens})
 }
 
-// Defaults.
-const (
-	DefaultGRPCAddr  = "127.0.0.1:9001"
-	DefaultAdminAddr = "127.0.0.1:9002"
-)
-
-// Validate reports every problem at once.
-func (c Config) Validate() error {
-	var errs []error
-	if c.GRPCAddr == "" {
-		errs = append(errs, errors.New("grpc-addr: required"))
-	}
-	if c.XFFTrustedHops < 0 || c.XFFTrustedHops > 16 {
-		errs = append(errs, fmt.Errorf("xff-trusted-hops: %d is outside 0..16", c.XFFTrustedHops))
-	}
-	if c.PolicyDir != "" {
-		if st, err := os.Stat(c.PolicyDir); err != nil || !st.IsDir() {
-			errs = append(errs, fmt.Errorf("policy-dir: %q is not a readable directory", c.PolicyDir))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// LoadSource reads the configured policy source.
-func LoadSource(dir string) (*policy.Source, error) {
-	if dir == "" {
-		return policy.LoadFS(policies.FS, "embedded:policies")
-	}
-	return policy.LoadDir(dir)
-}
-
-// BuildEngine loads and compiles the policy with JWT support.
+// BuildEngine loads and compiles a policy directory ("" = embedded).
 func BuildEngine(ctx context.Context, dir string) (*engine.Engine, error) {
-	src, err := LoadSource(dir)
+	src, _, err := source.New(dir, "", "", nil).Load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return engine.Build(ctx, src, engine.Options{BuildTokens: BuildTokens})
+	return Build(ctx, src)
 }
 
 // Listen opens host:port or unix:///path.
@@ -86,77 +64,163 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // NewGRPCServer builds the gRPC server with deliberate limits.
-func NewGRPCServer(chk *check.Server, hs *health.Server) *grpc.Server {
-	g := grpc.NewServer(
-		grpc.MaxRecvMsgSize(4<<20), // a CheckRequest with a buffered body stays far below
+func NewGRPCServer(chk authv3.AuthorizationServer, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(4 << 20), // a CheckRequest with a buffered body stays far below
 		grpc.MaxConcurrentStreams(1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, extra...)
+	g := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(g, chk)
 	healthpb.RegisterHealthServer(g, hs)
 	return g
 }
 
+// TLSConfig builds the gRPC server TLS config; with a client CA it requires
+// and verifies client certificates (mTLS).
+func TLSConfig(certFile, keyFile, clientCA string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls-cert/tls-key: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCA != "" {
+		pem, err := os.ReadFile(clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls-client-ca: %s holds no PEM certificate", clientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
 // Run serves until ctx is cancelled, then drains.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	eng, err := BuildEngine(ctx, cfg.PolicyDir)
+	verify, err := source.ReadVerify(cfg.BundlePubKey)
 	if err != nil {
-		return fmt.Errorf("load policy: %w", err)
+		return err
 	}
 	var holder engine.Holder
-	holder.Store(eng)
-	log.Info("policy loaded", "origin", eng.Origin, "version", eng.Version, "routes", eng.Routes.Len(), "api_keys", eng.Keys.Len(), "profiles", len(eng.Profiles.Names()))
+	m := metrics.New(func() metrics.Cache {
+		if e := holder.Current(); e != nil {
+			if c, ok := e.Tokens.(metrics.Cache); ok {
+				return c
+			}
+		}
+		return nil
+	})
+	rl := &source.Reloader{
+		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
+		Build:  Build, Holder: &holder, Log: log,
+	}
+	rl.OnResult = func(ok bool) { m.Reloaded(ok, rl.Status().Version) }
+	// The first version must load, except from a bundle service, which may
+	// come up later: until then the sidecar is not ready and denies with 500.
+	if err := rl.Reload(ctx); err != nil && cfg.BundleURL == "" {
+		return fmt.Errorf("load policy: %w", err)
+	}
 
 	chk := check.NewServer(&holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
-	chk.Log = log
-	hs := health.NewServer()
-	g := NewGRPCServer(chk, hs)
+	chk.Log, chk.Timeout = log, cfg.EvalTimeout
+	chk.Observers = []check.Observer{m, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
 
+	var extra []grpc.ServerOption
+	if cfg.TLSCert != "" {
+		tc, err := TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+		if err != nil {
+			return err
+		}
+		extra = append(extra, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	hs := health.NewServer()
+	g := NewGRPCServer(chk, hs, extra...)
 	lis, err := Listen(cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc-addr: %w", err)
 	}
-	ready := func() bool {
+	ready := func() (bool, string) {
 		e := holder.Current()
-		return e != nil && (e.Tokens == nil || e.Tokens.Ready())
+		switch {
+		case e == nil:
+			return false, "no policy loaded yet"
+		case e.Tokens != nil && !e.Tokens.Ready():
+			return false, "waiting for the first JWKS fetch"
+		}
+		return true, ""
 	}
-	admin := &http.Server{Handler: AdminHandler(ready), ReadHeaderTimeout: 5 * time.Second}
-	var adminLis net.Listener
+	admin := &http.Server{Handler: AdminHandler(ready, rl.Status, m), ReadHeaderTimeout: 5 * time.Second}
 	if cfg.AdminAddr != "" {
-		if adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		adminLis, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
 			lis.Close()
 			return fmt.Errorf("admin-addr: %w", err)
 		}
 		go func() { _ = admin.Serve(adminLis) }()
 	}
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
-	log.Info("serving", "grpc", lis.Addr().String(), "admin", cfg.AdminAddr)
+
+	// Readiness also drives the gRPC health service.
+	setHealth := func() {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ok, _ := ready(); ok {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		hs.SetServingStatus("", st)
+		hs.SetServingStatus(authService, st)
+	}
+	setHealth()
+	hup := make(chan struct{}, 1)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+				select {
+				case hup <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	interval := cfg.ReloadInterval
+	if cfg.BundleURL != "" {
+		interval = cfg.BundlePoll
+	}
+	if cfg.PolicyDir == "" && cfg.BundleFile == "" && cfg.BundleURL == "" {
+		interval = 0 // the embedded policy never changes
+	}
+	go rl.Run(ctx, interval, hup)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				setHealth()
+			}
+		}
+	}()
+	log.Info("serving", "grpc", lis.Addr().String(), "admin", cfg.AdminAddr, "tls", cfg.TLSCert != "", "mtls", cfg.TLSClientCA != "")
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		log.Info("shutting down: draining in-flight checks")
-		hs.Shutdown()
-		drain := cfg.DrainTimeout
-		if drain <= 0 {
-			drain = 10 * time.Second
-		}
-		done := make(chan struct{})
-		go func() { g.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(drain):
-			log.Warn("drain timeout; stopping")
-			g.Stop()
-		}
-		err = nil
+		err = drain(g, hs, cfg.DrainTimeout, log)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -164,25 +228,51 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if e := holder.Current(); e != nil {
 		e.Close()
 	}
+	log.Info("stopped")
 	return err
 }
 
-// AdminHandler serves /healthz (live) and /readyz (ready once a policy has
-// compiled and every JWKS source had its first fetch attempt).
-func AdminHandler(ready func() bool) http.Handler {
+// drain stops accepting, lets in-flight checks finish within budget, then stops.
+func drain(g *grpc.Server, hs *health.Server, budget time.Duration, log *slog.Logger) error {
+	log.Info("shutting down: draining in-flight checks", "budget", budget.String())
+	hs.Shutdown()
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(budget):
+		log.Warn("drain budget exceeded; stopping")
+		g.Stop()
+		return errors.New("drain budget exceeded")
+	}
+}
+
+// AdminHandler serves /healthz (live), /readyz (ready once a policy has
+// compiled and every JWKS source had its first fetch attempt; the body shows
+// the serving version and the last reload error) and /metrics.
+func AdminHandler(ready func() (bool, string), status func() source.Status, m *metrics.Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := ready()
+		body := struct {
+			Status string        `json:"status"`
+			Reason string        `json:"reason,omitempty"`
+			Policy source.Status `json:"policy"`
+		}{Status: "ready", Reason: why, Policy: status()}
 		w.Header().Set("Content-Type", "application/json")
-		if !ready() {
+		if !ok {
+			body.Status = "not ready"
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"status":"not ready"}`))
-			return
 		}
-		_, _ = w.Write([]byte(`{"status":"ready"}`))
+		_ = json.NewEncoder(w).Encode(body)
 	})
+	if m != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	}
 	return mux
 }

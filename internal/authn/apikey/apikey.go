@@ -23,7 +23,7 @@ import (
 // keyed by the lower-case hex SHA-256 of the key.
 type Record struct {
 	ID           string          `json:"id"`
-	Subject      string          `json:"subject"`
+	Subject      string          `json:"subject,omitempty"`
 	Tenants      json.RawMessage `json:"tenants,omitempty"` // ["42"] or {"workspace":["w1"],"brand":["b1"]}
 	Scopes       []string        `json:"scopes,omitempty"`
 	ExpiresAt    string          `json:"expires_at,omitempty"` // RFC 3339; empty = never

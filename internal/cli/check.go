@@ -1,0 +1,341 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/extauthz/extauthz/internal/check"
+	"github.com/extauthz/extauthz/internal/clientip"
+	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/envoysim"
+	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/source"
+)
+
+const checkUsage = `Usage: extauthz check [flags]
+Evaluates one request offline, exactly as the server would, and prints the
+decision, the reason and where it sits in the rulebook's precedence, the facts
+the policy saw, and the response the client would get (status, headers, body).
+
+The request, one of:
+  --method GET --path /v1/orders -H 'X-API-Key: …' [--host api.example.com] [--source 203.0.113.7]
+  --curl "curl -H 'X-API-Key: …' https://api.example.com/v1/orders"
+  --request checkrequest.json     (a CheckRequest in protobuf JSON, as Envoy sends it)
+Plus --context key=value (Envoy route context_extensions, repeatable).
+
+Flags:
+`
+
+// ruleOf names the rulebook rule (policies/extauthz.rego) behind each reason.
+var ruleOf = map[decision.Reason]string{
+	decision.OK: "allow", decision.PathInvalid: "decision (path_problem)", decision.RouteNotFound: "decision (route == null)",
+	decision.BrowserAPIKey: "browser_api_key", decision.WrongAuthMode: "wrong_auth_mode",
+	decision.TenantHeaderMissing: "tenant_check", decision.TenantHeaderInvalid: "tenant_check", decision.TenantForbidden: "tenant_check",
+	decision.IPNotAllowed: "ip_not_allowed", decision.ScopeMissing: "scope_denial", decision.IdempotencyKeyMissing: "idempotency_key_missing",
+	decision.InternalError: "(none: the sidecar failed closed; see the error log)",
+}
+
+func runCheck(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() { fmt.Fprint(env.Stderr, checkUsage); fs.PrintDefaults() }
+	var headers, ctxExt multi
+	policyDir := fs.String("policy-dir", "", "policy directory (default: the embedded policy)")
+	bundleFile := fs.String("bundle-file", "", "OPA bundle file instead of a policy dir")
+	method := fs.String("method", "GET", "HTTP method")
+	path := fs.String("path", "/", "request path with query")
+	host := fs.String("host", "api.example.com", "Host / :authority")
+	src := fs.String("source", "127.0.0.1", "client address Envoy saw (TCP peer)")
+	hops := fs.Int("xff-trusted-hops", 0, "as the server's --xff-trusted-hops")
+	curl := fs.String("curl", "", "a curl command line")
+	reqFile := fs.String("request", "", "CheckRequest JSON file ('-' for stdin)")
+	asJSON := fs.Bool("json", false, "print the explanation as JSON")
+	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
+	fs.Var(&ctxExt, "context", "context extension key=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+
+	var req *authv3.CheckRequest
+	var err error
+	switch {
+	case *reqFile != "":
+		req, err = readCheckRequest(*reqFile, env.Stdin)
+	case *curl != "":
+		var r *http.Request
+		if r, err = parseCurl(*curl); err == nil {
+			r.RemoteAddr = *src + ":40000"
+			req, err = envoyRequest(r)
+		}
+	default:
+		var r *http.Request
+		if r, err = http.NewRequest(*method, "http://"+*host+*path, nil); err == nil {
+			for _, h := range headers {
+				k, v, ok := strings.Cut(h, ":")
+				if !ok {
+					return fmt.Errorf("-H %q: want 'Name: value'", h)
+				}
+				r.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+			}
+			r.RemoteAddr = *src + ":40000"
+			req, err = envoyRequest(r)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, kv := range ctxExt {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("--context %q: want key=value", kv)
+		}
+		if req.Attributes.ContextExtensions == nil {
+			req.Attributes.ContextExtensions = map[string]string{}
+		}
+		req.Attributes.ContextExtensions[k] = v
+	}
+
+	s, _, _ := source.New(*policyDir, *bundleFile, "", nil).Load(ctx)
+	if s == nil {
+		_, _, err = source.New(*policyDir, *bundleFile, "", nil).Load(ctx)
+		return err
+	}
+	eng, err := server.Build(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	var h engine.Holder
+	h.Store(eng)
+	srv := check.NewServer(&h, clientip.Resolver{TrustedHops: *hops})
+	srv.Timeout = 2 * time.Second
+	ex := srv.Explain(ctx, req)
+	if *asJSON {
+		return printJSON(env.Stdout, ex)
+	}
+	printExplanation(env.Stdout, eng, ex)
+	return nil
+}
+
+// envoyRequest builds the CheckRequest Envoy would send for r through the
+// shipped front proxy's HCM settings.
+func envoyRequest(r *http.Request) (*authv3.CheckRequest, error) {
+	cfg := envoysim.Config{UseRemoteAddress: true, GenerateRequestID: true, NormalizePath: true, MergeSlashes: true,
+		PathWithEscapedSlashesAction: envoysim.RejectRequest, HeadersWithUnderscoresAction: envoysim.RejectUnderscores}
+	req, err := envoysim.BuildCheckRequest(r, cfg)
+	var lr *envoysim.LocalReplyError
+	if errors.As(err, &lr) {
+		return nil, fmt.Errorf("Envoy itself would answer %d (%s) and never ask extauthz", lr.Status, lr.Details)
+	}
+	return req, err
+}
+
+func readCheckRequest(path string, stdin io.Reader) (*authv3.CheckRequest, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(b, req); err != nil {
+		return nil, fmt.Errorf("%s: not a CheckRequest: %w", path, err)
+	}
+	return req, nil
+}
+
+func printExplanation(w io.Writer, eng *engine.Engine, ex check.Explanation) {
+	d := ex.Decision
+	verdict := "DENY"
+	if d.Allow {
+		verdict = "ALLOW"
+	}
+	fmt.Fprintf(w, "decision:   %s\n", verdict)
+	reason := string(d.Reason)
+	if d.Variant != "" {
+		reason += " (" + d.Variant + ")"
+	}
+	fmt.Fprintf(w, "reason:     %s\n", reason)
+	step := slices.Index(decision.Precedence, d.Reason)
+	rule := ruleOf[d.Reason]
+	if rule == "" {
+		rule = "authn_failure"
+	}
+	if step >= 0 {
+		fmt.Fprintf(w, "decided by: rule %s — precedence step %d of %d (docs/reasons.md)\n", rule, step+1, len(decision.Precedence))
+	} else {
+		fmt.Fprintf(w, "decided by: %s\n", rule)
+	}
+	fmt.Fprintf(w, "route:      %s\nprofile:    %s\npolicy:     %s (%s, memoized=%v)\n", or(d.Route, "(none)"), d.Profile, d.PolicyVersion, eng.Origin, eng.Policy.Pure())
+	if ex.Facts != nil {
+		b, _ := json.MarshalIndent(ex.Facts, "            ", "  ")
+		fmt.Fprintf(w, "facts:      %s\n", b)
+	}
+	fmt.Fprintln(w)
+	if ok := ex.Response.GetOkResponse(); ok != nil {
+		fmt.Fprintln(w, "Envoy forwards the request upstream with:")
+		for _, h := range ok.GetHeaders() {
+			fmt.Fprintf(w, "  set    %s: %s\n", h.GetHeader().GetKey(), h.GetHeader().GetValue())
+		}
+		for _, h := range ok.GetHeadersToRemove() {
+			fmt.Fprintf(w, "  remove %s\n", h)
+		}
+		return
+	}
+	den := ex.Response.GetDeniedResponse()
+	code := int(den.GetStatus().GetCode())
+	fmt.Fprintf(w, "The client receives:\nHTTP/1.1 %d %s\n", code, http.StatusText(code))
+	for _, h := range den.GetHeaders() {
+		fmt.Fprintf(w, "%s: %s\n", h.GetHeader().GetKey(), h.GetHeader().GetValue())
+	}
+	fmt.Fprintf(w, "content-length: %d\n\n%s\n", len(den.GetBody()), den.GetBody())
+}
+
+func printJSON(w io.Writer, ex check.Explanation) error {
+	resp, _ := protojson.Marshal(ex.Response)
+	out := map[string]any{
+		"allow": ex.Decision.Allow, "reason": ex.Decision.Reason, "variant": ex.Decision.Variant,
+		"route": ex.Decision.Route, "profile": ex.Decision.Profile, "policy_version": ex.Decision.PolicyVersion,
+		"facts": ex.Facts, "response": json.RawMessage(resp),
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// parseCurl reads the parts of a curl command line that shape a request:
+// -X/--request, -H/--header, -I/--head, and the URL.
+func parseCurl(line string) (*http.Request, error) {
+	words, err := shellWords(line)
+	if err != nil {
+		return nil, err
+	}
+	if len(words) > 0 && words[0] == "curl" {
+		words = words[1:]
+	}
+	method, url := "", ""
+	var hs [][2]string
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		next := func() (string, error) {
+			if i+1 >= len(words) {
+				return "", fmt.Errorf("curl: %s needs a value", w)
+			}
+			i++
+			return words[i], nil
+		}
+		switch {
+		case w == "-X" || w == "--request":
+			if method, err = next(); err != nil {
+				return nil, err
+			}
+		case w == "-H" || w == "--header":
+			v, err := next()
+			if err != nil {
+				return nil, err
+			}
+			k, val, ok := strings.Cut(v, ":")
+			if !ok {
+				return nil, fmt.Errorf("curl: header %q: want 'Name: value'", v)
+			}
+			hs = append(hs, [2]string{strings.TrimSpace(k), strings.TrimSpace(val)})
+		case w == "-I" || w == "--head":
+			method = http.MethodHead
+		case strings.HasPrefix(w, "-"):
+			// -s, -i, -v and friends do not change the request.
+		default:
+			url = w
+		}
+	}
+	if url == "" {
+		return nil, errors.New("curl: no URL")
+	}
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	if method == "" {
+		method = http.MethodGet
+	}
+	r, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hs {
+		if strings.EqualFold(h[0], "host") {
+			r.Host = h[1]
+			continue
+		}
+		r.Header.Add(h[0], h[1])
+	}
+	return r, nil
+}
+
+// shellWords splits a command line with single and double quotes.
+func shellWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else if c == '\\' && quote == '"' && i+1 < len(s) {
+				i++
+				cur.WriteByte(s[i])
+			} else {
+				cur.WriteByte(c)
+			}
+		case c == '\'' || c == '"':
+			quote, inWord = c, true
+		case c == '\\' && i+1 < len(s):
+			i++
+			if s[i] != '\n' {
+				cur.WriteByte(s[i])
+				inWord = true
+			}
+		case c == ' ' || c == '\t' || c == '\n':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, errors.New("curl: unterminated quote")
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}

@@ -1,0 +1,102 @@
+// Package cli is the extauthz command line: serve (the default), check (why
+// was this request allowed or denied?), key (create and hash API keys),
+// validate (config, policy, data and Envoy files without serving) and demo.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/server"
+)
+
+// Env is what a command may touch.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+const usage = `extauthz — Envoy ext_authz sidecar: API keys, JWTs, scopes, tenants and IP allowlists
+as OPA Rego rules, with denials in each API's own error contract.
+
+Usage:
+  extauthz [serve] [flags]     serve Check over gRPC (no flags: embedded policy and demo data)
+  extauthz check [flags]       evaluate one request offline and show the decision and response
+  extauthz key create|hash     make an API key record for policy data, or hash a key
+  extauthz validate [flags]    check config, policy, data and Envoy files without serving
+  extauthz demo [flags]        sidecar + Envoy-semantics front + echo upstream, with curl examples
+  extauthz help [command]
+
+Serve flags:
+`
+
+// Main runs the command line and returns the exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	cmd, rest := "serve", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, rest = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(ctx, rest, env)
+	case "check":
+		err = runCheck(ctx, rest, env)
+	case "key":
+		err = runKey(rest, env)
+	case "validate":
+		err = runValidate(ctx, rest, env)
+	case "demo":
+		err = runDemo(ctx, rest, env)
+	case "help", "-h", "--help":
+		fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
+		return 0
+	default:
+		fmt.Fprintf(env.Stderr, "extauthz: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		if err == errUsage {
+			return 2
+		}
+		if ex, ok := err.(exitError); ok {
+			return int(ex)
+		}
+		fmt.Fprintf(env.Stderr, "extauthz %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+var errUsage = fmt.Errorf("usage")
+
+func serve(ctx context.Context, args []string, env Env) error {
+	cfg, err := config.Load("extauthz", args, env.Getenv)
+	if err != nil {
+		if strings.Contains(err.Error(), "help requested") {
+			fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
+			return nil
+		}
+		return err
+	}
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewJSONHandler(env.Stderr, &slog.HandlerOptions{Level: lv}))
+	slog.SetDefault(log)
+	return server.Run(ctx, cfg, log)
+}
+
+// OS is the process environment.
+func OS() Env {
+	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+}

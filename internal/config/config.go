@@ -1,0 +1,231 @@
+// Package config is the process configuration: defaults, then an optional
+// file (JSON or YAML), then EXTAUTHZ_* environment variables, then flags.
+// Validate reports every problem at once.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config is everything the server needs that is not policy.
+type Config struct {
+	GRPCAddr  string `json:"grpc_addr"`  // host:port or unix:///path
+	AdminAddr string `json:"admin_addr"` // /healthz, /readyz, /metrics; "" disables
+
+	PolicyDir      string        `json:"policy_dir"`      // "" = embedded default policy and demo data
+	BundleFile     string        `json:"bundle_file"`     // OPA bundle (.tar.gz or directory)
+	BundleURL      string        `json:"bundle_url"`      // OPA bundle service URL, polled with ETag
+	BundlePoll     time.Duration `json:"bundle_poll"`     // bundle URL poll interval
+	BundlePubKey   string        `json:"bundle_pubkey"`   // PEM public key file: require signed bundles
+	ReloadInterval time.Duration `json:"reload_interval"` // policy dir / bundle file change check; 0 disables
+
+	XFFTrustedHops int           `json:"xff_trusted_hops"` // must equal Envoy's xff_num_trusted_hops
+	EvalTimeout    time.Duration `json:"eval_timeout"`     // budget for one check (below Envoy's timeout)
+	DrainTimeout   time.Duration `json:"drain_timeout"`    // graceful stop
+
+	TLSCert     string `json:"tls_cert"`      // gRPC server certificate (PEM)
+	TLSKey      string `json:"tls_key"`       // and key
+	TLSClientCA string `json:"tls_client_ca"` // require client certificates signed by this CA (mTLS)
+
+	LogLevel        string  `json:"log_level"`         // debug, info, warn, error
+	DecisionLog     string  `json:"decision_log"`      // all, deny, none
+	AllowSampleRate float64 `json:"allow_sample_rate"` // fraction of allows logged when decision_log is all
+}
+
+// Defaults.
+func Defaults() Config {
+	return Config{
+		GRPCAddr:        "127.0.0.1:9001",
+		AdminAddr:       "127.0.0.1:9002",
+		BundlePoll:      30 * time.Second,
+		ReloadInterval:  2 * time.Second,
+		EvalTimeout:     100 * time.Millisecond,
+		DrainTimeout:    10 * time.Second,
+		LogLevel:        "info",
+		DecisionLog:     "all",
+		AllowSampleRate: 1,
+	}
+}
+
+// Load builds the configuration from args (without the program name) and
+// the environment: defaults, then the --config file, then EXTAUTHZ_* variables,
+// then flags. File keys and variables are the flag names (grpc_addr or
+// grpc-addr; EXTAUTHZ_GRPC_ADDR) and go through the same parsers as flags.
+func Load(name string, args []string, getenv func(string) string) (Config, error) {
+	c := Defaults()
+	fs := flagSet(name, &c)
+	file := getenv("EXTAUTHZ_CONFIG")
+	for i, a := range args {
+		for _, p := range []string{"--config=", "-config="} {
+			if v, ok := strings.CutPrefix(a, p); ok {
+				file = v
+			}
+		}
+		if (a == "--config" || a == "-config") && i+1 < len(args) {
+			file = args[i+1]
+		}
+	}
+	var errs []error
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			return c, fmt.Errorf("config file %s: %w", file, err)
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if err := fs.Set(strings.ReplaceAll(k, "_", "-"), fmt.Sprint(m[k])); err != nil {
+				errs = append(errs, fmt.Errorf("config file %s: %s: %w", file, k, err))
+			}
+		}
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "EXTAUTHZ_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && f.Name != "config" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Usage prints the flags.
+func Usage(name string) string {
+	c := Defaults()
+	fs := flagSet(name, &c)
+	var b strings.Builder
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	return b.String()
+}
+
+func flagSet(name string, c *Config) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String("config", "", "optional config file (JSON or YAML) whose keys are these flag names [EXTAUTHZ_CONFIG]")
+	bind(fs, c)
+	return fs
+}
+
+func bind(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address: host:port or unix:///path [EXTAUTHZ_GRPC_ADDR]")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP address for /healthz, /readyz, /metrics; empty disables [EXTAUTHZ_ADMIN_ADDR]")
+	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory with *.rego and data.json; empty = embedded default policy and demo data [EXTAUTHZ_POLICY_DIR]")
+	fs.StringVar(&c.BundleFile, "bundle-file", c.BundleFile, "OPA bundle file (.tar.gz) to serve instead of a policy dir [EXTAUTHZ_BUNDLE_FILE]")
+	fs.StringVar(&c.BundleURL, "bundle-url", c.BundleURL, "OPA bundle service URL, polled with ETag [EXTAUTHZ_BUNDLE_URL]")
+	fs.DurationVar(&c.BundlePoll, "bundle-poll", c.BundlePoll, "bundle URL poll interval [EXTAUTHZ_BUNDLE_POLL]")
+	fs.StringVar(&c.BundlePubKey, "bundle-pubkey", c.BundlePubKey, "PEM public key: only bundles signed with its private key are accepted [EXTAUTHZ_BUNDLE_PUBKEY]")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the policy dir or bundle file is checked for changes; 0 disables (SIGHUP still reloads) [EXTAUTHZ_RELOAD_INTERVAL]")
+	fs.IntVar(&c.XFFTrustedHops, "xff-trusted-hops", c.XFFTrustedHops, "trusted proxies in front of Envoy; must equal Envoy's xff_num_trusted_hops [EXTAUTHZ_XFF_TRUSTED_HOPS]")
+	fs.DurationVar(&c.EvalTimeout, "eval-timeout", c.EvalTimeout, "budget for one check; keep it below Envoy's ext_authz timeout [EXTAUTHZ_EVAL_TIMEOUT]")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long in-flight checks may finish on SIGTERM [EXTAUTHZ_DRAIN_TIMEOUT]")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "gRPC TLS certificate (PEM) [EXTAUTHZ_TLS_CERT]")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "gRPC TLS private key (PEM) [EXTAUTHZ_TLS_KEY]")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle (PEM): require and verify client certificates (mTLS) [EXTAUTHZ_TLS_CLIENT_CA]")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error [EXTAUTHZ_LOG_LEVEL]")
+	fs.StringVar(&c.DecisionLog, "decision-log", c.DecisionLog, "which decisions to log: all, deny or none [EXTAUTHZ_DECISION_LOG]")
+	fs.Float64Var(&c.AllowSampleRate, "allow-sample-rate", c.AllowSampleRate, "fraction of allows logged (0..1) [EXTAUTHZ_ALLOW_SAMPLE_RATE]")
+}
+
+// applyEnv reads EXTAUTHZ_<FLAG_NAME> for every field.
+// Validate reports every problem, each naming the setting.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if c.GRPCAddr == "" {
+		bad("grpc-addr", "required")
+	}
+	sources := 0
+	for _, s := range []string{c.PolicyDir, c.BundleFile, c.BundleURL} {
+		if s != "" {
+			sources++
+		}
+	}
+	if sources > 1 {
+		bad("policy-dir", "set only one of policy-dir, bundle-file and bundle-url")
+	}
+	if c.PolicyDir != "" {
+		if st, err := os.Stat(c.PolicyDir); err != nil || !st.IsDir() {
+			bad("policy-dir", "%q is not a readable directory", c.PolicyDir)
+		}
+	}
+	if c.BundleFile != "" {
+		if _, err := os.Stat(c.BundleFile); err != nil {
+			bad("bundle-file", "%q is not readable", c.BundleFile)
+		}
+	}
+	if c.BundleURL != "" && !strings.HasPrefix(c.BundleURL, "http://") && !strings.HasPrefix(c.BundleURL, "https://") {
+		bad("bundle-url", "%q is not an http(s) URL", c.BundleURL)
+	}
+	if c.BundlePoll < time.Second {
+		bad("bundle-poll", "%v is below 1s", c.BundlePoll)
+	}
+	if c.BundlePubKey != "" {
+		if _, err := os.Stat(c.BundlePubKey); err != nil {
+			bad("bundle-pubkey", "%q is not readable", c.BundlePubKey)
+		}
+	}
+	if c.ReloadInterval < 0 {
+		bad("reload-interval", "must not be negative")
+	}
+	if c.XFFTrustedHops < 0 || c.XFFTrustedHops > 16 {
+		bad("xff-trusted-hops", "%d is outside 0..16", c.XFFTrustedHops)
+	}
+	if c.EvalTimeout <= 0 || c.EvalTimeout > 10*time.Second {
+		bad("eval-timeout", "%v is outside (0, 10s]", c.EvalTimeout)
+	}
+	if c.DrainTimeout <= 0 {
+		bad("drain-timeout", "must be positive")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls-cert", "tls-cert and tls-key go together")
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		bad("tls-client-ca", "mTLS needs tls-cert and tls-key")
+	}
+	for field, p := range map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-client-ca": c.TLSClientCA} {
+		if p != "" {
+			if _, err := os.Stat(p); err != nil {
+				bad(field, "%q is not readable", p)
+			}
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.DecisionLog {
+	case "all", "deny", "none":
+	default:
+		bad("decision-log", "%q is not one of all, deny, none", c.DecisionLog)
+	}
+	if c.AllowSampleRate < 0 || c.AllowSampleRate > 1 {
+		bad("allow-sample-rate", "%v is outside 0..1", c.AllowSampleRate)
+	}
+	return errors.Join(errs...)
+}

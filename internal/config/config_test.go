@@ -1,0 +1,54 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestPrecedenceFileEnvFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "extauthz.yaml")
+	os.WriteFile(file, []byte("grpc_addr: 127.0.0.1:7000\nadmin-addr: 127.0.0.1:7001\neval_timeout: 50ms\ndecision_log: deny\n"), 0o600)
+	c, err := Load("t", []string{"--config", file, "--admin-addr", "127.0.0.1:7999"}, env(map[string]string{"EXTAUTHZ_EVAL_TIMEOUT": "80ms", "EXTAUTHZ_XFF_TRUSTED_HOPS": "2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPCAddr != "127.0.0.1:7000" || c.AdminAddr != "127.0.0.1:7999" || c.EvalTimeout != 80*time.Millisecond || c.XFFTrustedHops != 2 || c.DecisionLog != "deny" {
+		t.Errorf("%+v", c)
+	}
+	if d := Defaults(); d.GRPCAddr != "127.0.0.1:9001" || d.AdminAddr != "127.0.0.1:9002" {
+		t.Errorf("defaults %+v", d)
+	}
+}
+
+func TestEveryProblemReportedAndNamed(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("grpc_adr: x\neval_timeout: soon\n"), 0o600)
+	_, err := Load("t", []string{"--config", file}, env(map[string]string{"EXTAUTHZ_XFF_TRUSTED_HOPS": "many"}))
+	for _, want := range []string{"c.yaml: grpc_adr: no such flag", "c.yaml: eval_timeout: parse error", "EXTAUTHZ_XFF_TRUSTED_HOPS: parse error"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	_, err = Load("t", []string{"--policy-dir", "/nope", "--bundle-url", "ftp://x", "--tls-cert", "a.pem", "--log-level", "loud", "--decision-log", "some", "--allow-sample-rate", "2", "--xff-trusted-hops", "-1"}, env(nil))
+	for _, want := range []string{"policy-dir: set only one", "policy-dir: \"/nope\"", "bundle-url: \"ftp://x\"", "tls-cert: tls-cert and tls-key go together", "log-level", "decision-log", "allow-sample-rate", "xff-trusted-hops"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+func TestUsageListsEveryFlag(t *testing.T) {
+	u := Usage("extauthz")
+	for _, f := range []string{"grpc-addr", "admin-addr", "policy-dir", "bundle-url", "tls-client-ca", "decision-log", "EXTAUTHZ_GRPC_ADDR"} {
+		if !strings.Contains(u, f) {
+			t.Errorf("usage lacks %s", f)
+		}
+	}
+}

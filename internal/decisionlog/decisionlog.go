@@ -1,0 +1,68 @@
+// Package decisionlog writes one structured log record per decision with
+// log/slog: who (key id or subject, tenant), what (route, profile, reason),
+// the ids to join with Envoy's access log, and the latency. It never sees a
+// credential or a header value, so none can leak; allows can be sampled.
+package decisionlog
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/decision"
+)
+
+// Logger is a check.Observer.
+type Logger struct {
+	Log        *slog.Logger
+	Denies     bool    // log denies
+	Allows     bool    // log allows ...
+	SampleRate float64 // ... this fraction of them
+}
+
+// New returns a decision logger for mode all, deny or none.
+func New(log *slog.Logger, mode string, allowSample float64) *Logger {
+	return &Logger{Log: log, Denies: mode != "none", Allows: mode == "all", SampleRate: allowSample}
+}
+
+// Observe logs d.
+func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time.Duration) {
+	if d.Allow {
+		if !l.Allows || (l.SampleRate < 1 && rand.Float64() >= l.SampleRate) {
+			return
+		}
+	} else if !l.Denies {
+		return
+	}
+	outcome, level := "deny", slog.LevelInfo
+	if d.Allow {
+		outcome = "allow"
+	}
+	if d.Reason == decision.InternalError {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("decision_id", d.ID),
+		slog.String("request_id", d.RequestID),
+		slog.String("outcome", outcome),
+		slog.String("reason", string(d.Reason)),
+		slog.String("profile", d.Profile),
+		slog.String("route", d.Route),
+		slog.String("policy_version", d.PolicyVersion),
+		slog.Int64("latency_us", elapsed.Microseconds()),
+	}
+	if d.Variant != "" {
+		attrs = append(attrs, slog.String("variant", d.Variant))
+	}
+	if d.KeyID != "" {
+		attrs = append(attrs, slog.String("key_id", d.KeyID))
+	}
+	if d.Subject != "" {
+		attrs = append(attrs, slog.String("subject", d.Subject))
+	}
+	if d.Tenant != "" {
+		attrs = append(attrs, slog.String("tenant", d.Tenant))
+	}
+	l.Log.LogAttrs(context.WithoutCancel(ctx), level, "decision", attrs...)
+}

@@ -1,0 +1,107 @@
+// Package metrics exposes the sidecar's Prometheus metrics. Label values are
+// bounded: outcome (allow|deny), reason (the fixed set), profile (configured
+// names only) — never credentials, subjects, tenants or raw paths.
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/extauthz/extauthz/internal/decision"
+)
+
+// Metrics holds the collectors.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	checks   *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	reloads  *prometheus.CounterVec
+	lastOK   prometheus.Gauge
+	version  *prometheus.GaugeVec
+	jwksErrs *prometheus.CounterVec
+}
+
+// Cache reports credential-cache counters (the JWT verifier's).
+type Cache interface {
+	Stats() (hits, misses uint64, entries int)
+}
+
+// New registers everything on a fresh registry. cache may return nil when
+// no JWT issuer is configured.
+func New(cache func() Cache) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_checks_total", Help: "Checks answered, by outcome, reason and profile.",
+		}, []string{"outcome", "reason", "profile"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "extauthz_check_duration_seconds", Help: "Time to answer one Check, inside the sidecar.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3},
+		}, []string{"outcome"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_policy_reloads_total", Help: "Policy versions seen, by result (success: now serving; failure: rejected, last good kept).",
+		}, []string{"result"}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "extauthz_policy_last_success_timestamp_seconds", Help: "When the serving policy version was loaded.",
+		}),
+		version: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "extauthz_policy_info", Help: "The serving policy version (value 1).",
+		}, []string{"version"}),
+		jwksErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_jwks_refresh_errors_total", Help: "Failed JWKS fetches, by issuer.",
+		}, []string{"issuer"}),
+	}
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwksErrs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
+		return func() float64 {
+			if cache == nil {
+				return 0
+			}
+			c := cache()
+			if c == nil {
+				return 0
+			}
+			return pick(c.Stats())
+		}
+	}
+	r.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "extauthz_credential_cache_hits_total", Help: "Verified-JWT cache hits."},
+			stat(func(h, _ uint64, _ int) float64 { return float64(h) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "extauthz_credential_cache_misses_total", Help: "Verified-JWT cache misses."},
+			stat(func(_, mi uint64, _ int) float64 { return float64(mi) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "extauthz_credential_cache_entries", Help: "Verified JWTs cached."},
+			stat(func(_, _ uint64, n int) float64 { return float64(n) })),
+	)
+	return m
+}
+
+// Observe records one check.
+func (m *Metrics) Observe(_ context.Context, d *decision.Decision, elapsed time.Duration) {
+	outcome := "deny"
+	if d.Allow {
+		outcome = "allow"
+	}
+	m.checks.WithLabelValues(outcome, string(d.Reason), d.Profile).Inc()
+	m.duration.WithLabelValues(outcome).Observe(elapsed.Seconds())
+}
+
+// Reloaded records a policy version seen by the reloader.
+func (m *Metrics) Reloaded(ok bool, version string) {
+	if !ok {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastOK.SetToCurrentTime()
+	m.version.Reset()
+	m.version.WithLabelValues(version).Set(1)
+}
+
+// JWKSRefreshFailed counts a failed JWKS fetch.
+func (m *Metrics) JWKSRefreshFailed(issuer string) { m.jwksErrs.WithLabelValues(issuer).Inc() }

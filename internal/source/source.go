@@ -1,0 +1,264 @@
+// Package source delivers policy versions — from a directory, an OPA bundle
+// file or an OPA bundle service — and the Reloader turns each new version
+// into a serving engine, swapping it in only when it builds. A version that
+// fails to parse, compile or validate is rejected with an error naming file
+// and field, and the last good engine keeps serving.
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+
+	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/policies"
+)
+
+// Loader fetches the current policy version. changed is false when the
+// version is the one returned last time (src is then nil).
+type Loader interface {
+	Load(ctx context.Context) (src *policy.Source, changed bool, err error)
+	String() string
+}
+
+// Embedded is the default policy and demo data compiled into the binary.
+type Embedded struct{ loaded bool }
+
+func (e *Embedded) String() string { return "embedded:policies" }
+
+// Load returns the embedded policy once.
+func (e *Embedded) Load(context.Context) (*policy.Source, bool, error) {
+	if e.loaded {
+		return nil, false, nil
+	}
+	src, err := policy.LoadFS(policies.FS, e.String())
+	if err == nil {
+		e.loaded = true
+	}
+	return src, err == nil, err
+}
+
+// Dir is a policy directory (*.rego and data.json). It notices changes by a
+// fingerprint of names, sizes and modification times, which also catches
+// Kubernetes ConfigMap symlink swaps.
+type Dir struct {
+	Path string
+	last string
+}
+
+func (d *Dir) String() string { return d.Path }
+
+// Load reads the directory when it changed.
+func (d *Dir) Load(context.Context) (*policy.Source, bool, error) {
+	fp, err := fingerprint(d.Path)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", d.Path, err)
+	}
+	if fp == d.last {
+		return nil, false, nil
+	}
+	src, err := policy.LoadDir(d.Path)
+	if err != nil {
+		return nil, false, err
+	}
+	d.last = fp
+	return src, true, nil
+}
+
+func fingerprint(dir string) (string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, e := range ents {
+		st, err := os.Stat(filepath.Join(dir, e.Name())) // follows symlinks
+		if err != nil || st.IsDir() {
+			continue
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", e.Name(), st.Size(), st.ModTime().UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Verify configures signed-bundle verification: a PEM public key.
+type Verify struct {
+	PublicKeyPEM string
+	KeyID        string // default "extauthz"
+	Algorithm    string // default RS256
+}
+
+func (v *Verify) config() *bundle.VerificationConfig {
+	if v == nil {
+		return nil
+	}
+	id, alg := v.KeyID, v.Algorithm
+	if id == "" {
+		id = "extauthz"
+	}
+	if alg == "" {
+		alg = "RS256"
+	}
+	return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{id: {Key: v.PublicKeyPEM, Algorithm: alg}}, id, "", nil)
+}
+
+// MaxBundleBytes caps a bundle's size.
+const MaxBundleBytes = 64 << 20
+
+// BundleFile is an OPA bundle (.tar.gz) on disk.
+type BundleFile struct {
+	Path   string
+	Verify *Verify
+	last   string
+}
+
+func (b *BundleFile) String() string { return b.Path }
+
+// Load reads the bundle when the file changed.
+func (b *BundleFile) Load(context.Context) (*policy.Source, bool, error) {
+	st, err := os.Stat(b.Path)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", b.Path, err)
+	}
+	fp := fmt.Sprint(st.Size(), st.ModTime().UnixNano())
+	if fp == b.last {
+		return nil, false, nil
+	}
+	f, err := os.Open(b.Path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	src, err := readBundle(f, b.Path, "", b.Verify)
+	if err != nil {
+		return nil, false, err
+	}
+	b.last = fp
+	return src, true, nil
+}
+
+// BundleURL is an OPA bundle service: GET with If-None-Match, 304 = unchanged.
+type BundleURL struct {
+	URL    string
+	Client *http.Client
+	Verify *Verify
+	etag   string
+}
+
+func (b *BundleURL) String() string { return b.URL }
+
+// Load fetches the bundle when the service has a new one.
+func (b *BundleURL) Load(ctx context.Context) (*policy.Source, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.URL, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	if b.etag != "" {
+		req.Header.Set("If-None-Match", b.etag)
+	}
+	c := b.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", redact(b.URL), err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		return nil, false, nil
+	case http.StatusOK:
+	default:
+		return nil, false, fmt.Errorf("%s: bundle service answered %s", redact(b.URL), resp.Status)
+	}
+	etag := resp.Header.Get("ETag")
+	src, err := readBundle(resp.Body, redact(b.URL), etag, b.Verify)
+	if err != nil {
+		return nil, false, err
+	}
+	b.etag = etag
+	return src, true, nil
+}
+
+func redact(raw string) string {
+	if i := strings.Index(raw, "?"); i >= 0 {
+		raw = raw[:i]
+	}
+	if i := strings.Index(raw, "@"); i >= 0 {
+		if j := strings.Index(raw, "://"); j >= 0 && j < i {
+			raw = raw[:j+3] + raw[i+1:]
+		}
+	}
+	return raw
+}
+
+// readBundle reads a bundle with OPA's own bundle reader (signature
+// verification included) and turns it into a policy source.
+func readBundle(r io.Reader, origin, etag string, v *Verify) (*policy.Source, error) {
+	rd := bundle.NewReader(io.LimitReader(r, MaxBundleBytes)).
+		WithRegoVersion(ast.RegoV1).
+		WithBundleEtag(etag).
+		WithSizeLimitBytes(MaxBundleBytes)
+	if v != nil {
+		rd = rd.WithBundleVerificationConfig(v.config())
+	} else {
+		rd = rd.WithSkipBundleVerification(true)
+	}
+	b, err := rd.Read()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", origin, err)
+	}
+	src := &policy.Source{Origin: origin, Modules: map[string]string{}, Tests: map[string]string{}, Data: b.Data}
+	if src.Data == nil {
+		src.Data = map[string]any{}
+	}
+	for _, m := range b.Modules {
+		name := strings.TrimPrefix(m.Path, "/")
+		if strings.HasSuffix(name, "_test.rego") {
+			src.Tests[name] = string(m.Raw)
+			continue
+		}
+		src.Modules[name] = string(m.Raw)
+	}
+	if len(src.Modules) == 0 {
+		return nil, fmt.Errorf("%s: bundle has no .rego modules", origin)
+	}
+	return src, nil
+}
+
+// New picks the loader for the configured source.
+func New(dir, bundleFile, bundleURL string, v *Verify) Loader {
+	switch {
+	case bundleURL != "":
+		return &BundleURL{URL: bundleURL, Verify: v}
+	case bundleFile != "":
+		return &BundleFile{Path: bundleFile, Verify: v}
+	case dir != "":
+		return &Dir{Path: dir}
+	}
+	return &Embedded{}
+}
+
+// ReadVerify reads a PEM public key file for signed bundles.
+func ReadVerify(path string) (*Verify, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bundle-pubkey: %w", err)
+	}
+	return &Verify{PublicKeyPEM: string(b)}, nil
+}
+
