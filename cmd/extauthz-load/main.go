@@ -1,0 +1,231 @@
+// Command extauthz-load is extauthz's load driver. It builds (or takes) the
+// extauthz and extauthz-noop binaries, runs each as a child process on
+// loopback, drives both with the same Envoy-like CheckRequest mix over gRPC
+// and prints a Markdown report (throughput, latency percentiles, server CPU
+// per check, RSS, and the extauthz/no-op ratios) on stdout.
+//
+//	go run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 60000
+//	go run ./cmd/extauthz-load --smoke
+//	go run ./cmd/extauthz-load --scale keys=1000000,tenants=10000,routes=1000
+//	go run ./cmd/extauthz-load --sweep keys
+//	go run ./cmd/extauthz-load --extauthz-arg=--decision-log=none
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/loadtest"
+)
+
+const defaultJWT = "testdata/demo.jwt"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		cfg        loadtest.Config
+		conc       = flag.String("concurrency", "16,64", "comma-separated worker counts, one level each")
+		jwtPath    = flag.String("jwt", defaultJWT, "file with the demo JWT (for mixes jwt_allow and blend)")
+		scaleSpec  = flag.String("scale", "", "generate a scaled policy: keys=N,tenants=N,routes=N (k and M suffixes allowed)")
+		sweep      = flag.String("sweep", "", "sweep a dimension; only \"keys\" (10 → 1M keys) is supported")
+		sweepSizes = flag.String("sweep-sizes", "10,1k,100k,1M", "key counts for --sweep keys")
+		smoke      = flag.Bool("smoke", false, "correctness smoke: a few hundred checks per server at concurrency 4; fails on any error or unexpected decision")
+		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
+		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
+	)
+	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", "))
+	flag.IntVar(&cfg.Requests, "requests", 0, "checks per server and level (default 60000; 20000 per size for --sweep; 300 for --smoke)")
+	flag.IntVar(&cfg.Warmup, "warmup", 0, "warm-up checks per server (default min(requests/10, 3000))")
+	flag.DurationVar(&cfg.MaxDuration, "max-duration", 0, "safety bound per level (default 90s; 30s for --smoke)")
+	flag.IntVar(&cfg.Conns, "conns", 4, "client connections per server, shared by the workers")
+	flag.StringVar(&cfg.ExtauthzBin, "extauthz-bin", "", "extauthz binary (default: go build ./cmd/extauthz)")
+	flag.StringVar(&cfg.NoopBin, "noop-bin", "", "no-op server binary (default: go build ./cmd/extauthz-noop)")
+	flag.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory passed to extauthz (default: its embedded demo policy)")
+	flag.Func("extauthz-arg", "extra extauthz flag, repeatable (e.g. --extauthz-arg=--decision-log=none)", func(v string) error {
+		cfg.ExtauthzArgs = append(cfg.ExtauthzArgs, v)
+		return nil
+	})
+	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 0, "bound on server startup (default 60s; 5m for --sweep)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return usage("unexpected arguments: %s", strings.Join(flag.Args(), " "))
+	}
+
+	cfg.Log = os.Stderr
+	if *quiet {
+		cfg.Log = io.Discard
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if !*smoke || flagSet("concurrency") {
+		levels, err := parseList(*conc)
+		if err != nil {
+			return usage("concurrency: %v", err)
+		}
+		cfg.Concurrency = levels
+	}
+	var scale loadtest.Scale
+	if *scaleSpec != "" {
+		if err := loadtest.ParseScale(*scaleSpec, &scale); err != nil {
+			return usage("%v", err)
+		}
+		if cfg.PolicyDir != "" {
+			return usage("--scale generates a policy; it cannot be combined with --policy-dir")
+		}
+	}
+	if *sweep != "" && *sweep != "keys" {
+		return usage("sweep %q: only keys is supported", *sweep)
+	}
+	if *sweep != "" && *smoke {
+		return usage("--sweep and --smoke are exclusive")
+	}
+
+	if loadtest.NeedsJWT(cfg.Mix) {
+		tok, err := readJWT(*jwtPath)
+		if err != nil {
+			return fail(err)
+		}
+		cfg.JWT = tok
+	}
+
+	tmp, err := os.MkdirTemp("", "extauthz-load-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(tmp)
+	if cfg.ExtauthzBin == "" || cfg.NoopBin == "" {
+		root, err := loadtest.ModuleRoot()
+		if err != nil {
+			return fail(fmt.Errorf("finding the module to build: %w (or pass --extauthz-bin and --noop-bin)", err))
+		}
+		out := *keepBins
+		if out == "" {
+			out = tmp
+		}
+		fmt.Fprintf(cfg.Log, "building ./cmd/extauthz and ./cmd/extauthz-noop into %s\n", out)
+		t0 := time.Now()
+		ex, noop, err := loadtest.Build(ctx, root, out)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(cfg.Log, "built in %s\n", time.Since(t0).Round(time.Millisecond))
+		if cfg.ExtauthzBin == "" {
+			cfg.ExtauthzBin = ex
+		}
+		if cfg.NoopBin == "" {
+			cfg.NoopBin = noop
+		}
+	}
+
+	if *sweep == "keys" {
+		sizes, err := parseList(*sweepSizes)
+		if err != nil {
+			return usage("sweep-sizes: %v", err)
+		}
+		r, err := loadtest.Sweep(ctx, cfg, sizes, scale, tmp)
+		if r != nil {
+			r.Markdown(os.Stdout)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return exitFor(r.Problems())
+	}
+
+	if !scale.Zero() {
+		dir := filepath.Join(tmp, "policy")
+		fmt.Fprintf(cfg.Log, "writing a scaled policy (keys=%d tenants=%d routes=%d) to %s\n", scale.Keys, scale.Tenants, scale.Routes, dir)
+		if err := loadtest.WriteScaledPolicy(dir, scale.Keys, scale.Tenants, scale.Routes); err != nil {
+			return fail(err)
+		}
+		cfg.PolicyDir = dir
+		if cfg.ReadyTimeout == 0 {
+			cfg.ReadyTimeout = 5 * time.Minute
+		}
+	}
+
+	if *smoke {
+		r, err := loadtest.Smoke(ctx, cfg)
+		if r != nil {
+			r.Markdown(os.Stdout)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("smoke failed: %w", err))
+		}
+		fmt.Fprintln(os.Stderr, "smoke: ok (no gRPC errors, no unexpected decisions)")
+		return 0
+	}
+	r, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	r.Markdown(os.Stdout)
+	return exitFor(r.Problems())
+}
+
+// exitFor fails the run when a server gave errors or wrong decisions; a level
+// stopped by its time bound is reported but is not a failure.
+func exitFor(problems []string) int {
+	for _, p := range problems {
+		if !strings.Contains(p, "max duration") {
+			return 1
+		}
+	}
+	return 0
+}
+
+func readJWT(p string) (string, error) {
+	tok, err := loadtest.ReadJWT(p)
+	if err == nil || p != defaultJWT || !errors.Is(err, os.ErrNotExist) {
+		return tok, err
+	}
+	root, rerr := loadtest.ModuleRoot()
+	if rerr != nil {
+		return "", err
+	}
+	return loadtest.ReadJWT(filepath.Join(root, defaultJWT))
+}
+
+func parseList(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := loadtest.ParseCount(f)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return nil, fmt.Errorf("%d: must be positive", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func usage(format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "extauthz-load: "+format+"\n", a...)
+	return 2
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "extauthz-load:", err)
+	return 1
+}

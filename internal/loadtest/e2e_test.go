@@ -1,0 +1,205 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/server"
+)
+
+var moduleRoot, moduleRootErr = ModuleRoot()
+
+// buildBinaries builds both servers into a test temporary directory.
+func buildBinaries(t *testing.T) (string, string) {
+	t.Helper()
+	if moduleRootErr != nil {
+		t.Fatal(moduleRootErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ex, noop, err := Build(ctx, moduleRoot, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ex, noop
+}
+
+// running lists the pids of processes executing bin.
+func running(bin string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func smokeConfig(t *testing.T, ex, noop string) Config {
+	jwt, err := ReadJWT(filepath.Join(moduleRoot, "testdata", "demo.jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s", log.String())
+		}
+	})
+	return Config{ExtauthzBin: ex, NoopBin: noop, Mix: "blend", JWT: jwt, Log: &syncWriter{w: &log}}
+}
+
+// TestSmoke runs the --smoke mode end to end: both servers as child
+// processes, ~300 blended checks each at concurrency 4, no gRPC errors and
+// every extauthz decision as expected; then the same against a scaled
+// policy; and checks that the decision check itself catches a wrong answer.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs both servers")
+	}
+	ex, noop := buildBinaries(t)
+	t.Cleanup(func() {
+		for _, bin := range []string{ex, noop} {
+			if pids := running(bin); len(pids) > 0 {
+				t.Errorf("%s still running: pids %v", bin, pids)
+			}
+		}
+	})
+
+	t.Run("demo policy", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		r, err := Smoke(ctx, smokeConfig(t, ex, noop))
+		if r != nil {
+			var md strings.Builder
+			r.Markdown(&md)
+			t.Logf("\n%s", md.String())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Servers) != 2 || r.Servers[0].Name != "extauthz" || r.Servers[1].Name != "no-op" {
+			t.Fatalf("servers %+v", r.Servers)
+		}
+		for _, s := range r.Servers {
+			if len(s.Levels) != 1 || s.Levels[0].Sent != 300 || s.Levels[0].Concurrency != 4 {
+				t.Errorf("%s: levels %+v", s.Name, s.Levels)
+			}
+			if s.IdleRSS <= 0 || s.PeakRSS < s.IdleRSS {
+				t.Errorf("%s: idle RSS %d, peak %d", s.Name, s.IdleRSS, s.PeakRSS)
+			}
+		}
+		if !r.Servers[0].Levels[0].DecisionsChecked {
+			t.Error("extauthz decisions were not checked")
+		}
+		for _, bin := range []string{ex, noop} {
+			if pids := running(bin); len(pids) > 0 {
+				t.Errorf("after Smoke, %s still running: pids %v", bin, pids)
+			}
+		}
+	})
+
+	t.Run("scaled policy", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := WriteScaledPolicy(dir, 2000, 100, 50); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		cfg := smokeConfig(t, ex, noop)
+		cfg.PolicyDir = dir
+		cfg.Requests = 200
+		if _, err := Smoke(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("wrong expectations are caught", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := StartExtauthz(ctx, ex, "", 20*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+		p, err := Dial(c.GRPCAddr, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		m, err := NewMix("blend", smokeConfig(t, ex, noop).JWT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range m.Cases {
+			m.Cases[i].Want = 299 // no server answers this
+		}
+		o := Drive{Mix: m, Concurrency: 2, Requests: 100, MaxDuration: 20 * time.Second, CheckDecisions: true}.Run(ctx, p)
+		if o.Errors != 0 || o.Sent != 100 || o.Unexpected != 100 || len(o.UnexpectedSamples) == 0 {
+			t.Fatalf("outcome %+v", o)
+		}
+		t.Logf("e.g. %s", o.UnexpectedSamples[0])
+	})
+}
+
+// TestScaledPolicy writes a scaled policy and loads it the way extauthz
+// does: every key, tenant and route is accepted.
+func TestScaledPolicy(t *testing.T) {
+	dir := t.TempDir()
+	const keys, tenants, routes = 500, 50, 20
+	if err := WriteScaledPolicy(dir, keys, tenants, routes); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := server.BuildEngine(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	demo, err := server.BuildEngine(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer demo.Close()
+	if eng.Keys.Len() != keys {
+		t.Errorf("keys: %d, want %d", eng.Keys.Len(), keys)
+	}
+	if eng.Routes.Len() != demo.Routes.Len()+routes {
+		t.Errorf("routes: %d, want %d", eng.Routes.Len(), demo.Routes.Len()+routes)
+	}
+	// Fewer keys than the demo set keeps the demo set.
+	small := t.TempDir()
+	if err := WriteScaledPolicy(small, 1, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	e, err := server.BuildEngine(context.Background(), small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.Keys.Len() != demo.Keys.Len() {
+		t.Errorf("keys=1: %d keys, want the %d demo keys", e.Keys.Len(), demo.Keys.Len())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

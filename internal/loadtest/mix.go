@@ -1,0 +1,179 @@
+package loadtest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Demo credentials from policies/data.json.
+const (
+	DemoAPIKey     = "xa_demo_7Qm2vK9pL4sT8wZ1"
+	ReadonlyAPIKey = "xa_demo_readonly_K3n8Vb"
+	// UnknownAPIKey looks like a real key but is in no policy data.
+	UnknownAPIKey = "xa_live_R8f3Wq6Ln1Zt4Yc9Hv2Kb5Ps"
+)
+
+// Case is one kind of request in a mix and the decision extauthz must give.
+type Case struct {
+	Name    string
+	Method  string
+	Path    string
+	Headers map[string]string // credential and tenant headers, added to the common Envoy set
+	// Want is the expected HTTP status: 200 for allow, else the deny status.
+	Want int
+}
+
+// Mix is a weighted set of cases, turned into a fixed, shuffled schedule so
+// every run (and every server) receives the same sequence of requests.
+type Mix struct {
+	Name     string
+	Cases    []Case
+	Weights  []int // per case, summing to len(Schedule)
+	Schedule []int // request i uses Cases[Schedule[i%len(Schedule)]]
+}
+
+// MixNames lists the mixes NewMix knows, blend last.
+func MixNames() []string {
+	return []string{"apikey_allow", "jwt_allow", "deny_missing", "deny_unknown_key", "deny_tenant", "deny_scope", "blend"}
+}
+
+// NeedsJWT reports whether a mix sends the demo JWT.
+func NeedsJWT(mix string) bool { return mix == "jwt_allow" || mix == "blend" }
+
+// ReadJWT reads a compact JWT from a file, trimming whitespace.
+func ReadJWT(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("jwt: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if strings.Count(t, ".") != 2 {
+		return "", fmt.Errorf("jwt: %s does not hold a compact JWT", path)
+	}
+	return t, nil
+}
+
+func cases(jwt string) map[string]Case {
+	return map[string]Case{
+		"apikey_allow": {Name: "apikey_allow", Method: "GET", Path: "/v1/orders/17",
+			Headers: map[string]string{"x-api-key": DemoAPIKey, "x-tenant-id": "42"}, Want: 200},
+		"jwt_allow": {Name: "jwt_allow", Method: "GET", Path: "/v1/orders/17",
+			Headers: map[string]string{"authorization": "Bearer " + jwt, "x-tenant-id": "42"}, Want: 200},
+		"deny_missing": {Name: "deny_missing", Method: "GET", Path: "/v1/orders/17",
+			Headers: map[string]string{"x-tenant-id": "42"}, Want: 401},
+		"deny_unknown_key": {Name: "deny_unknown_key", Method: "GET", Path: "/v1/orders/17",
+			Headers: map[string]string{"x-api-key": UnknownAPIKey, "x-tenant-id": "42"}, Want: 401},
+		"deny_tenant": {Name: "deny_tenant", Method: "GET", Path: "/v1/orders/17",
+			Headers: map[string]string{"x-api-key": DemoAPIKey, "x-tenant-id": "43"}, Want: 403},
+		"deny_scope": {Name: "deny_scope", Method: "POST", Path: "/v1/orders",
+			Headers: map[string]string{"x-api-key": ReadonlyAPIKey, "x-tenant-id": "42", "idempotency-key": "7f3c9a1e-lt", "content-type": "application/json"}, Want: 403},
+	}
+}
+
+// NewMix builds a named mix. jwt is the demo bearer token; it is needed only
+// by mixes that send it (see NeedsJWT).
+//
+// blend is 70% API-key allow, 15% JWT allow and 15% spread over the four
+// denies (4/4/4/3), in a shuffled schedule of 100 with exact proportions.
+func NewMix(name, jwt string) (*Mix, error) {
+	if NeedsJWT(name) && jwt == "" {
+		return nil, fmt.Errorf("mix %s: needs the demo JWT", name)
+	}
+	all := cases(jwt)
+	var m Mix
+	m.Name = name
+	switch name {
+	case "blend":
+		for _, cw := range []struct {
+			name string
+			w    int
+		}{{"apikey_allow", 70}, {"jwt_allow", 15}, {"deny_missing", 4}, {"deny_unknown_key", 4}, {"deny_tenant", 4}, {"deny_scope", 3}} {
+			m.Cases = append(m.Cases, all[cw.name])
+			m.Weights = append(m.Weights, cw.w)
+		}
+	default:
+		c, ok := all[name]
+		if !ok {
+			return nil, fmt.Errorf("mix %q: unknown (known: %s)", name, strings.Join(MixNames(), ", "))
+		}
+		m.Cases = []Case{c}
+		m.Weights = []int{1}
+	}
+	for i, w := range m.Weights {
+		for range w {
+			m.Schedule = append(m.Schedule, i)
+		}
+	}
+	r := rand.New(rand.NewPCG(0x6578746175, 0x74687a))
+	r.Shuffle(len(m.Schedule), func(i, j int) { m.Schedule[i], m.Schedule[j] = m.Schedule[j], m.Schedule[i] })
+	return &m, nil
+}
+
+// Describe is a one-line summary of the mix, e.g.
+// "apikey_allow 70%, jwt_allow 15%, ...".
+func (m *Mix) Describe() string {
+	total := 0
+	for _, w := range m.Weights {
+		total += w
+	}
+	var parts []string
+	for i, c := range m.Cases {
+		parts = append(parts, fmt.Sprintf("%s %s→%d %.0f%%", c.Name, c.Method, c.Want, 100*float64(m.Weights[i])/float64(total)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Envoy-like request facts shared by every case.
+var commonHeaders = map[string]string{
+	":authority":               "api.example.com",
+	":scheme":                  "https",
+	"user-agent":               "orders-client/2.4 (+https://example.com) go-http-client/1.1",
+	"accept":                   "application/json",
+	"x-forwarded-proto":        "https",
+	"x-forwarded-for":          "203.0.113.9",
+	"x-envoy-external-address": "203.0.113.9",
+}
+
+// Request builds the CheckRequest Envoy's ext_authz filter would send for c
+// (HTTP/1.1 from 127.0.0.1 to a listener on 127.0.0.1:8080). The caller owns
+// the result and may change its x-request-id header and http.id per send.
+func (c Case) Request() *authv3.CheckRequest {
+	h := make(map[string]string, len(commonHeaders)+len(c.Headers)+3)
+	for k, v := range commonHeaders {
+		h[k] = v
+	}
+	h[":method"] = c.Method
+	h[":path"] = c.Path
+	h["x-request-id"] = "00000000-0000-4000-8000-000000000000"
+	for k, v := range c.Headers {
+		h[strings.ToLower(k)] = v
+	}
+	addr := func(port uint32) *corev3.Address {
+		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Address: addr(40000)},
+		Destination: &authv3.AttributeContext_Peer{Address: addr(8080)},
+		Request: &authv3.AttributeContext_Request{
+			Time: timestamppb.Now(),
+			Http: &authv3.AttributeContext_HttpRequest{
+				Id: "1", Method: c.Method, Path: c.Path, Host: "api.example.com", Scheme: "https",
+				Protocol: "HTTP/1.1", Headers: h,
+			},
+		},
+	}}
+}
+
+func hashKey(k string) string {
+	d := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(d[:])
+}

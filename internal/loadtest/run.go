@@ -1,0 +1,310 @@
+// Package loadtest is extauthz's own load driver. It starts extauthz and an
+// in-tree no-op ext_authz server (cmd/extauthz-noop, the floor) as child
+// processes on loopback, drives both with the same Envoy-like CheckRequest
+// mix over gRPC at fixed concurrency levels, and reports client-side
+// throughput and latency, server CPU per check from the server process's own
+// accounting (/proc/<pid>/stat), RSS from /proc/<pid>/status, and the
+// extauthz/no-op ratios.
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+)
+
+// Config is one load run.
+type Config struct {
+	ExtauthzBin string // path to the extauthz binary (see Build)
+	NoopBin     string // path to the extauthz-noop binary
+	PolicyDir   string // passed to extauthz as --policy-dir; empty: embedded demo policy
+	// ExtauthzArgs are extra extauthz flags, e.g. --decision-log none.
+	ExtauthzArgs []string
+
+	Mix string // one of MixNames
+	JWT string // the demo JWT (needed by mixes that send it)
+
+	Concurrency []int         // worker goroutines per level; default 16, 64
+	Requests    int           // checks per level and server; default 60000
+	Warmup      int           // checks before measuring; default min(Requests/10, 3000), at least 100
+	MaxDuration time.Duration // safety bound per level; default 90s
+	Conns       int           // client connections per server; default 4
+
+	ReadyTimeout time.Duration // startup bound; default 60s
+	Log          io.Writer     // progress lines; nil discards
+}
+
+func (c *Config) defaults() {
+	if len(c.Concurrency) == 0 {
+		c.Concurrency = []int{16, 64}
+	}
+	if c.Requests <= 0 {
+		c.Requests = 60000
+	}
+	if c.Warmup <= 0 {
+		c.Warmup = max(min(c.Requests/10, 3000), 100)
+	}
+	if c.MaxDuration <= 0 {
+		c.MaxDuration = 90 * time.Second
+	}
+	if c.Conns <= 0 {
+		c.Conns = 4
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 60 * time.Second
+	}
+	if c.Mix == "" {
+		c.Mix = "blend"
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+}
+
+// Level is one server at one concurrency level.
+type Level struct {
+	Concurrency int
+	Outcome
+	ServerCPU         time.Duration // utime+stime the server spent during the level
+	CPUPerCheck       time.Duration // ServerCPU / Sent
+	DriverCPUPerCheck time.Duration // the load generator's own CPU / Sent
+	DecisionsChecked  bool
+}
+
+// ServerResult is everything measured for one server process.
+type ServerResult struct {
+	Name    string
+	Ready   time.Duration // start to serving
+	IdleRSS int64         // VmRSS after warm-up, bytes
+	PeakRSS int64         // VmHWM at the end, bytes
+	Levels  []Level
+}
+
+// Report is one Run.
+type Report struct {
+	Mix, MixDesc      string
+	Requests, Warmup  int
+	Conns             int
+	PolicyDir         string
+	ExtauthzArgs      []string
+	Machine           Machine
+	ClockTicks        int
+	ClockTicksAssumed bool
+	Servers           []ServerResult // extauthz, then no-op
+}
+
+// Problems lists every error, unexpected decision and truncated level.
+func (r *Report) Problems() []string {
+	return problems(r.Servers)
+}
+
+func problems(servers []ServerResult) []string {
+	var out []string
+	for _, s := range servers {
+		for _, l := range s.Levels {
+			if l.Errors > 0 {
+				out = append(out, fmt.Sprintf("%s c=%d: %d gRPC errors, e.g. %v", s.Name, l.Concurrency, l.Errors, l.ErrorSamples))
+			}
+			if l.Unexpected > 0 {
+				out = append(out, fmt.Sprintf("%s c=%d: %d unexpected decisions, e.g. %v", s.Name, l.Concurrency, l.Unexpected, l.UnexpectedSamples))
+			}
+			if l.TimedOut {
+				out = append(out, fmt.Sprintf("%s c=%d: stopped at the max duration after %d checks", s.Name, l.Concurrency, l.Sent))
+			}
+		}
+	}
+	return out
+}
+
+type target struct {
+	child *Child
+	pool  *Pool
+	check bool
+	res   ServerResult
+}
+
+func (t *target) close() {
+	if t.pool != nil {
+		t.pool.Close()
+	}
+	t.child.Stop()
+}
+
+func newTarget(c *Child, conns int, check bool) (*target, error) {
+	p, err := Dial(c.GRPCAddr, conns)
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return &target{child: c, pool: p, check: check, res: ServerResult{Name: c.Name, Ready: c.Ready}}, nil
+}
+
+// warm sends cfg.Warmup checks and records idle RSS. A warm-up where every
+// check fails aborts the run.
+func warm(ctx context.Context, cfg *Config, mix *Mix, t *target, seq *uint64) error {
+	o := Drive{Mix: mix, Concurrency: slices.Max(cfg.Concurrency), Requests: cfg.Warmup, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq}.Run(ctx, t.pool)
+	*seq += uint64(cfg.Warmup)
+	if o.Sent > 0 && o.Errors == o.Sent {
+		return fmt.Errorf("%s: every warm-up check failed, e.g. %v; stderr:\n%s", t.res.Name, o.ErrorSamples, t.child.Stderr())
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond) // let the post-warm-up GC settle
+	m, err := ReadProcMem(t.child.Pid())
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.res.Name, err)
+	}
+	t.res.IdleRSS = m.RSS
+	fmt.Fprintf(cfg.Log, "%s: ready in %s, warmed up with %d checks (%d errors, %d unexpected), idle RSS %s\n",
+		t.res.Name, t.res.Ready.Round(time.Millisecond), o.Sent, o.Errors, o.Unexpected, mib(m.RSS))
+	return nil
+}
+
+// runLevels drives every target at every level, interleaving servers within
+// a level so slow drifts in machine load hit both alike.
+func runLevels(ctx context.Context, cfg *Config, mix *Mix, hz int, targets []*target, seq *uint64) error {
+	tick := time.Second / time.Duration(hz)
+	for _, conc := range cfg.Concurrency {
+		for _, t := range targets {
+			if t.child.Exited() {
+				return fmt.Errorf("%s exited; stderr:\n%s", t.res.Name, t.child.Stderr())
+			}
+			s0, err := ReadProcCPU(t.child.Pid())
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.res.Name, err)
+			}
+			d0, _ := ReadProcCPU(os.Getpid())
+			o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq}.Run(ctx, t.pool)
+			*seq += uint64(cfg.Requests)
+			s1, err := ReadProcCPU(t.child.Pid())
+			if err != nil {
+				return fmt.Errorf("%s: %w (did it exit? stderr:\n%s)", t.res.Name, err, t.child.Stderr())
+			}
+			d1, _ := ReadProcCPU(os.Getpid())
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			l := Level{Concurrency: conc, Outcome: o, DecisionsChecked: t.check}
+			l.ServerCPU = time.Duration(s1.Ticks()-s0.Ticks()) * tick
+			if o.Sent > 0 {
+				l.CPUPerCheck = l.ServerCPU / time.Duration(o.Sent)
+				l.DriverCPUPerCheck = time.Duration(d1.Ticks()-d0.Ticks()) * tick / time.Duration(o.Sent)
+			}
+			t.res.Levels = append(t.res.Levels, l)
+			fmt.Fprintf(cfg.Log, "%s c=%d: %d checks in %s, %.0f/s, p50 %s p99 %s, server CPU/check %s, %d errors, %d unexpected\n",
+				t.res.Name, conc, o.Sent, o.Elapsed.Round(time.Millisecond), o.Throughput(), fmtDur(o.Latency.P50), fmtDur(o.Latency.P99),
+				fmtCPU(l.CPUPerCheck), o.Errors, o.Unexpected)
+		}
+	}
+	for _, t := range targets {
+		if m, err := ReadProcMem(t.child.Pid()); err == nil {
+			t.res.PeakRSS = m.Peak
+		}
+	}
+	return nil
+}
+
+func (c *Config) check() (*Mix, error) {
+	if c.ExtauthzBin == "" || c.NoopBin == "" {
+		return nil, errors.New("loadtest: ExtauthzBin and NoopBin are required (see Build)")
+	}
+	for _, n := range c.Concurrency {
+		if n <= 0 {
+			return nil, fmt.Errorf("loadtest: concurrency %d: must be positive", n)
+		}
+	}
+	return NewMix(c.Mix, c.JWT)
+}
+
+// Run measures extauthz and the no-op server with the same mix. Both child
+// processes are stopped before it returns, also on error or cancellation.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.defaults()
+	mix, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	hz, assumed := ClockTicks()
+	r := &Report{Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Warmup: cfg.Warmup, Conns: cfg.Conns,
+		PolicyDir: cfg.PolicyDir, ExtauthzArgs: cfg.ExtauthzArgs, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // kills children started with ctx even if Stop is skipped
+
+	ex, err := StartExtauthz(ctx, cfg.ExtauthzBin, cfg.PolicyDir, cfg.ReadyTimeout, cfg.ExtauthzArgs...)
+	if err != nil {
+		return nil, err
+	}
+	exT, err := newTarget(ex, cfg.Conns, true)
+	if err != nil {
+		return nil, err
+	}
+	defer exT.close()
+	noop, err := StartNoop(ctx, cfg.NoopBin, cfg.ReadyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	noT, err := newTarget(noop, cfg.Conns, false)
+	if err != nil {
+		return nil, err
+	}
+	defer noT.close()
+
+	targets := []*target{exT, noT}
+	var seq uint64
+	for _, t := range targets {
+		if err := warm(ctx, &cfg, mix, t, &seq); err != nil {
+			return nil, err
+		}
+	}
+	if err := runLevels(ctx, &cfg, mix, hz, targets, &seq); err != nil {
+		return nil, err
+	}
+	for _, t := range targets {
+		r.Servers = append(r.Servers, t.res)
+	}
+	return r, nil
+}
+
+// Smoke is a short correctness run: a few hundred checks per server at
+// concurrency 4 (unless cfg says otherwise). It fails if any check returned
+// a gRPC error or extauthz gave an unexpected decision; it asserts nothing
+// about timing.
+func Smoke(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Requests <= 0 {
+		cfg.Requests = 300
+	}
+	if len(cfg.Concurrency) == 0 {
+		cfg.Concurrency = []int{4}
+	}
+	if cfg.Warmup <= 0 {
+		cfg.Warmup = 50
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = 30 * time.Second
+	}
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		return r, err
+	}
+	var bad []error
+	for _, s := range r.Servers {
+		for _, l := range s.Levels {
+			if l.Sent == 0 {
+				bad = append(bad, fmt.Errorf("%s c=%d: no checks completed", s.Name, l.Concurrency))
+			}
+			if l.Errors > 0 {
+				bad = append(bad, fmt.Errorf("%s c=%d: %d gRPC errors, e.g. %v", s.Name, l.Concurrency, l.Errors, l.ErrorSamples))
+			}
+			if l.Unexpected > 0 {
+				bad = append(bad, fmt.Errorf("%s c=%d: %d unexpected decisions, e.g. %v", s.Name, l.Concurrency, l.Unexpected, l.UnexpectedSamples))
+			}
+		}
+	}
+	return r, errors.Join(bad...)
+}
