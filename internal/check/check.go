@@ -85,12 +85,14 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*decision
 	now := s.now()
 	eng := s.Engines.Current()
 	d := &decision.Decision{ID: s.nextID()}
-	var r *request
+	r := &request{}
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
 				s.log().Error("check panicked; denying", "decision_id", d.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: d.RequestID, Profile: d.Profile, PolicyVersion: d.PolicyVersion}
+				// Keep what was resolved before the failure: the envelope still
+				// carries the API's request id and the API's own profile.
+				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: or(r.id, d.ID), Profile: r.profile, Route: d.Route, PolicyVersion: d.PolicyVersion}
 				r = nil
 			}
 		}()
@@ -99,7 +101,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*decision
 			return
 		}
 		d.PolicyVersion = eng.Version
-		r = s.requestToInput(ctx, eng, req, now, d.ID)
+		s.requestToInput(ctx, eng, req, now, d.ID, r)
 		d.RequestID, d.Profile = r.id, r.profile
 		if r.route != nil {
 			d.Route = r.route.ID
@@ -163,6 +165,13 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 	default:
 		d.Allow, d.Reason, d.Variant, d.Details, d.UpstreamHeaders = out.Allow, reason, out.Variant, out.Details, out.UpstreamHeaders
 	}
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func (s *Server) fail(d *decision.Decision, err error) {

@@ -70,9 +70,15 @@ func TestFailClosedPanic(t *testing.T) {
 	e := demoEngine(t)
 	e.Tokens = panickyTokens{}
 	s := newServer(t, e)
-	reason, status, resp := decide(t, s, req("GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"}))
+	r := req("GET", "/v1/orders", map[string]string{"authorization": "Bearer a.b.c", "x-tenant-id": "42"})
+	r.Attributes.ContextExtensions = map[string]string{"profile": "dialektai"}
+	reason, status, resp := decide(t, s, r)
 	if reason != "internal_error" || status != 500 || strings.Contains(resp.GetDeniedResponse().GetBody(), "boom") {
 		t.Fatalf("got %s/%d %v", reason, status, resp)
+	}
+	// The failure still answers in the API's own envelope with its request id.
+	if body := resp.GetDeniedResponse().GetBody(); !strings.Contains(body, `"error_code":"SYSTEM_INTERNAL_ERROR"`) || !strings.Contains(body, `"trace_id":"req-12345"`) {
+		t.Errorf("panic lost the profile or request id: %s", body)
 	}
 }
 

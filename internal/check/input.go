@@ -47,11 +47,13 @@ var browserSignals = []string{"origin", "sec-fetch-mode", "sec-fetch-site", "sec
 // builds the policy input directly as an OPA value.
 // The OPA value of the input is built only when the policy has to be
 // evaluated (request.value; see decide).
-func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *authv3.CheckRequest, now time.Time, decisionID string) *request {
+// It fills r step by step, so that if anything fails midway the request id
+// and profile already resolved still shape the error response.
+func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *authv3.CheckRequest, now time.Time, decisionID string, r *request) {
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	headers := h.GetHeaders()
-	r := &request{req: req, headers: headers, method: h.GetMethod(), id: s.requestID(headers)}
+	*r = request{req: req, headers: headers, method: h.GetMethod(), id: s.requestID(headers)}
 	if r.id == "" {
 		r.id = decisionID
 	}
@@ -112,8 +114,6 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	// Client address.
 	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
 	r.clientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
-
-	return r
 }
 
 // value is the policy input as an OPA value.

@@ -198,7 +198,7 @@ func TestShippedMutations(t *testing.T) {
 		{"authz cluster typo", "envoy_grpc:\n                  cluster_name: extauthz", "envoy_grpc:\n                  cluster_name: ext_authz", `cluster "ext_authz" is not defined`},
 		{"authz cluster HTTP/1", "http2_protocol_options: {}", "http_protocol_options: {}", "not configured for HTTP/2"},
 		{"orders route unprotected", "                    check_settings:\n                      context_extensions:\n                        route: orders-read", "                    disabled: true\n                    check_settings:\n                      context_extensions:\n                        route: orders-read", ""},
-		{"healthz prefix", "- match: {path: /healthz}", "- match: {prefix: /healthz}", "ext_authz disabled on a protected route"},
+		{"healthz prefix", "- match: {path: /healthz, headers:", "- match: {prefix: /healthz, headers:", "ext_authz disabled on a protected route"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,9 +13,11 @@
 //
 //  1. codec: headers with underscores (reject/drop)
 //  2. HCM: relative-path check, fragment/escaped-slash/normalize_path/merge_slashes,
+//     host normalisation (strip_trailing_host_dot, strip_any_host_port),
 //     hop-by-hop removal, XFF / x-envoy-external-address / x-forwarded-proto /
 //     :scheme / x-request-id, internal-header cleaning (§1.2 rule 6, §4)
-//  3. route selection (vhost by :authority, then path)
+//  3. route selection (vhost by :authority, then path/prefix and header
+//     matchers such as ":method")
 //  4. ext_authz: per-route disable, body buffering (§1.1), Check call, verdict
 //     (§2.1), denied local reply (§2.2), OK mutations (§2.3), errors (§2.4)
 //  5. router: forwards to Config.Upstream; the response gets ext_authz
@@ -49,6 +51,7 @@
 //   - Not modelled: TLS peer/SNI attributes, encode_raw_headers,
 //     allowed/disallowed headers, metadata namespaces, header mutation rules,
 //     clear_route_cache, local_reply_config, route response headers,
+//     regex/query/case-insensitive route matching, regex/range header matchers,
 //     per-route service overrides, upstream timeouts/retries, WebSocket
 //     tunnelling.
 package envoysim
@@ -96,15 +99,48 @@ type VirtualHost struct {
 }
 
 // Route is one route of a virtual host. Path (exact, query ignored) wins over
-// Prefix when set; an empty Prefix matches everything. Disabled is
-// ExtAuthzPerRoute{disabled: true}; ContextExtensions and WithRequestBody are
-// ExtAuthzPerRoute.check_settings.
+// Prefix when set; an empty Prefix matches everything. Headers are
+// route.v3.RouteMatch.headers: every matcher must match as well (e.g. a
+// ":method" matcher). Disabled is ExtAuthzPerRoute{disabled: true};
+// ContextExtensions and WithRequestBody are ExtAuthzPerRoute.check_settings.
 type Route struct {
 	Prefix            string
 	Path              string
+	Headers           []HeaderMatcher
 	Disabled          bool
 	ContextExtensions map[string]string
 	WithRequestBody   *BufferSettings
+}
+
+// HeaderMatchKind selects how a HeaderMatcher compares the header value.
+type HeaderMatchKind int
+
+const (
+	// HeaderExact is string_match.exact (also the deprecated exact_match).
+	HeaderExact HeaderMatchKind = iota
+	// HeaderPrefix is string_match.prefix.
+	HeaderPrefix
+	// HeaderSuffix is string_match.suffix.
+	HeaderSuffix
+	// HeaderContains is string_match.contains.
+	HeaderContains
+	// HeaderPresent is present_match: Value is ignored; Present says whether
+	// the header must be present (true) or absent (false).
+	HeaderPresent
+)
+
+// HeaderMatcher is route.v3.HeaderMatcher for the match kinds the harness
+// models. It is evaluated on the request header map after HCM processing,
+// pseudo-headers (":method", ":authority", ":path", ":scheme") included;
+// repeated headers are joined with "," first (getAllOfHeaderAsString).
+type HeaderMatcher struct {
+	Name                string // lower-case
+	Kind                HeaderMatchKind
+	Value               string
+	Present             bool // HeaderPresent only
+	IgnoreCase          bool // string_match.ignore_case
+	Invert              bool // invert_match
+	TreatMissingAsEmpty bool // treat_missing_header_as_empty
 }
 
 // Config describes the emulated listener. Zero values mean Envoy's defaults
@@ -143,8 +179,14 @@ type Config struct {
 	// DestinationAddress overrides CheckRequest destination.address
 	// ("host:port"). Default: the accepted socket's local address
 	// (http.LocalAddrContextKey), else "127.0.0.1:10000".
-	DestinationAddress           string
-	NormalizePath                bool
+	DestinationAddress string
+	NormalizePath      bool
+	// StripAnyHostPort and StripTrailingHostDot rewrite :authority before
+	// route selection and the Check call (HCM strip_any_host_port,
+	// strip_trailing_host_dot; ConnectionManagerUtility::maybeNormalizeHost).
+	// Virtual-host matching ignores the port either way.
+	StripAnyHostPort             bool
+	StripTrailingHostDot         bool
 	MergeSlashes                 bool
 	PathWithEscapedSlashesAction EscapedSlashesAction
 	HeadersWithUnderscoresAction UnderscoresAction

@@ -127,6 +127,7 @@ func (f *Filter) newStream(r *http.Request) (*stream, *localReply) {
 			modify: func(h *headerMap) { h.add("location", np) }}
 	}
 	st.headers.set(":path", np)
+	f.maybeNormalizeHost(st)
 
 	f.mutateRequestHeaders(st)
 	st.isGRPC = isGRPCContentType(st.headers)
@@ -393,16 +394,108 @@ func (f *Filter) selectRoute(h headerMap) (*VirtualHost, *Route) {
 	for i := range vh.Routes {
 		rt := &vh.Routes[i]
 		if rt.Path != "" {
-			if p == rt.Path {
-				return vh, rt
+			if p != rt.Path {
+				continue
 			}
+		} else if !strings.HasPrefix(path, rt.Prefix) {
 			continue
 		}
-		if strings.HasPrefix(path, rt.Prefix) {
+		if matchHeaders(h, rt.Headers) {
 			return vh, rt
 		}
 	}
 	return vh, nil
+}
+
+// matchHeaders reports whether every matcher matches (HeaderUtility::matchHeaders).
+func matchHeaders(h headerMap, ms []HeaderMatcher) bool {
+	for i := range ms {
+		if !ms[i].matches(h) {
+			return false
+		}
+	}
+	return true
+}
+
+// matches ports HeaderUtility::matchHeaders for one HeaderData: a missing
+// header matches only an inverted non-presence matcher or present_match:
+// false, unless treat_missing_header_as_empty compares "" instead.
+func (m *HeaderMatcher) matches(h headerMap) bool {
+	v, ok := h.joined(m.Name)
+	if !ok && !m.TreatMissingAsEmpty {
+		if m.Invert {
+			return m.Kind != HeaderPresent
+		}
+		return m.Kind == HeaderPresent && !m.Present
+	}
+	var match bool
+	want := m.Value
+	if m.IgnoreCase {
+		v, want = strings.ToLower(v), strings.ToLower(want)
+	}
+	switch m.Kind {
+	case HeaderExact:
+		match = v == want
+	case HeaderPrefix:
+		match = strings.HasPrefix(v, want)
+	case HeaderSuffix:
+		match = strings.HasSuffix(v, want)
+	case HeaderContains:
+		match = strings.Contains(v, want)
+	case HeaderPresent:
+		match = m.Present
+	}
+	return match != m.Invert
+}
+
+// maybeNormalizeHost ports ConnectionManagerUtility::maybeNormalizeHost:
+// trailing host dot first, then the port (strip_any_host_port).
+func (f *Filter) maybeNormalizeHost(st *stream) {
+	if !f.cfg.StripTrailingHostDot && !f.cfg.StripAnyHostPort {
+		return
+	}
+	host, ok := st.headers.first(":authority")
+	if !ok {
+		return
+	}
+	if f.cfg.StripTrailingHostDot {
+		host = stripTrailingHostDot(host)
+	}
+	if f.cfg.StripAnyHostPort {
+		host = stripPortFromHost(host)
+	}
+	st.headers.set(":authority", host)
+}
+
+// stripTrailingHostDot ports HeaderUtility::stripTrailingHostDot.
+func stripTrailingHostDot(host string) string {
+	i := strings.LastIndexByte(host, '.')
+	switch {
+	case i < 0:
+		return host
+	case i == len(host)-1:
+		return host[:i]
+	case host[i+1] == ':':
+		// A dot right before a colon precedes the port (IPv6 never has ".:").
+		return host[:i] + host[i+1:]
+	}
+	return host
+}
+
+// stripPortFromHost ports HeaderUtility::stripPortFromHost with any port: the
+// part after the last ':' (outside "[...]") is removed when it is a number.
+func stripPortFromHost(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 {
+		return host
+	}
+	if j := strings.LastIndexByte(host, ']'); j >= 0 && j > i {
+		return host
+	}
+	if _, err := strconv.ParseUint(host[i+1:], 10, 32); err != nil {
+		return host
+	}
+	return host[:i]
 }
 
 func stripPort(authority string) string {

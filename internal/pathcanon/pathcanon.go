@@ -20,6 +20,7 @@ const (
 	ProblemControl       = "control_character"
 	ProblemBadEscape     = "bad_percent_escape"
 	ProblemTooLong       = "too_long"
+	ProblemDoubleEncoded = "double_encoded"
 )
 
 // MaxLen is the longest :path (with query) accepted.
@@ -114,6 +115,8 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
+func isHex(c byte) bool { _, ok := unhex(c); return ok }
+
 func unreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
 		c == '-' || c == '.' || c == '_' || c == '~'
@@ -157,6 +160,10 @@ func decodeSegment(s string) (string, string) {
 			return "", ProblemPathParameter
 		case v < 0x20 || v == 0x7f:
 			return "", ProblemControl
+		case v == '%' && i+4 < len(s) && isHex(s[i+3]) && isHex(s[i+4]):
+			// %25XX decodes to %XX: a server that decodes twice would see
+			// another path ("%252e%252e" -> ".."). Refuse it.
+			return "", ProblemDoubleEncoded
 		case unreserved(v):
 			b.WriteByte(v)
 		default:

@@ -1,0 +1,388 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/extauthz/extauthz/internal/config"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type running struct {
+	client authv3.AuthorizationClient
+	health healthpb.HealthClient
+	admin  string
+	logs   *syncBuffer
+	stop   func() error
+}
+
+func startRun(t *testing.T, mutate func(*config.Config)) *running {
+	t.Helper()
+	cfg := config.Defaults()
+	sock := filepath.Join(t.TempDir(), "x.sock")
+	cfg.GRPCAddr, cfg.AdminAddr = "unix://"+sock, freePort(t)
+	cfg.EvalTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, log) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{client: authv3.NewAuthorizationClient(conn), health: healthpb.NewHealthClient(conn), admin: "http://" + cfg.AdminAddr, logs: logs}
+	var once sync.Once
+	var runErr error
+	r.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(15 * time.Second):
+				runErr = io.ErrNoProgress
+			}
+			conn.Close()
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestRunMetricsLogsHealthAndStop(t *testing.T) {
+	r := startRun(t, nil)
+	ctx := context.Background()
+	token, _ := os.ReadFile("../../testdata/demo.jwt")
+	secrets := []string{"xa_demo_7Qm2vK9pL4sT8wZ1", string(token), "xa_not_a_real_key_123"}
+	for _, h := range []map[string]string{
+		{"x-api-key": secrets[0], "x-tenant-id": "42"},
+		{"authorization": "Bearer " + secrets[1], "x-tenant-id": "42"},
+		{"x-api-key": secrets[2], "x-tenant-id": "42"},
+		{"x-tenant-id": "42"},
+	} {
+		if _, err := r.client.Check(ctx, checkReq(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, body := get(t, r.admin+"/healthz"); code != 200 {
+		t.Errorf("healthz %d %s", code, body)
+	}
+	if code, body := get(t, r.admin+"/readyz"); code != 200 || !strings.Contains(body, `"version":"`) {
+		t.Errorf("readyz %d %s", code, body)
+	}
+	hr, err := r.health.Check(ctx, &healthpb.HealthCheckRequest{Service: authService})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("grpc health %v %v", hr, err)
+	}
+	_, metrics := get(t, r.admin+"/metrics")
+	for _, want := range []string{
+		`extauthz_checks_total{outcome="allow",profile="default",reason="ok"} 2`,
+		`extauthz_checks_total{outcome="deny",profile="default",reason="key_invalid"} 1`,
+		`extauthz_checks_total{outcome="deny",profile="default",reason="credentials_missing"} 1`,
+		`extauthz_check_duration_seconds_count{outcome="allow"} 2`,
+		`extauthz_policy_reloads_total{result="success"} 1`,
+		`extauthz_policy_info{version="`,
+		`extauthz_credential_cache_misses_total 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// Decision logs: one JSON record per decision, no secret anywhere in any log.
+	logs := r.logs.String()
+	if strings.Count(logs, `"msg":"decision"`) != 4 || !strings.Contains(logs, `"key_id":"demo-orders"`) || !strings.Contains(logs, `"subject":"user:demo"`) {
+		t.Errorf("decision logs:\n%s", logs)
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) || strings.Contains(metrics, s) {
+			t.Errorf("a credential reached the logs or metrics: %.12s…", s)
+		}
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	if !strings.Contains(r.logs.String(), "draining in-flight checks") {
+		t.Error("no drain logged")
+	}
+}
+
+// Graceful drain waits for in-flight checks, within its budget.
+type blockingAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingAuthz) Check(ctx context.Context, _ *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	b.entered <- struct{}{}
+	select {
+	case <-b.release:
+		return &authv3.CheckResponse{}, nil
+	case <-ctx.Done(): // Stop cancels in-flight RPCs
+		return nil, ctx.Err()
+	}
+}
+
+func TestDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		budget  time.Duration
+		release bool
+		wantErr bool
+	}{{"in-flight check finishes", 5 * time.Second, true, false}, {"budget exceeded", 100 * time.Millisecond, false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &blockingAuthz{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			g := NewGRPCServer(b, health.NewServer())
+			lis, _ := net.Listen("tcp", "127.0.0.1:0")
+			go g.Serve(lis)
+			conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			defer conn.Close()
+			var callErr atomic.Value
+			callDone := make(chan struct{})
+			go func() {
+				_, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{})
+				callErr.Store(err != nil)
+				close(callDone)
+			}()
+			<-b.entered
+			drained := make(chan error, 1)
+			go func() {
+				drained <- drain(g, health.NewServer(), tc.budget, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			}()
+			var err error
+			select {
+			case err = <-drained:
+				if tc.release {
+					t.Fatal("drain returned before the in-flight check finished")
+				}
+			case <-time.After(300 * time.Millisecond):
+				if !tc.release {
+					t.Fatal("drain overran its budget")
+				}
+				close(b.release)
+				<-callDone
+				if callErr.Load() == true {
+					t.Error("in-flight check failed during drain")
+				}
+				err = <-drained
+			}
+			if (err != nil) != tc.wantErr {
+				t.Errorf("drain: %v", err)
+			}
+			if !tc.release {
+				close(b.release)
+			}
+		})
+	}
+}
+
+// A bundle service that is down at start: not ready (and 500 denials), then ready.
+func TestReadinessFollowsFirstLoad(t *testing.T) {
+	var up atomic.Bool
+	bundleBytes := demoBundle(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "not yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("ETag", `"v1"`)
+		w.Write(bundleBytes)
+	}))
+	defer srv.Close()
+	r := startRun(t, func(c *config.Config) { c.BundleURL, c.BundlePoll = srv.URL, time.Second })
+	if code, body := get(t, r.admin+"/readyz"); code != 503 || !strings.Contains(body, "no policy loaded") {
+		t.Errorf("before first load: %d %s", code, body)
+	}
+	resp, err := r.client.Check(context.Background(), checkReq(map[string]string{"x-api-key": "xa_demo_7Qm2vK9pL4sT8wZ1", "x-tenant-id": "42"}))
+	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 500 {
+		t.Fatalf("no policy must deny 500: %v %v", resp, err)
+	}
+	up.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _ := get(t, r.admin+"/readyz"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready:\n%s", r.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, _ = r.client.Check(context.Background(), checkReq(map[string]string{"x-api-key": "xa_demo_7Qm2vK9pL4sT8wZ1", "x-tenant-id": "42"}))
+	if resp.GetOkResponse() == nil {
+		t.Fatalf("after load: %v", resp)
+	}
+}
+
+// TLS and mTLS listeners.
+func TestTLSAndMTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := newCert(t, nil, nil, "extauthz-test-ca", true)
+	srvCert, srvKey := newCert(t, ca, caKey, "127.0.0.1", false)
+	cliCert, cliKey := newCert(t, ca, caKey, "envoy", false)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	caFile := write("ca.pem", certPEM(ca))
+	certFile, keyFile := write("srv.pem", certPEM(srvCert)), write("srv.key", keyPEM(srvKey))
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	for _, tc := range []struct {
+		name       string
+		clientCA   string
+		clientCert bool
+		wantOK     bool
+	}{
+		{"tls", "", false, true},
+		{"mtls with client cert", caFile, true, true},
+		{"mtls without client cert", caFile, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc2, err := TLSConfig(certFile, keyFile, tc.clientCA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng, _ := BuildEngine(context.Background(), "")
+			_ = eng
+			g := NewGRPCServer(&okAuthz{}, health.NewServer(), grpc.Creds(credentials.NewTLS(tc2)))
+			lis, _ := net.Listen("tcp", "127.0.0.1:0")
+			go g.Serve(lis)
+			defer g.Stop()
+			ctls := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+			if tc.clientCert {
+				ctls.Certificates = []tls.Certificate{{Certificate: [][]byte{cliCert.Raw}, PrivateKey: cliKey}}
+			}
+			conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ctls)))
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err = authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{})
+			if (err == nil) != tc.wantOK {
+				t.Errorf("err = %v, want ok=%v", err, tc.wantOK)
+			}
+		})
+	}
+	if _, err := TLSConfig(certFile, keyFile, keyFile); err == nil || !strings.Contains(err.Error(), "tls-client-ca") {
+		t.Errorf("bad CA file: %v", err)
+	}
+}
+
+type okAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+func (okAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{}, nil
+}
+
+func newCert(t *testing.T, parent *x509.Certificate, parentKey *rsa.PrivateKey, cn string, isCA bool) (*x509.Certificate, *rsa.PrivateKey) {
+	t.Helper()
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IsCA:        isCA, BasicConstraintsValid: true,
+	}
+	if ip := net.ParseIP(cn); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+func certPEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func keyPEM(k *rsa.PrivateKey) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+}
