@@ -2,13 +2,16 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: help run test vet fmt-check rego-test bench fuzz build
+.PHONY: help run demo test vet fmt-check rego-test golden bench load load-smoke e2e-docker fuzz build
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 run: ## run the sidecar on the embedded default policy and demo data
 	$(GO) run ./cmd/extauthz
+
+demo: ## sidecar + Envoy-semantics front on 127.0.0.1:8000 + echo upstream, with curl examples
+	$(GO) run ./cmd/extauthz demo
 
 test: fmt-check vet ## the whole test suite: gofmt, go vet, go test -race (Rego tests, golden files, harness, e2e included)
 	$(GO) test -race -count=1 $(PKGS)
@@ -26,8 +29,20 @@ rego-test: ## only the Rego _test.rego suite
 build: ## static binary in bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/extauthz ./cmd/extauthz
 
-bench: ## Check-path benchmarks with allocations
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+golden: ## regenerate testdata/golden (what a client sees, per profile and reason)
+	$(GO) test ./internal/e2e -run Golden -update
+
+bench: ## Check-path benchmarks with allocations (compare runs with benchstat)
+	$(GO) test -run '^$$' -bench . -benchmem -count=6 ./internal/check/ ./internal/authn/... ./internal/route/ ./internal/ratelimit/
+
+load: ## extauthz vs the no-op floor over loopback (BENCHMARKS.md)
+	$(GO) run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 60000
+
+load-smoke: ## a few hundred checks per server, zero errors required, no timing
+	$(GO) run ./cmd/extauthz-load --smoke
+
+e2e-docker: ## real Envoy in docker compose (skips without a Docker engine)
+	bash scripts/e2e-docker.sh
 
 FUZZ_TIME ?= 20s
 fuzz: ## run every fuzz target for FUZZ_TIME each

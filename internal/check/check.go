@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/ratelimit"
 )
 
 var (
@@ -50,9 +52,13 @@ type Server struct {
 	Observers []Observer       // metrics, decision logs
 	Log       *slog.Logger     // optional; default slog.Default()
 
-	idPrefix string
-	seq      atomic.Uint64
-	memo     atomic.Pointer[memo]
+	idPrefix  string
+	seq       atomic.Uint64
+	memo      atomic.Pointer[memo]
+	limiter   atomic.Pointer[limiterState]
+	limiterMu sync.Mutex
+	// LimiterOptions configure the rate limiter (metrics hooks, logger).
+	LimiterOptions ratelimit.Options
 	// NoMemo turns the decision memo off (benchmarks of raw evaluation).
 	NoMemo bool
 }
@@ -164,6 +170,9 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		s.fail(d, errors.New("policy allowed an unauthenticated request on a non-public route"))
 	default:
 		d.Allow, d.Reason, d.Variant, d.Details, d.UpstreamHeaders = out.Allow, reason, out.Variant, out.Details, out.UpstreamHeaders
+		if d.Allow {
+			s.limit(ctx, eng, r, d, s.now())
+		}
 	}
 }
 

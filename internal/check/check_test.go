@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,5 +287,102 @@ func TestMemoAgreesWithEvaluation(t *testing.T) {
 		if got, _, _ := decide(t, impure, req("GET", "/x", h)); got != want {
 			t.Errorf("flag %q: %s, want %s", flag, got, want)
 		}
+	}
+}
+
+const freeKey = "xa_demo_free_R4t6Yu" // plan free: 10/minute, 100/hour
+
+func hget(hs [][2]string, name string) string {
+	for _, h := range hs {
+		if h[0] == name {
+			return h[1]
+		}
+	}
+	return ""
+}
+
+func okHeaders(resp *authv3.CheckResponse) [][2]string {
+	var out [][2]string
+	for _, h := range resp.GetOkResponse().GetResponseHeadersToAdd() {
+		out = append(out, [2]string{h.GetHeader().GetKey(), h.GetHeader().GetValue()})
+	}
+	return out
+}
+
+func deniedHeaders(resp *authv3.CheckResponse) [][2]string {
+	var out [][2]string
+	for _, h := range resp.GetDeniedResponse().GetHeaders() {
+		out = append(out, [2]string{h.GetHeader().GetKey(), h.GetHeader().GetValue()})
+	}
+	return out
+}
+
+// Quotas: plan windows per verified key, headers on allows, the profile's 429.
+func TestRateLimits(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 30, 0, time.UTC) // 30s into a minute window
+	s := newServer(t, demoEngine(t))
+	s.Now = func() time.Time { return now }
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": freeKey, "x-tenant-id": "42"})
+	r.Attributes.ContextExtensions = map[string]string{"profile": "dialektai"}
+	for i := 1; i <= 10; i++ {
+		reason, _, resp := decide(t, s, r)
+		hs := okHeaders(resp)
+		if reason != "ok" || hget(hs, "x-ratelimit-limit") != "10" || hget(hs, "x-ratelimit-remaining") != strconv.Itoa(10-i) ||
+			hget(hs, "x-ratelimit-reset") != strconv.FormatInt(now.Unix()+30, 10) {
+			t.Fatalf("request %d: %s %v", i, reason, hs)
+		}
+	}
+	reason, status, resp := decide(t, s, r)
+	hs := deniedHeaders(resp)
+	if reason != "rate_limited" || status != 429 || hget(hs, "retry-after") != "30" || hget(hs, "x-ratelimit-remaining") != "0" ||
+		hget(hs, "x-ratelimit-reset") != strconv.FormatInt(now.Unix()+30, 10) {
+		t.Fatalf("11th: %s/%d %v", reason, status, hs)
+	}
+	if body := resp.GetDeniedResponse().GetBody(); !strings.Contains(body, `"error_code":"QUOTA_RATE_LIMIT_EXCEEDED"`) || !strings.Contains(body, "Please retry after 30 seconds.") {
+		t.Errorf("429 body %s", body)
+	}
+	// Another key is counted apart; a key without a plan is not limited at all.
+	if reason, _, resp := decide(t, s, req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"})); reason != "ok" || len(okHeaders(resp)) != 0 {
+		t.Errorf("unlimited key: %s %v", reason, okHeaders(resp))
+	}
+	// Denied requests (bad tenant) are not counted and get no quota.
+	now = now.Add(31 * time.Second) // next minute window
+	if reason, _, _ := decide(t, s, r); reason != "ok" {
+		t.Errorf("next window: %s", reason)
+	}
+	// A policy reload keeps the counters (the limiter outlives engines).
+	s.Engines = staticEngines{demoEngine(t)}
+	_, _, resp = decide(t, s, r)
+	if hget(okHeaders(resp), "x-ratelimit-remaining") != "8" {
+		t.Errorf("after reload: %v", okHeaders(resp))
+	}
+}
+
+// With a shared backend that is down and on_error deny, the profile's 503.
+func TestRateLimitBackendDownDenies(t *testing.T) {
+	src, err := policy.LoadFS(policies.FS, "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := src.Data["extauthz"].(map[string]any)["limits"].(map[string]any)
+	lim["backend"] = map[string]any{"type": "redis", "addr": "127.0.0.1:1", "timeout_ms": 20, "on_error": "deny"}
+	e, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, e)
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": freeKey, "x-tenant-id": "42"})
+	r.Attributes.ContextExtensions = map[string]string{"profile": "dialektai"}
+	start := time.Now()
+	reason, status, _ := decide(t, s, r)
+	if reason != "auth_unavailable" || status != 503 {
+		t.Fatalf("got %s/%d", reason, status)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("a down backend held the check for %v", el)
+	}
+	// Keys without a plan never touch the backend.
+	if reason, _, _ := decide(t, s, req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"})); reason != "ok" {
+		t.Errorf("unlimited key: %s", reason)
 	}
 }

@@ -38,6 +38,7 @@ type request struct {
 	idempotency  bool        // Idempotency-Key present and non-empty
 	ceKey        string      // the context_extensions overrides, for the decision cache key
 	purity       policy.Purity
+	quotaHeaders [][2]string // rate-limit headers for the response (allowed, or IETF on 429)
 }
 
 // browserSignals are request headers only browsers send on their own.

@@ -37,8 +37,12 @@ func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Dec
 	}
 	p := denyProfile(eng, d)
 	out := p.Render(d, now)
-	hs := make([]*corev3.HeaderValueOption, len(out.Headers))
-	for i, h := range out.Headers {
+	headers := out.Headers
+	if r != nil && len(r.quotaHeaders) > 0 {
+		headers = append(headers, extraQuotaHeaders(headers, r.quotaHeaders)...)
+	}
+	hs := make([]*corev3.HeaderValueOption, len(headers))
+	for i, h := range headers {
 		hs[i] = header(h[0], h[1])
 	}
 	return &authv3.CheckResponse{
@@ -107,7 +111,11 @@ func okResponse(eng *engine.Engine, r *request, d *decision.Decision) *authv3.Ok
 	if !eng.Settings.KeepCredentials {
 		remove = append(remove, "authorization", eng.Settings.APIKeyHeader)
 	}
-	return &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove}
+	var toClient []*corev3.HeaderValueOption
+	for _, h := range r.quotaHeaders {
+		toClient = append(toClient, header(strings.ToLower(h[0]), h[1]))
+	}
+	return &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove, ResponseHeadersToAdd: toClient}
 }
 
 // tenantOf is the tenant the request acts for: the first tenant header the

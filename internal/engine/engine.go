@@ -24,6 +24,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authn/apikey"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
+	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/route"
 )
 
@@ -66,7 +67,8 @@ type Engine struct {
 	Keys     *apikey.Store
 	Routes   *route.Table
 	Profiles *profile.Set
-	Tokens   Tokens // may be nil
+	Tokens   Tokens            // may be nil
+	Limits   *ratelimit.Config // quotas (extauthz.limits); nil = none
 
 	closers []func()
 }
@@ -126,6 +128,11 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	}
 	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
 		errs = append(errs, prefix(src.Origin+": extauthz.", err))
+	}
+	if raw := sections["limits"]; raw != nil {
+		if e.Limits, err = ratelimit.ParseConfig(raw); err != nil {
+			errs = append(errs, prefix(src.Origin+": extauthz.", err))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/ratelimit"
 )
 
 // Metrics holds the collectors.
@@ -23,6 +24,8 @@ type Metrics struct {
 	lastOK   prometheus.Gauge
 	version  *prometheus.GaugeVec
 	jwksErrs *prometheus.CounterVec
+	quota    *prometheus.CounterVec
+	quotaErr prometheus.Counter
 }
 
 // Cache reports credential-cache counters (the JWT verifier's).
@@ -56,7 +59,13 @@ func New(cache func() Cache) *Metrics {
 			Name: "extauthz_jwks_refresh_errors_total", Help: "Failed JWKS fetches, by issuer.",
 		}, []string{"issuer"}),
 	}
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwksErrs,
+	m.quota = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_ratelimit_takes_total", Help: "Quota decisions, by backend and result (allowed, limited, degraded, untracked).",
+	}, []string{"backend", "result"})
+	m.quotaErr = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "extauthz_ratelimit_backend_errors_total", Help: "Failed calls to the shared rate-limit backend.",
+	})
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwksErrs, m.quota, m.quotaErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -105,3 +114,21 @@ func (m *Metrics) Reloaded(ok bool, version string) {
 
 // JWKSRefreshFailed counts a failed JWKS fetch.
 func (m *Metrics) JWKSRefreshFailed(issuer string) { m.jwksErrs.WithLabelValues(issuer).Inc() }
+
+// RateLimit returns the limiter's metric hooks.
+func (m *Metrics) RateLimit() ratelimit.Metrics {
+	return ratelimit.Metrics{
+		Taken: func(backend string, allowed, degraded bool) {
+			result := "allowed"
+			switch {
+			case degraded:
+				result = "degraded"
+			case !allowed:
+				result = "limited"
+			}
+			m.quota.WithLabelValues(backend, result).Inc()
+		},
+		BackendError: func(error) { m.quotaErr.Inc() },
+		Untracked:    func() { m.quota.WithLabelValues("local", "untracked").Inc() },
+	}
+}

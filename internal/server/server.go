@@ -34,6 +34,7 @@ import (
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/source"
 )
 
@@ -131,6 +132,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	chk := check.NewServer(&holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
 	chk.Log, chk.Timeout = log, cfg.EvalTimeout
 	chk.Observers = []check.Observer{m, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
+	chk.LimiterOptions = ratelimit.Options{Metrics: m.RateLimit(), Logger: log}
 
 	var extra []grpc.ServerOption
 	if cfg.TLSCert != "" {

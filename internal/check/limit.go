@@ -1,0 +1,113 @@
+package check
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+)
+
+// Quotas run after the policy allowed a request, keyed only on the verified
+// identity (key id, or issuer and subject for a JWT), its tenant and plan, and
+// the route — never on raw input, so anonymous traffic cannot grow the
+// limiter's state. The limiter outlives policy versions: a reload applies the
+// new plans to the same counters.
+
+type limiterState struct {
+	eng *engine.Engine
+	lim ratelimit.Limiter
+}
+
+// limiterFor returns the limiter configured by eng (nil without limits).
+func (s *Server) limiterFor(eng *engine.Engine) ratelimit.Limiter {
+	if eng.Limits == nil {
+		return nil
+	}
+	if st := s.limiter.Load(); st != nil && st.eng == eng {
+		return st.lim
+	}
+	s.limiterMu.Lock()
+	defer s.limiterMu.Unlock()
+	st := s.limiter.Load()
+	if st != nil && st.eng == eng {
+		return st.lim
+	}
+	if st != nil && st.lim != nil {
+		if rl, ok := st.lim.(ratelimit.Reloader); ok && rl.Reload(eng.Limits) == nil {
+			s.limiter.Store(&limiterState{eng: eng, lim: st.lim})
+			return st.lim
+		}
+	}
+	lim, err := ratelimit.New(eng.Limits, s.LimiterOptions)
+	if err != nil {
+		s.log().Error("rate limiter not started; quotas are off for this policy version", "error", err.Error())
+		lim = nil
+	}
+	if st != nil {
+		if c, ok := st.lim.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
+	s.limiter.Store(&limiterState{eng: eng, lim: lim})
+	return lim
+}
+
+// limit counts an allowed request. It may turn the allow into rate_limited,
+// or into auth_unavailable when the shared backend is down and configured to
+// deny; quota headers for the upstream response go into r.quotaHeaders.
+func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision, now time.Time) {
+	lim := s.limiterFor(eng)
+	if lim == nil || r.identity == nil {
+		return
+	}
+	id := r.identity
+	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: tenantOf(r, id.Tenants)}
+	if sub.KeyID == "" && id.Subject != "" {
+		sub.Subject = id.Issuer + "|" + id.Subject
+	}
+	if r.route != nil {
+		sub.Route = r.route.ID
+	}
+	res, err := lim.Take(ctx, sub, now)
+	if err != nil {
+		if errors.Is(err, ratelimit.ErrUnavailable) {
+			d.Allow, d.Reason = false, decision.AuthUnavailable
+			s.log().Warn("rate-limit backend unavailable; denying as configured", "decision_id", d.ID, "error", err.Error())
+			return
+		}
+		s.fail(d, err)
+		return
+	}
+	family := eng.Limits.Headers
+	r.quotaHeaders = res.Headers(family)
+	if !res.Allowed {
+		d.Allow, d.Reason, d.RateLimit = false, decision.RateLimited, res.RateLimit()
+		if family != ratelimit.HeadersIETF {
+			r.quotaHeaders = nil // the profile renders X-RateLimit-* and Retry-After itself
+		}
+	}
+}
+
+// extraQuotaHeaders are quota headers a deny response does not already carry.
+func extraQuotaHeaders(have [][2]string, quota [][2]string) [][2]string {
+	var out [][2]string
+	for _, q := range quota {
+		name := strings.ToLower(q[0])
+		dup := false
+		for _, h := range have {
+			if h[0] == name {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, [2]string{name, q[1]})
+		}
+	}
+	return out
+}
