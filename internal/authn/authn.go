@@ -6,6 +6,7 @@ package authn
 import (
 	"maps"
 	"slices"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -44,26 +45,31 @@ type Identity struct {
 	Tenants      map[string][]string // dimension ("tenant", "workspace", ...) -> ids
 	Scopes       []string
 	AllowedCIDRs []string
-	value        ast.Value
-	key          string
+
+	once  sync.Once // value and key are built on first use, not at load:
+	value ast.Value // a million keys must not each carry a policy value
+	key   string
 }
 
 // Key identifies the identity's content: two identities with equal keys are
 // the same to a policy. Valid after Seal.
-func (id *Identity) Key() string { return id.key }
+func (id *Identity) Key() string {
+	id.once.Do(id.derive)
+	return id.key
+}
 
-// Seal precomputes the policy value of the identity; call once after building.
-func (id *Identity) Seal() *Identity {
+// Seal marks the identity complete: no field may change afterwards, since
+// its policy value and key are derived from them (lazily, once).
+func (id *Identity) Seal() *Identity { return id }
+
+func (id *Identity) derive() {
 	id.value = id.build()
 	id.key = id.value.String()
-	return id
 }
 
 // Value is the identity as the policy sees it (input.extauthz.credential.identity).
 func (id *Identity) Value() ast.Value {
-	if id.value == nil {
-		return id.build()
-	}
+	id.once.Do(id.derive)
 	return id.value
 }
 

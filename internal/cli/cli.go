@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/logbuf"
 	"github.com/extauthz/extauthz/internal/server"
 )
 
@@ -91,7 +93,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 	}
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewJSONHandler(env.Stderr, &slog.HandlerOptions{Level: lv}))
+	// Logs (decision logs above all) are batched: one write per 250ms or
+	// 64 KiB instead of one per check; flushed on shutdown.
+	out := logbuf.New(env.Stderr, 64<<10, 250*time.Millisecond)
+	defer out.Close()
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 	return server.Run(ctx, cfg, log)
 }

@@ -197,6 +197,10 @@ func splitData(src *policy.Source) (map[string]json.RawMessage, error) {
 			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: unknown section (known: %s)", src.Origin, k, strings.Join(known, ", ")))
 			continue
 		}
+		if raw, ok := root[k].(json.RawMessage); ok {
+			out[k] = raw
+			continue
+		}
 		b, err := json.Marshal(root[k])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: %w", src.Origin, k, err))

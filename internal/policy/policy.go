@@ -58,8 +58,8 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 		case strings.HasSuffix(name, ".rego"):
 			src.Modules[name] = string(b)
 		case name == "data.json":
-			var d map[string]any
-			if err := decodeJSON(b, &d); err != nil {
+			d, err := decodeData(b)
+			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
 				continue
 			}
@@ -74,6 +74,48 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 
 // LoadDir reads a policy directory.
 func LoadDir(dir string) (*Source, error) { return LoadFS(os.DirFS(dir), dir) }
+
+// RawSections are sections of data.extauthz kept as raw JSON: the sidecar
+// parses them into its own indexes (API keys can number millions), and they
+// never enter the policy store.
+var RawSections = map[string]bool{"api_keys": true}
+
+// decodeData decodes data.json, keeping RawSections of extauthz raw.
+func decodeData(b []byte) (map[string]any, error) {
+	var top map[string]json.RawMessage
+	if err := decodeJSON(b, &top); err != nil { // syntax errors with line and column
+		return nil, err
+	}
+	out := make(map[string]any, len(top))
+	for k, raw := range top {
+		if k != "extauthz" {
+			var v any
+			if err := decodeJSON(raw, &v); err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
+			out[k] = v
+			continue
+		}
+		var secs map[string]json.RawMessage
+		if err := decodeJSON(raw, &secs); err != nil {
+			return nil, fmt.Errorf("extauthz must be an object: %w", err)
+		}
+		m := make(map[string]any, len(secs))
+		for name, sraw := range secs {
+			if RawSections[name] {
+				m[name] = sraw
+				continue
+			}
+			var v any
+			if err := decodeJSON(sraw, &v); err != nil {
+				return nil, fmt.Errorf("extauthz.%s: %w", name, err)
+			}
+			m[name] = v
+		}
+		out[k] = m
+	}
+	return out, nil
+}
 
 // decodeJSON decodes with numbers kept exact and reports line:column on error.
 func decodeJSON(b []byte, v any) error {
