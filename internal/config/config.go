@@ -37,6 +37,8 @@ type Config struct {
 	TLSKey      string `json:"tls_key"`       // and key
 	TLSClientCA string `json:"tls_client_ca"` // require client certificates signed by this CA (mTLS)
 
+	Pprof bool `json:"pprof"` // serve /debug/pprof on the admin port
+
 	LogLevel        string  `json:"log_level"`         // debug, info, warn, error
 	DecisionLog     string  `json:"decision_log"`      // all, deny, none
 	AllowSampleRate float64 `json:"allow_sample_rate"` // fraction of allows logged when decision_log is all
@@ -144,6 +146,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "gRPC TLS certificate (PEM) [EXTAUTHZ_TLS_CERT]")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "gRPC TLS private key (PEM) [EXTAUTHZ_TLS_KEY]")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle (PEM): require and verify client certificates (mTLS) [EXTAUTHZ_TLS_CLIENT_CA]")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the admin address (profiling; keep the admin port private) [EXTAUTHZ_PPROF]")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error [EXTAUTHZ_LOG_LEVEL]")
 	fs.StringVar(&c.DecisionLog, "decision-log", c.DecisionLog, "which decisions to log: all, deny or none [EXTAUTHZ_DECISION_LOG]")
 	fs.Float64Var(&c.AllowSampleRate, "allow-sample-rate", c.AllowSampleRate, "fraction of allows logged (0..1) [EXTAUTHZ_ALLOW_SAMPLE_RATE]")

@@ -23,7 +23,6 @@ type Metrics struct {
 	reloads  *prometheus.CounterVec
 	lastOK   prometheus.Gauge
 	version  *prometheus.GaugeVec
-	jwksErrs *prometheus.CounterVec
 	quota    *prometheus.CounterVec
 	quotaErr prometheus.Counter
 }
@@ -55,9 +54,6 @@ func New(cache func() Cache) *Metrics {
 		version: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "extauthz_policy_info", Help: "The serving policy version (value 1).",
 		}, []string{"version"}),
-		jwksErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauthz_jwks_refresh_errors_total", Help: "Failed JWKS fetches, by issuer.",
-		}, []string{"issuer"}),
 	}
 	m.quota = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extauthz_ratelimit_takes_total", Help: "Quota decisions, by backend and result (allowed, limited, degraded, untracked).",
@@ -65,7 +61,7 @@ func New(cache func() Cache) *Metrics {
 	m.quotaErr = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "extauthz_ratelimit_backend_errors_total", Help: "Failed calls to the shared rate-limit backend.",
 	})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwksErrs, m.quota, m.quotaErr,
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.quota, m.quotaErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -111,9 +107,6 @@ func (m *Metrics) Reloaded(ok bool, version string) {
 	m.version.Reset()
 	m.version.WithLabelValues(version).Set(1)
 }
-
-// JWKSRefreshFailed counts a failed JWKS fetch.
-func (m *Metrics) JWKSRefreshFailed(issuer string) { m.jwksErrs.WithLabelValues(issuer).Inc() }
 
 // RateLimit returns the limiter's metric hooks.
 func (m *Metrics) RateLimit() ratelimit.Metrics {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,13 +26,13 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/grpcopts"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -66,13 +67,7 @@ func Listen(addr string) (net.Listener, error) {
 
 // NewGRPCServer builds the gRPC server with deliberate limits.
 func NewGRPCServer(chk authv3.AuthorizationServer, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
-	opts := append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(4 << 20), // a CheckRequest with a buffered body stays far below
-		grpc.MaxConcurrentStreams(1024),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}, extra...)
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(append(grpcopts.Server(), extra...)...)
 	authv3.RegisterAuthorizationServer(g, chk)
 	healthpb.RegisterHealthServer(g, hs)
 	return g
@@ -158,7 +153,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return true, ""
 	}
-	admin := &http.Server{Handler: AdminHandler(ready, rl.Status, m), ReadHeaderTimeout: 5 * time.Second}
+	adminMux := AdminHandler(ready, rl.Status, m)
+	if cfg.Pprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", adminMux)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		adminMux = mux
+	}
+	admin := &http.Server{Handler: adminMux, ReadHeaderTimeout: 5 * time.Second}
 	if cfg.AdminAddr != "" {
 		adminLis, err := net.Listen("tcp", cfg.AdminAddr)
 		if err != nil {

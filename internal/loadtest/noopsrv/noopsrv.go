@@ -9,7 +9,6 @@ package noopsrv
 
 import (
 	"context"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -17,24 +16,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
+
+	"github.com/extauthz/extauthz/internal/grpcopts"
 )
 
-// ServerOptions are the grpc-go server options of extauthz, copied from
-// internal/server.NewGRPCServer (plaintext: extauthz adds only TLS
-// credentials on top). The no-op server deliberately does not import
-// internal/server: linking it pulls in OPA and the policy engine, whose
-// package initialisation adds ~8 MiB of idle RSS (and a little GC work) to
-// what is meant to be the floor. TestOptionsMatchServer fails when the two
-// lists differ.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(4 << 20),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
-}
+// ServerOptions are extauthz's own grpc-go server options (internal/grpcopts;
+// extauthz adds only TLS credentials on top). grpcopts imports nothing of the
+// policy engine, so the floor binary stays small.
+func ServerOptions() []grpc.ServerOption { return grpcopts.Server() }
 
 // okResponse is shared: the response is read-only once built.
 var okResponse = &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
