@@ -261,4 +261,3 @@ func ReadVerify(path string) (*Verify, error) {
 	}
 	return &Verify{PublicKeyPEM: string(b)}, nil
 }
-
