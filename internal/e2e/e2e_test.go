@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,6 +84,49 @@ func TestAllowJWT(t *testing.T) {
 	// The JWT's admin scope opens the JWT-only admin route; an API key does not.
 	if resp := s.do(t, request{path: "/v1/admin/users", headers: [][2]string{{"Authorization", "Bearer " + demoJWT}}}); resp.status != http.StatusOK {
 		t.Errorf("admin with JWT: status %d: %s", resp.status, resp.body)
+	}
+}
+
+// TestAllowedLimitedRequestCarriesQuotaHeaders: an allowed request on a
+// limited plan reaches the upstream, and the client's response carries the
+// quota state (X-RateLimit-*), which the sidecar sends as the OK response's
+// response_headers_to_add and the harness applies to the upstream's answer.
+// The upstream never sees them. The counter is per key, across hosts.
+func TestAllowedLimitedRequestCarriesQuotaHeaders(t *testing.T) {
+	s := newStack(t)
+	// testNow is 12:00:00 UTC: the minute window ends 60s later.
+	reset := strconv.FormatInt(testNow.Unix()+60, 10)
+	for i, ph := range profileHosts {
+		resp := s.do(t, request{host: ph.host, path: "/v1/orders", headers: withKey(freeKey)})
+		if resp.status != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", ph.host, resp.status, resp.body)
+		}
+		for name, want := range map[string]string{
+			"X-RateLimit-Limit":     "10",
+			"X-RateLimit-Remaining": strconv.Itoa(9 - i),
+			"X-RateLimit-Reset":     reset,
+		} {
+			if got := resp.header.Values(name); len(got) != 1 || got[0] != want {
+				t.Errorf("%s: %s = %q, want %q", ph.host, name, got, want)
+			}
+		}
+		if got := resp.header.Get("Retry-After"); got != "" {
+			t.Errorf("%s: allowed response carries Retry-After %q", ph.host, got)
+		}
+		up, _ := s.echo.Last()
+		for k := range up.Header {
+			if strings.HasPrefix(strings.ToLower(k), "x-ratelimit-") {
+				t.Errorf("%s: upstream received %s", ph.host, k)
+			}
+		}
+	}
+	if got := s.echo.Count(); got != len(profileHosts) {
+		t.Errorf("upstream saw %d requests, want %d", got, len(profileHosts))
+	}
+	// A key without a plan is not limited: no quota headers.
+	resp := s.do(t, request{path: "/v1/orders", headers: withKey(demoKey)})
+	if resp.status != http.StatusOK || resp.header.Get("X-RateLimit-Limit") != "" {
+		t.Errorf("unlimited key: status %d, X-RateLimit-Limit %q", resp.status, resp.header.Get("X-RateLimit-Limit"))
 	}
 }
 

@@ -36,7 +36,15 @@ var profileHosts = []struct{ profile, host string }{
 type goldenCase struct {
 	name string // a deny reason, "<reason>.<variant>" or "envoy_*"
 	request
+	// prime > 0 runs the case on a stack of its own (fresh limiter
+	// counters) and first sends the same request prime times, each of
+	// which must be allowed; the next one is the golden.
+	prime int
 }
+
+// freeKey is the demo key on plan free (10/minute, 100/hour) in
+// policies/data.json: tenant 42, scope orders:read.
+const freeKey = "xa_demo_free_R4t6Yu"
 
 // withKey is GET /v1/orders for tenant 42 with an API key, plus extra headers.
 func withKey(key string, extra ...[2]string) [][2]string {
@@ -48,11 +56,10 @@ func bearer(tok string, extra ...[2]string) [][2]string {
 }
 
 // reasonCases are the triggers of every deny reason reachable with the demo
-// data, sent to each profile's host. rate_limited is absent: there is no
-// limiter yet, so no request can produce it.
+// data, sent to each profile's host.
 func reasonCases() []goldenCase {
 	get := func(name, path string, h [][2]string) goldenCase {
-		return goldenCase{name, request{method: "GET", path: path, headers: h}}
+		return goldenCase{name: name, request: request{method: "GET", path: path, headers: h}}
 	}
 	return []goldenCase{
 		// ";" survives Envoy's normalisation; the sidecar refuses it.
@@ -76,8 +83,13 @@ func reasonCases() []goldenCase {
 		get("tenant_forbidden", "/v1/orders", [][2]string{{"X-API-Key", demoKey}, {"X-Tenant-Id", "43"}}),
 		// The tenant 7 allowlist is 10.0.0.0/8; the client is 127.0.0.1.
 		get("ip_not_allowed", "/v1/orders", [][2]string{{"X-API-Key", tenant7Key}, {"X-Tenant-Id", "7"}}),
-		{"scope_missing", request{method: "POST", path: "/v1/orders", headers: withKey(readonlyKey, [2]string{"Idempotency-Key", "k-1"})}},
-		{"idempotency_key_missing", request{method: "POST", path: "/v1/orders", headers: withKey(demoKey)}},
+		{name: "scope_missing", request: request{method: "POST", path: "/v1/orders", headers: withKey(readonlyKey, [2]string{"Idempotency-Key", "k-1"})}},
+		{name: "idempotency_key_missing", request: request{method: "POST", path: "/v1/orders", headers: withKey(demoKey)}},
+		// Plan free allows 10 requests a minute: the 11th is refused. The
+		// clock is testNow (12:00:00), so the minute window resets in 60s.
+		// Counters are per key id whatever the host, hence a fresh stack
+		// per profile (prime).
+		{name: "rate_limited", request: request{method: "GET", path: "/v1/orders", headers: withKey(freeKey)}, prime: 10},
 		get("internal_error", "/v1/orders", bearer(panicToken)),
 	}
 }
@@ -86,7 +98,7 @@ func reasonCases() []goldenCase {
 // brand headers) for the variants its contract distinguishes.
 func aidellyCases() []goldenCase {
 	posts := func(name string, h ...[2]string) goldenCase {
-		return goldenCase{name, request{method: "GET", path: "/v1/posts", headers: h}}
+		return goldenCase{name: name, request: request{method: "GET", path: "/v1/posts", headers: h}}
 	}
 	auth := [2]string{"Authorization", "Bearer " + aidellyKey}
 	return []goldenCase{
@@ -101,7 +113,7 @@ func aidellyCases() []goldenCase {
 // before (or instead of) asking the sidecar. They go to the catch-all host.
 func envoyCases() []goldenCase {
 	get := func(name, path string, h [][2]string) goldenCase {
-		return goldenCase{name, request{method: "GET", path: path, headers: h}}
+		return goldenCase{name: name, request: request{method: "GET", path: path, headers: h}}
 	}
 	return []goldenCase{
 		// path_with_escaped_slashes_action: REJECT_REQUEST -> 400, empty body.
@@ -224,6 +236,18 @@ func TestGolden(t *testing.T) {
 	for _, name := range slices.Sorted(maps.Keys(set)) {
 		c := set[name]
 		t.Run(strings.TrimSuffix(name, ".json"), func(t *testing.T) {
+			s := s
+			if c.prime > 0 {
+				s = newStack(t)
+				for i := range c.prime {
+					if resp := s.do(t, c.request); resp.status != 200 {
+						t.Fatalf("priming request %d of %d: status %d: %s", i+1, c.prime, resp.status, resp.body)
+					}
+				}
+				if got := s.echo.Count(); got != c.prime {
+					t.Fatalf("upstream saw %d priming requests, want %d", got, c.prime)
+				}
+			}
 			before := s.echo.Count()
 			resp := s.do(t, c.request)
 			reqID := s.requestID()
