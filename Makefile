@@ -5,7 +5,7 @@ PKGS := ./...
 .PHONY: help run demo test vet fmt-check rego-test golden bench load load-smoke e2e-docker fuzz build
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 run: ## run the sidecar on the embedded default policy and demo data
 	$(GO) run ./cmd/extauthz
