@@ -55,7 +55,7 @@ func demoEngine(t testing.TB) *engine.Engine {
 		t.Fatal(err)
 	}
 	e, err := engine.Build(context.Background(), src, engine.Options{BuildTokens: func(ctx context.Context, raw json.RawMessage, dir string) (engine.Tokens, error) {
-		return jwt.NewTokens(ctx, raw, dir, func() time.Time { return testNow })
+		return jwt.NewTokens(ctx, raw, dir, func() time.Time { return testNow }, nil)
 	}})
 	if err != nil {
 		t.Fatal(err)

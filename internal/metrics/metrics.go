@@ -23,6 +23,7 @@ type Metrics struct {
 	reloads  *prometheus.CounterVec
 	lastOK   prometheus.Gauge
 	version  *prometheus.GaugeVec
+	jwks     *prometheus.CounterVec
 	quota    *prometheus.CounterVec
 	quotaErr prometheus.Counter
 }
@@ -55,13 +56,16 @@ func New(cache func() Cache) *Metrics {
 			Name: "extauthz_policy_info", Help: "The serving policy version (value 1).",
 		}, []string{"version"}),
 	}
+	m.jwks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_jwks_fetches_total", Help: "JWKS URL fetches (first load, refreshes, unknown-kid refreshes), by issuer and result.",
+	}, []string{"issuer", "result"})
 	m.quota = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extauthz_ratelimit_takes_total", Help: "Quota decisions, by backend and result (allowed, limited, degraded, untracked).",
 	}, []string{"backend", "result"})
 	m.quotaErr = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "extauthz_ratelimit_backend_errors_total", Help: "Failed calls to the shared rate-limit backend.",
 	})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.quota, m.quotaErr,
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -124,4 +128,14 @@ func (m *Metrics) RateLimit() ratelimit.Metrics {
 		BackendError: func(error) { m.quotaErr.Inc() },
 		Untracked:    func() { m.quota.WithLabelValues("local", "untracked").Inc() },
 	}
+}
+
+// JWKSFetched counts one JWKS URL fetch. Issuers come from configuration, so
+// the label stays bounded.
+func (m *Metrics) JWKSFetched(issuer string, ok bool) {
+	result := "success"
+	if !ok {
+		result = "failure"
+	}
+	m.jwks.WithLabelValues(issuer, result).Inc()
 }

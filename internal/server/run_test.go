@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
@@ -31,6 +32,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/policies"
 )
 
 func freePort(t *testing.T) string {
@@ -385,4 +387,33 @@ func certPEM(c *x509.Certificate) []byte {
 
 func keyPEM(k *rsa.PrivateKey) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+}
+
+// JWKS fetch outcomes are counted per issuer; readiness waits for first attempts.
+func TestJWKSFetchMetrics(t *testing.T) {
+	jwks, _ := os.ReadFile("../../testdata/demo_jwks.json")
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(jwks) }))
+	defer good.Close()
+	dir := t.TempDir()
+	rego, _ := fs.ReadFile(policies.FS, "extauthz.rego")
+	os.WriteFile(filepath.Join(dir, "extauthz.rego"), rego, 0o600)
+	os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"extauthz": {"jwt": {"issuers": [
+	  {"issuer": "https://good.example", "audiences": ["a"], "jwks_url": "`+good.URL+`"},
+	  {"issuer": "https://down.example", "audiences": ["a"], "jwks_url": "http://127.0.0.1:1/jwks"}]}}}`), 0o600)
+	r := startRun(t, func(c *config.Config) { c.PolicyDir = dir })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, m := get(t, r.admin+"/metrics")
+		if strings.Contains(m, `extauthz_jwks_fetches_total{issuer="https://good.example",result="success"}`) &&
+			strings.Contains(m, `extauthz_jwks_fetches_total{issuer="https://down.example",result="failure"}`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jwks metrics missing:\n%s", m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := get(t, r.admin+"/readyz"); code != 200 {
+		t.Errorf("readyz after first fetch attempts: %d %s", code, body)
+	}
 }

@@ -115,7 +115,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	rl := &source.Reloader{
 		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
-		Build:  Build, Holder: &holder, Log: log,
+		Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
+			return engine.Build(ctx, src, engine.Options{BuildTokens: buildTokens(m.JWKSFetched)})
+		},
+		Holder: &holder, Log: log,
 	}
 	rl.OnResult = func(ok bool) { m.Reloaded(ok, rl.Status().Version) }
 	// The first version must load, except from a bundle service, which may

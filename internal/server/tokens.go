@@ -10,9 +10,16 @@ import (
 
 // BuildTokens builds the JWT verifier from extauthz.jwt.
 func BuildTokens(ctx context.Context, raw json.RawMessage, baseDir string) (engine.Tokens, error) {
-	t, err := jwt.NewTokens(ctx, raw, baseDir, nil)
-	if err != nil {
-		return nil, err
+	return buildTokens(nil)(ctx, raw, baseDir)
+}
+
+// buildTokens reports JWKS fetch outcomes to onFetch (metrics).
+func buildTokens(onFetch func(issuer string, ok bool)) func(context.Context, json.RawMessage, string) (engine.Tokens, error) {
+	return func(ctx context.Context, raw json.RawMessage, baseDir string) (engine.Tokens, error) {
+		t, err := jwt.NewTokens(ctx, raw, baseDir, nil, onFetch)
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
 	}
-	return t, nil
 }

@@ -35,6 +35,8 @@ type Options struct {
 	// Attach, when set, is called once per successful verification; its
 	// result rides along in Result.Attached, cached with the result.
 	Attach func(Result) any
+	// OnJWKSFetch, when set, is told the outcome of every JWKS URL fetch.
+	OnJWKSFetch func(issuer string, ok bool)
 }
 
 // Defaults.

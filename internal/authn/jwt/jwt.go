@@ -166,7 +166,7 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		go func() {
 			defer v.loaders.Done()
 			defer v.pendingLoads.Add(-1)
-			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client)
+			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client, opts.OnJWKSFetch)
 			if err != nil {
 				refreshLogger(is.cfg.Issuer, is.cfg.JWKSURL)(ctx, err)
 				return

@@ -150,8 +150,17 @@ func loadJWKS(ctx context.Context, raw []byte) (*keySource, error) {
 // newJWKSURL builds the keyfunc for a remote JWKS. It performs the first
 // fetch synchronously (bounded by DefaultHTTPTimeout) and never fails on it;
 // refreshes then run every refreshEvery until ctx is done.
-func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Duration, client *http.Client) (*keySource, error) {
+func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Duration, client *http.Client, onFetch func(issuer string, ok bool)) (*keySource, error) {
 	logFailure := refreshLogger(issuer, rawURL)
+	if onFetch != nil {
+		next := client.Transport
+		if next == nil {
+			next = http.DefaultTransport
+		}
+		c := *client
+		c.Transport = fetchReporter{next: next, issuer: issuer, report: onFetch}
+		client = &c
+	}
 	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{rawURL}, keyfunc.Override{
 		Client:                  client,
 		HTTPTimeout:             DefaultHTTPTimeout,
@@ -215,4 +224,17 @@ func (t limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	resp.Body = http.MaxBytesReader(nil, resp.Body, t.max)
 	return resp, nil
+}
+
+// fetchReporter reports every JWKS fetch's outcome (metrics).
+type fetchReporter struct {
+	next   http.RoundTripper
+	issuer string
+	report func(issuer string, ok bool)
+}
+
+func (f fetchReporter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := f.next.RoundTrip(r)
+	f.report(f.issuer, err == nil && resp.StatusCode/100 == 2)
+	return resp, err
 }

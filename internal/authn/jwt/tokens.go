@@ -25,7 +25,7 @@ type Tokens struct{ v *Verifier }
 
 // NewTokens builds the verifier from the raw extauthz.jwt section. A relative
 // jwks_file is read from baseDir (the policy directory), when given.
-func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now func() time.Time) (*Tokens, error) {
+func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now func() time.Time, onFetch func(issuer string, ok bool)) (*Tokens, error) {
 	var s Section
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
@@ -43,6 +43,7 @@ func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now fun
 		CacheTTL:        time.Duration(s.CacheTTLSeconds) * time.Second,
 		RefreshInterval: time.Duration(s.RefreshIntervalSeconds) * time.Second,
 		Attach:          identityOf,
+		OnJWKSFetch:     onFetch,
 	})
 	if err != nil {
 		return nil, err
