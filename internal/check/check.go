@@ -138,13 +138,15 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 	}
 	memo := s.memoFor(eng)
 	var key memoKey
-	out, hit := policy.Output{}, false
+	var out policy.Output
 	if memo != nil {
 		r.purity = eng.Policy.Purity()
 		key = r.memoKey()
-		out, hit = memo.get(key)
+		r.memo = memo.get(key)
 	}
-	if !hit {
+	if r.memo != nil {
+		out = r.memo.out
+	} else {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		var err error
@@ -157,7 +159,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 			return
 		}
 		if memo != nil {
-			memo.put(key, out)
+			r.memo = memo.put(key, out)
 		}
 	}
 	reason := decision.Reason(out.Reason)

@@ -39,6 +39,7 @@ type request struct {
 	ceKey        string      // the context_extensions overrides, for the decision cache key
 	purity       policy.Purity
 	quotaHeaders [][2]string // rate-limit headers for the response (allowed, or IETF on 429)
+	memo         *memoEntry  // the remembered decision this request used, if any
 }
 
 // browserSignals are request headers only browsers send on their own.

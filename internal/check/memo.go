@@ -4,6 +4,9 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/credential"
@@ -41,23 +44,38 @@ type memoKey struct {
 type memo struct {
 	eng *engine.Engine
 	mu  sync.RWMutex
-	m   map[memoKey]policy.Output
+	m   map[memoKey]*memoEntry
 }
 
-func (m *memo) get(k memoKey) (policy.Output, bool) {
+// memoEntry is a remembered decision, plus the parts of its OK response that
+// depend only on the key (identity, route, tenant): built on first use.
+type memoEntry struct {
+	out policy.Output
+	ok  atomic.Pointer[okParts]
+}
+
+// okParts are read-only once stored; responses share them.
+type okParts struct {
+	set    []*corev3.HeaderValueOption
+	remove []string
+}
+
+func (m *memo) get(k memoKey) *memoEntry {
 	m.mu.RLock()
-	o, ok := m.m[k]
+	e := m.m[k]
 	m.mu.RUnlock()
-	return o, ok
+	return e
 }
 
-func (m *memo) put(k memoKey, o policy.Output) {
+func (m *memo) put(k memoKey, o policy.Output) *memoEntry {
+	e := &memoEntry{out: o}
 	m.mu.Lock()
 	if len(m.m) >= memoCap {
 		clear(m.m)
 	}
-	m.m[k] = o
+	m.m[k] = e
 	m.mu.Unlock()
+	return e
 }
 
 // memoFor returns the memo of eng, or nil when eng's policy is not pure.
@@ -68,7 +86,7 @@ func (s *Server) memoFor(eng *engine.Engine) *memo {
 	if m := s.memo.Load(); m != nil && m.eng == eng {
 		return m
 	}
-	m := &memo{eng: eng, m: make(map[memoKey]policy.Output, 1024)}
+	m := &memo{eng: eng, m: make(map[memoKey]*memoEntry, 1024)}
 	s.memo.Store(m)
 	return m
 }

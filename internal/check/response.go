@@ -80,6 +80,27 @@ var fallbackProfile = func() *profile.Profile {
 }()
 
 func okResponse(eng *engine.Engine, r *request, d *decision.Decision) *authv3.OkHttpResponse {
+	var parts *okParts
+	if r.memo != nil {
+		parts = r.memo.ok.Load()
+	}
+	if parts == nil {
+		parts = buildOKParts(eng, r, d)
+		if r.memo != nil {
+			r.memo.ok.Store(parts)
+		}
+	}
+	var toClient []*corev3.HeaderValueOption
+	for _, h := range r.quotaHeaders {
+		toClient = append(toClient, header(strings.ToLower(h[0]), h[1]))
+	}
+	return &authv3.OkHttpResponse{Headers: parts.set, HeadersToRemove: parts.remove, ResponseHeadersToAdd: toClient}
+}
+
+// buildOKParts builds the headers an allow sets and removes upstream. They
+// depend only on what the memo key holds (identity, route, tenant values,
+// policy output), so a memoized decision builds them once.
+func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts {
 	ih := eng.Settings.IdentityHeaders
 	id := r.identity
 	var set []*corev3.HeaderValueOption
@@ -111,11 +132,7 @@ func okResponse(eng *engine.Engine, r *request, d *decision.Decision) *authv3.Ok
 	if !eng.Settings.KeepCredentials {
 		remove = append(remove, "authorization", eng.Settings.APIKeyHeader)
 	}
-	var toClient []*corev3.HeaderValueOption
-	for _, h := range r.quotaHeaders {
-		toClient = append(toClient, header(strings.ToLower(h[0]), h[1]))
-	}
-	return &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove, ResponseHeadersToAdd: toClient}
+	return &okParts{set: set, remove: remove}
 }
 
 // tenantOf is the tenant the request acts for: the first tenant header the
