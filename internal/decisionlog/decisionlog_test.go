@@ -1,0 +1,53 @@
+package decisionlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/decision"
+)
+
+func TestModesAndFields(t *testing.T) {
+	allow := &decision.Decision{Allow: true, Reason: decision.OK, ID: "d1", RequestID: "r1", Profile: "default", Route: "orders-read", KeyID: "demo-orders", Tenant: "42"}
+	deny := &decision.Decision{Reason: decision.KeyInvalid, ID: "d2", RequestID: "r2", Profile: "dialektai"}
+	for _, c := range []struct {
+		mode        string
+		rate        float64
+		allow, deny bool
+	}{{"all", 1, true, true}, {"all", 0, false, true}, {"deny", 1, false, true}, {"none", 1, false, false}} {
+		var buf bytes.Buffer
+		l := New(slog.New(slog.NewJSONHandler(&buf, nil)), c.mode, c.rate)
+		l.Observe(context.Background(), allow, 1500*time.Microsecond)
+		l.Observe(context.Background(), deny, time.Millisecond)
+		out := buf.String()
+		if strings.Contains(out, `"decision_id":"d1"`) != c.allow || strings.Contains(out, `"decision_id":"d2"`) != c.deny {
+			t.Errorf("mode %s rate %v:\n%s", c.mode, c.rate, out)
+		}
+	}
+	var buf bytes.Buffer
+	New(slog.New(slog.NewJSONHandler(&buf, nil)), "all", 1).Observe(context.Background(), allow, 1500*time.Microsecond)
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]any{"outcome": "allow", "reason": "ok", "route": "orders-read", "key_id": "demo-orders", "tenant": "42", "latency_us": float64(1500), "request_id": "r1"} {
+		if rec[k] != v {
+			t.Errorf("%s = %v, want %v", k, rec[k], v)
+		}
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	l := New(slog.New(slog.NewJSONHandler(io.Discard, nil)), "all", 1)
+	d := &decision.Decision{Allow: true, Reason: decision.OK, ID: "dn1g51kso7jf-k", RequestID: "c015d7a0-f96e-4fa9-80d7-130912045a6d", Profile: "default", Route: "orders-read", KeyID: "demo-orders", Subject: "svc:orders-demo", Tenant: "42", PolicyVersion: "efe3876aa0c2"}
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Observe(context.Background(), d, 80*time.Microsecond)
+	}
+}
