@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
@@ -97,14 +96,5 @@ func TestCheckOverGRPC(t *testing.T) {
 				t.Fatalf("body %q: %v", d.GetBody(), err)
 			}
 		})
-	}
-}
-
-func TestHealthService(t *testing.T) {
-	hs := health.NewServer()
-	hs.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
-	resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("%v %v", resp, err)
 	}
 }
