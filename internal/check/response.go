@@ -158,22 +158,20 @@ func header(k, v string) *corev3.HeaderValueOption {
 // metadata goes to Envoy's dynamic metadata (namespace
 // envoy.filters.http.ext_authz) for access logs and rate-limit descriptors.
 func metadata(r *request, d *decision.Decision) *structpb.Struct {
-	f := map[string]*structpb.Value{
-		"decision_id": structpb.NewStringValue(d.ID),
-		"allowed":     structpb.NewBoolValue(d.Allow),
-		"reason":      structpb.NewStringValue(string(d.Reason)),
+	// Only what Envoy's access log and rate-limit descriptors need: each field
+	// costs about 0.3us to encode on every check. Envoy logs x-request-id
+	// itself, and allowed follows from reason ("ok").
+	f := make(map[string]*structpb.Value, 9)
+	f["decision_id"] = structpb.NewStringValue(d.ID)
+	f["reason"] = structpb.NewStringValue(string(d.Reason))
+	if d.PolicyVersion != "" {
+		f["policy_version"] = structpb.NewStringValue(d.PolicyVersion)
 	}
 	if d.Profile != "" {
 		f["profile"] = structpb.NewStringValue(d.Profile)
 	}
 	if d.Route != "" {
 		f["route"] = structpb.NewStringValue(d.Route)
-	}
-	if d.RequestID != "" {
-		f["request_id"] = structpb.NewStringValue(d.RequestID)
-	}
-	if d.PolicyVersion != "" {
-		f["policy_version"] = structpb.NewStringValue(d.PolicyVersion)
 	}
 	if r != nil && r.identity != nil && r.status == "valid" {
 		f["subject"] = structpb.NewStringValue(r.identity.Subject)
