@@ -76,7 +76,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if len(s.Observers) > 0 {
 		if r != nil && r.identity != nil {
 			d.KeyID, d.Subject = r.identity.KeyID, r.identity.Subject
-			d.Tenant = tenantOf(r, r.identity.Tenants)
+			d.Tenant = r.tenant
 		}
 		elapsed := time.Since(start)
 		for _, o := range s.Observers {
@@ -112,14 +112,14 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*decision
 		if r.route != nil {
 			d.Route = r.route.ID
 		}
-		s.decide(ctx, eng, r, d)
+		s.decide(ctx, eng, r, d, now)
 	}()
 	return d, r, s.toCheckResponse(eng, r, d, now)
 }
 
 // decide is step two: evaluate the policy within the time budget and turn
 // anything but a well-formed decision into internal_error.
-func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision) {
+func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision, now time.Time) {
 	if r.setupFail {
 		s.fail(d, errors.New("CheckRequest has no HTTP attributes"))
 		return
@@ -173,7 +173,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 	default:
 		d.Allow, d.Reason, d.Variant, d.Details, d.UpstreamHeaders = out.Allow, reason, out.Variant, out.Details, out.UpstreamHeaders
 		if d.Allow {
-			s.limit(ctx, eng, r, d, s.now())
+			s.limit(ctx, eng, r, d, now)
 		}
 	}
 }

@@ -40,6 +40,7 @@ type request struct {
 	purity       policy.Purity
 	quotaHeaders [][2]string // rate-limit headers for the response (allowed, or IETF on 429)
 	memo         *memoEntry  // the remembered decision this request used, if any
+	tenant       string      // the tenant the request acts for (see actingTenant)
 }
 
 // browserSignals are request headers only browsers send on their own.
@@ -116,6 +117,25 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	// Client address.
 	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
 	r.clientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
+	r.tenant = actingTenant(r)
+}
+
+// actingTenant is the tenant the request acts for: the first non-empty tenant
+// header the route reads, else the credential's only tenant. Upstream headers,
+// metadata, quotas and logs all use it; the policy has checked it belongs to
+// the credential before any of them is used.
+func actingTenant(r *request) string {
+	for _, tv := range r.tenantValues {
+		if tv[1] != "" {
+			return tv[1]
+		}
+	}
+	if r.identity != nil {
+		if t := r.identity.Tenants[authn.DefaultDimension]; len(t) == 1 {
+			return t[0]
+		}
+	}
+	return ""
 }
 
 // value is the policy input as an OPA value.

@@ -66,7 +66,7 @@ func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *d
 		return
 	}
 	id := r.identity
-	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: tenantOf(r, id.Tenants)}
+	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: r.tenant}
 	if sub.KeyID == "" && id.Subject != "" {
 		sub.Subject = id.Issuer + "|" + id.Subject
 	}

@@ -120,7 +120,7 @@ func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts
 		put(ih.KeyID, id.KeyID)
 		put(ih.Kind, id.Kind)
 		put(ih.Scopes, strings.Join(id.Scopes, " "))
-		put(ih.Tenant, tenantOf(r, id.Tenants))
+		put(ih.Tenant, r.tenant)
 	} else {
 		for _, n := range []string{ih.Subject, ih.KeyID, ih.Kind, ih.Scopes, ih.Tenant} {
 			put(n, "")
@@ -133,22 +133,6 @@ func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts
 		remove = append(remove, "authorization", eng.Settings.APIKeyHeader)
 	}
 	return &okParts{set: set, remove: remove}
-}
-
-// tenantOf is the tenant the request acts for: the first tenant header the
-// route reads, else the credential's only tenant.
-func tenantOf(r *request, tenants map[string][]string) string {
-	if r.route != nil {
-		for _, th := range r.route.Req.TenantHeaders {
-			if v := r.headers[strings.ToLower(th.Header)]; v != "" {
-				return v
-			}
-		}
-	}
-	if t := tenants["tenant"]; len(t) == 1 {
-		return t[0]
-	}
-	return ""
 }
 
 func header(k, v string) *corev3.HeaderValueOption {
@@ -178,8 +162,8 @@ func metadata(r *request, d *decision.Decision) *structpb.Struct {
 		if r.identity.KeyID != "" {
 			f["key_id"] = structpb.NewStringValue(r.identity.KeyID)
 		}
-		if t := tenantOf(r, r.identity.Tenants); t != "" {
-			f["tenant"] = structpb.NewStringValue(t)
+		if r.tenant != "" {
+			f["tenant"] = structpb.NewStringValue(r.tenant)
 		}
 		if r.identity.Plan != "" {
 			f["plan"] = structpb.NewStringValue(r.identity.Plan)

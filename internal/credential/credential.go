@@ -117,8 +117,8 @@ func bearer(v string) Presented {
 }
 
 // tokenChars reports whether s uses only b64token characters (RFC 6750):
-// ALPHA DIGIT - . _ ~ + / and trailing '='. API keys may also not contain
-// '=' except as padding, same rule.
+// ALPHA DIGIT - . _ ~ + / with '=' only as trailing padding. API keys follow
+// the same rule.
 func tokenChars(s string) bool {
 	pad := false
 	for i := 0; i < len(s); i++ {
