@@ -23,6 +23,7 @@ import (
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/wire"
 )
 
 var (
@@ -71,8 +72,25 @@ func NewServer(engines Engines, ip clientip.Resolver) *Server {
 // Check answers one request. Every outcome, including internal failures, is a
 // CheckResponse; a failure is a deny in the API's envelope.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, _ := s.serve(ctx, req, false)
+	return resp, nil
+}
+
+// CheckWire is Check for the gRPC server: a response whose decision came from
+// the memo is returned already encoded (wire.Encoded, partly from parts
+// encoded once per memoized decision; see encode.go); any other outcome is a
+// *authv3.CheckResponse. Both decode to the same message Check returns.
+func (s *Server) CheckWire(ctx context.Context, req *authv3.CheckRequest) any {
+	resp, enc := s.serve(ctx, req, true)
+	if enc != nil {
+		return enc
+	}
+	return resp
+}
+
+func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest, encode bool) (*authv3.CheckResponse, wire.Encoded) {
 	start := time.Now()
-	d, r, resp := s.check(ctx, req)
+	d, r, resp, enc := s.check(ctx, req, encode)
 	if len(s.Observers) > 0 {
 		if r != nil && r.identity != nil {
 			d.KeyID, d.Subject = r.identity.KeyID, r.identity.Subject
@@ -83,11 +101,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			o.Observe(ctx, d, elapsed)
 		}
 	}
-	return resp, nil
+	return resp, enc
 }
 
 // check runs the three steps, turning a panic anywhere into internal_error.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*decision.Decision, *request, *authv3.CheckResponse) {
+// With encode, a memoized allow comes back encoded instead of as a message.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode bool) (*decision.Decision, *request, *authv3.CheckResponse, wire.Encoded) {
 	now := s.now()
 	eng := s.Engines.Current()
 	d := &decision.Decision{ID: s.nextID()}
@@ -114,7 +133,12 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*decision
 		}
 		s.decide(ctx, eng, r, d, now)
 	}()
-	return d, r, s.toCheckResponse(eng, r, d, now)
+	if encode {
+		if enc := s.encode(eng, r, d, now); enc != nil {
+			return d, r, nil, enc
+		}
+	}
+	return d, r, s.toCheckResponse(eng, r, d, now), nil
 }
 
 // decide is step two: evaluate the policy within the time budget and turn

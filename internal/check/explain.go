@@ -20,7 +20,7 @@ type Explanation struct {
 // Explain answers req exactly like Check and also returns the decision and
 // the facts the policy was given.
 func (s *Server) Explain(ctx context.Context, req *authv3.CheckRequest) Explanation {
-	d, r, resp := s.check(ctx, req)
+	d, r, resp, _ := s.check(ctx, req, false)
 	var facts any
 	if r != nil {
 		if v, err := ast.JSON(r.value()); err == nil {

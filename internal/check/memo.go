@@ -50,14 +50,16 @@ type memo struct {
 // memoEntry is a remembered decision, plus the parts of its OK response that
 // depend only on the key (identity, route, tenant): built on first use.
 type memoEntry struct {
-	out policy.Output
-	ok  atomic.Pointer[okParts]
+	out  policy.Output
+	ok   atomic.Pointer[okParts]
+	meta atomic.Pointer[[]byte] // encoded dynamic metadata but decision_id (see encode.go)
 }
 
 // okParts are read-only once stored; responses share them.
 type okParts struct {
 	set    []*corev3.HeaderValueOption
 	remove []string
+	head   []byte // encoded status and ok_response (see encode.go)
 }
 
 func (m *memo) get(k memoKey) *memoEntry {

@@ -35,6 +35,15 @@ func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Dec
 			DynamicMetadata: metadata(r, d),
 		}
 	}
+	return &authv3.CheckResponse{
+		Status:          deniedStatus,
+		HttpResponse:    s.deniedResponse(eng, r, d, now),
+		DynamicMetadata: metadata(r, d),
+	}
+}
+
+// deniedResponse is the profile's status, headers and body for d.
+func (s *Server) deniedResponse(eng *engine.Engine, r *request, d *decision.Decision, now time.Time) *authv3.CheckResponse_DeniedResponse {
 	p := denyProfile(eng, d)
 	out := p.Render(d, now)
 	headers := out.Headers
@@ -45,15 +54,11 @@ func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Dec
 	for i, h := range headers {
 		hs[i] = header(h[0], h[1])
 	}
-	return &authv3.CheckResponse{
-		Status: deniedStatus,
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(out.Status)},
-			Headers: hs,
-			Body:    string(out.Body),
-		}},
-		DynamicMetadata: metadata(r, d),
-	}
+	return &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(out.Status)},
+		Headers: hs,
+		Body:    string(out.Body),
+	}}
 }
 
 // denyProfile picks the profile; with no engine at all it falls back to the
@@ -80,21 +85,27 @@ var fallbackProfile = func() *profile.Profile {
 }()
 
 func okResponse(eng *engine.Engine, r *request, d *decision.Decision) *authv3.OkHttpResponse {
-	var parts *okParts
-	if r.memo != nil {
-		parts = r.memo.ok.Load()
-	}
-	if parts == nil {
-		parts = buildOKParts(eng, r, d)
-		if r.memo != nil {
-			r.memo.ok.Store(parts)
-		}
-	}
+	parts := okPartsFor(eng, r, d)
 	var toClient []*corev3.HeaderValueOption
 	for _, h := range r.quotaHeaders {
 		toClient = append(toClient, header(strings.ToLower(h[0]), h[1]))
 	}
 	return &authv3.OkHttpResponse{Headers: parts.set, HeadersToRemove: parts.remove, ResponseHeadersToAdd: toClient}
+}
+
+// okPartsFor returns the parts of r's OK response: the memoized decision's,
+// built on first use, or fresh ones when r was evaluated without the memo.
+func okPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *okParts {
+	if r.memo == nil {
+		return buildOKParts(eng, r, d)
+	}
+	parts := r.memo.ok.Load()
+	if parts == nil {
+		parts = buildOKParts(eng, r, d)
+		parts.encode()
+		r.memo.ok.Store(parts)
+	}
+	return parts
 }
 
 // buildOKParts builds the headers an allow sets and removes upstream. They
@@ -142,11 +153,20 @@ func header(k, v string) *corev3.HeaderValueOption {
 // metadata goes to Envoy's dynamic metadata (namespace
 // envoy.filters.http.ext_authz) for access logs and rate-limit descriptors.
 func metadata(r *request, d *decision.Decision) *structpb.Struct {
-	// Only what Envoy's access log and rate-limit descriptors need: each field
-	// costs about 0.3us to encode on every check. Envoy logs x-request-id
-	// itself, and allowed follows from reason ("ok").
+	f := metadataFields(r, d)
+	f[metaDecisionID] = structpb.NewStringValue(d.ID)
+	return &structpb.Struct{Fields: f}
+}
+
+// metaDecisionID is the one metadata field that differs per check.
+const metaDecisionID = "decision_id"
+
+// metadataFields are the metadata fields but the decision id: for an allow
+// they depend only on what the memo key holds. Only what Envoy's access log
+// and rate-limit descriptors need. Envoy logs x-request-id itself, and
+// allowed follows from reason ("ok").
+func metadataFields(r *request, d *decision.Decision) map[string]*structpb.Value {
 	f := make(map[string]*structpb.Value, 9)
-	f["decision_id"] = structpb.NewStringValue(d.ID)
 	f["reason"] = structpb.NewStringValue(string(d.Reason))
 	if d.PolicyVersion != "" {
 		f["policy_version"] = structpb.NewStringValue(d.PolicyVersion)
@@ -169,5 +189,5 @@ func metadata(r *request, d *decision.Decision) *structpb.Struct {
 			f["plan"] = structpb.NewStringValue(r.identity.Plan)
 		}
 	}
-	return &structpb.Struct{Fields: f}
+	return f
 }

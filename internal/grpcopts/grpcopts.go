@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/extauthz/extauthz/internal/wire"
 )
 
 // Server returns the server options.
@@ -16,5 +18,6 @@ func Server() []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		wire.ServerOption(), // the proto codec, plus sending pre-encoded responses as they are
 	}
 }

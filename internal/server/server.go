@@ -68,9 +68,45 @@ func Listen(addr string) (net.Listener, error) {
 // NewGRPCServer builds the gRPC server with deliberate limits.
 func NewGRPCServer(chk authv3.AuthorizationServer, hs *health.Server, extra ...grpc.ServerOption) *grpc.Server {
 	g := grpc.NewServer(append(grpcopts.Server(), extra...)...)
-	authv3.RegisterAuthorizationServer(g, chk)
+	registerAuthorization(g, chk)
 	healthpb.RegisterHealthServer(g, hs)
 	return g
+}
+
+// wireChecker answers a Check with a *authv3.CheckResponse or with one
+// already encoded (wire.Encoded), as check.Server.CheckWire does.
+type wireChecker interface {
+	CheckWire(ctx context.Context, req *authv3.CheckRequest) any
+}
+
+// registerAuthorization registers chk as the Authorization service. A
+// wireChecker is registered through a copy of the generated service
+// description whose Check handler returns what CheckWire returns; the
+// server's codec (grpcopts, internal/wire) sends encoded responses as they are.
+func registerAuthorization(g *grpc.Server, chk authv3.AuthorizationServer) {
+	wc, ok := chk.(wireChecker)
+	if !ok {
+		authv3.RegisterAuthorizationServer(g, chk)
+		return
+	}
+	desc := authv3.Authorization_ServiceDesc
+	desc.Methods = []grpc.MethodDesc{{
+		MethodName: "Check",
+		Handler: func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			in := new(authv3.CheckRequest)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			if interceptor == nil {
+				return wc.CheckWire(ctx, in), nil
+			}
+			info := &grpc.UnaryServerInfo{Server: chk, FullMethod: authv3.Authorization_Check_FullMethodName}
+			return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+				return wc.CheckWire(ctx, req.(*authv3.CheckRequest)), nil
+			})
+		},
+	}}
+	g.RegisterService(&desc, chk)
 }
 
 // TLSConfig builds the gRPC server TLS config; with a client CA it requires
