@@ -9,6 +9,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestPercentile(t *testing.T) {
@@ -183,6 +184,22 @@ func TestDecision(t *testing.T) {
 	} {
 		if got := Decision(c.r); got != c.want {
 			t.Errorf("Decision(%v) = %d, want %d", c.r, got, c.want)
+		}
+		// The driver reads the same decision from the encoded reply.
+		b, err := proto.Marshal(c.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := DecisionOf(b); err != nil || got != c.want {
+			t.Errorf("DecisionOf(%v) = %d, %v; want %d", c.r, got, err, c.want)
+		}
+	}
+}
+
+func TestDecisionOfMalformed(t *testing.T) {
+	for _, b := range [][]byte{{0x0a}, {0x0a, 0x05, 0x08}, {0x12, 0x02, 0x0a, 0x09}, {0xff}} {
+		if got, err := DecisionOf(b); err == nil {
+			t.Errorf("DecisionOf(%x) = %d, no error", b, got)
 		}
 	}
 }
