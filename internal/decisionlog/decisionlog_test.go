@@ -51,3 +51,16 @@ func BenchmarkObserve(b *testing.B) {
 		l.Observe(context.Background(), d, 80*time.Microsecond)
 	}
 }
+
+// TestHandlerLevel: decision records honour the handler's level like any
+// slog record (denies and allows are Info, internal errors Warn).
+func TestHandlerLevel(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})), "all", 1)
+	l.Observe(context.Background(), &decision.Decision{Reason: decision.KeyInvalid, ID: "d1"}, time.Millisecond)
+	l.Observe(context.Background(), &decision.Decision{Reason: decision.InternalError, ID: "d2"}, time.Millisecond)
+	out := buf.String()
+	if strings.Contains(out, `"d1"`) || !strings.Contains(out, `"decision_id":"d2"`) || !strings.Contains(out, `"level":"WARN"`) {
+		t.Fatalf("level warn:\n%s", out)
+	}
+}
