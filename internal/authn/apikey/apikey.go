@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +37,7 @@ type entry struct {
 	digest  [sha256.Size]byte
 	expires time.Time // zero = never
 	status  authn.Status
-	id      *authn.Identity
+	id      authn.Identity // in the entry: one allocation per key, not two
 }
 
 // Store is an immutable index of key records.
@@ -68,8 +69,9 @@ func Parse(raw json.RawMessage) (*Store, error) {
 	}
 	var errs []error
 	ids := map[string]string{}
+	in := newInterner()
 	for _, h := range slices.Sorted(maps.Keys(recs)) {
-		e, err := build(h, recs[h])
+		e, err := build(h, recs[h], in)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -84,7 +86,54 @@ func Parse(raw json.RawMessage) (*Store, error) {
 	return s, errors.Join(errs...)
 }
 
-func build(h string, r Record) (*entry, error) {
+// interner shares equal tenant sets, scope and CIDR lists between the
+// records of one store: keys of one customer usually carry the same ones,
+// and identities never change them. A million keys then hold a few thousand
+// tenant maps, not a million.
+type interner struct {
+	tenants map[string]map[string][]string
+	lists   map[string][]string
+}
+
+func newInterner() *interner {
+	return &interner{tenants: map[string]map[string][]string{}, lists: map[string][]string{}}
+}
+
+func (in *interner) list(l []string) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, s := range l { // length-prefixed: no two different lists share a key
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	k := b.String()
+	if v, ok := in.lists[k]; ok {
+		return v
+	}
+	l = slices.Clip(l)
+	in.lists[k] = l
+	return l
+}
+
+func (in *interner) tenantSet(raw json.RawMessage) (map[string][]string, error) {
+	if v, ok := in.tenants[string(raw)]; ok {
+		return v, nil
+	}
+	t, err := ParseTenants(raw)
+	if err != nil {
+		return nil, err
+	}
+	for dim, ids := range t {
+		t[dim] = in.list(ids)
+	}
+	in.tenants[string(raw)] = t
+	return t, nil
+}
+
+func build(h string, r Record, in *interner) (*entry, error) {
 	where := fmt.Sprintf("api_keys[%q]", short(h))
 	d, err := hex.DecodeString(h)
 	validDigest := err == nil && len(d) == sha256.Size && strings.ToLower(h) == h
@@ -127,7 +176,7 @@ func build(h string, r Record) (*entry, error) {
 			fail(fmt.Sprintf("allowed_cidrs[%d]", i), "not a CIDR: %q", c)
 		}
 	}
-	tenants, err := ParseTenants(r.Tenants)
+	tenants, err := in.tenantSet(r.Tenants)
 	if err != nil {
 		fail("tenants", "%v", err)
 	}
@@ -138,10 +187,11 @@ func build(h string, r Record) (*entry, error) {
 	if subject == "" {
 		subject = r.ID
 	}
-	e.id = (&authn.Identity{
+	e.id = authn.Identity{
 		Kind: "api_key", KeyID: r.ID, Subject: subject, Plan: r.Plan,
-		Tenants: tenants, Scopes: r.Scopes, AllowedCIDRs: r.AllowedCIDRs,
-	}).Seal()
+		Tenants: tenants, Scopes: in.list(r.Scopes), AllowedCIDRs: in.list(r.AllowedCIDRs),
+	}
+	e.id.Seal()
 	return e, nil
 }
 
@@ -201,12 +251,12 @@ func (s *Store) Lookup(key string, now time.Time) Result {
 		return Result{Status: authn.Unknown}
 	}
 	if e.status != authn.Valid {
-		return Result{Status: e.status, Identity: e.id}
+		return Result{Status: e.status, Identity: &e.id}
 	}
 	if !e.expires.IsZero() && !now.Before(e.expires) {
-		return Result{Status: authn.Expired, Identity: e.id}
+		return Result{Status: authn.Expired, Identity: &e.id}
 	}
-	return Result{Status: authn.Valid, Identity: e.id}
+	return Result{Status: authn.Valid, Identity: &e.id}
 }
 
 func short(h string) string {

@@ -116,3 +116,29 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestSharedValuesStayDistinct: records share equal tenant sets and scope
+// lists in memory, but lists that merely look alike when joined never do.
+func TestSharedValuesStayDistinct(t *testing.T) {
+	js := `{
+	  "` + Hash("a") + `": {"id":"a","tenants":["42"],"scopes":["x\u0000y"]},
+	  "` + Hash("b") + `": {"id":"b","tenants":["42"],"scopes":["x","y"]},
+	  "` + Hash("c") + `": {"id":"c","tenants":[42],"scopes":["x","y"],"allowed_cidrs":["10.0.0.0/8"]},
+	  "` + Hash("d") + `": {"id":"d","tenants":["43"],"scopes":["xy"]}
+	}`
+	s := mustParse(t, js)
+	get := func(k string) *authn.Identity { return s.Lookup(k, time.Now()).Identity }
+	a, b, c, d := get("a"), get("b"), get("c"), get("d")
+	if len(a.Scopes) != 1 || a.Scopes[0] != "x\x00y" || len(b.Scopes) != 2 || len(d.Scopes) != 1 || d.Scopes[0] != "xy" {
+		t.Fatalf("scopes a=%q b=%q d=%q", a.Scopes, b.Scopes, d.Scopes)
+	}
+	if a.Tenants["tenant"][0] != "42" || c.Tenants["tenant"][0] != "42" || d.Tenants["tenant"][0] != "43" {
+		t.Fatalf("tenants a=%v c=%v d=%v", a.Tenants, c.Tenants, d.Tenants)
+	}
+	if len(b.AllowedCIDRs) != 0 || len(c.AllowedCIDRs) != 1 {
+		t.Fatalf("cidrs b=%v c=%v", b.AllowedCIDRs, c.AllowedCIDRs)
+	}
+	if &a.Tenants["tenant"][0] != &b.Tenants["tenant"][0] {
+		t.Error("equal tenant sets are not shared")
+	}
+}
