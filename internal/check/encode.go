@@ -5,12 +5,14 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/profile"
 	"github.com/extauthz/extauthz/internal/wire"
 )
 
@@ -20,7 +22,8 @@ import (
 // assembled from parts:
 //
 //	CheckResponse.status (1) and ok_response (3)   allow: okParts.head, marshalled once per memoized decision
-//	CheckResponse.status (1) and denied_response (2)   deny: marshalled per check (its body is per request)
+//	CheckResponse.status (1) and denied_response (2)   deny: appended per check from the profile's
+//	                                                   rendering (its body is per request; appendDenied)
 //	CheckResponse.dynamic_metadata (4), a Struct:  tag, length, then its map entries:
 //	  every field but decision_id                  memoEntry.meta, marshalled once per memoized decision
 //	  decision_id                                  appended per check
@@ -84,13 +87,83 @@ func (s *Server) encode(eng *engine.Engine, r *request, d *decision.Decision, no
 		}
 		head = append(make([]byte, 0, len(shared)+len(meta)+len(d.ID)+24), shared...)
 	} else {
-		var err error
-		head, err = proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, 512), &authv3.CheckResponse{Status: deniedStatus, HttpResponse: s.deniedResponse(eng, r, d, now)})
-		if err != nil {
-			return nil
-		}
+		out := denyProfile(eng, d).Render(d, now)
+		head = appendDenied(make([]byte, 0, 96+len(out.Body)+64*len(out.Headers)+len(meta)+len(d.ID)), out)
 	}
 	return appendMetadata(head, meta, d.ID)
+}
+
+// Field numbers of the deny's messages: envoy.service.auth.v3.CheckResponse,
+// DeniedHttpResponse, envoy.type.v3.HttpStatus, envoy.config.core.v3
+// HeaderValueOption and HeaderValue, google.rpc.Status.
+const (
+	fieldCheckResponseStatus = 1 // CheckResponse.status (google.rpc.Status)
+	fieldCheckResponseDenied = 2 // CheckResponse.denied_response
+	fieldRPCStatusCode       = 1 // google.rpc.Status.code
+	fieldDeniedStatus        = 1 // DeniedHttpResponse.status (HttpStatus)
+	fieldDeniedHeaders       = 2 // DeniedHttpResponse.headers (HeaderValueOption)
+	fieldDeniedBody          = 3 // DeniedHttpResponse.body
+	fieldHTTPStatusCode      = 1 // HttpStatus.code
+	fieldOptionHeader        = 1 // HeaderValueOption.header (HeaderValue)
+	fieldOptionAppend        = 2 // HeaderValueOption.append (BoolValue false: an empty message)
+	fieldHeaderKey           = 1 // HeaderValue.key
+	fieldHeaderValue         = 2 // HeaderValue.value
+)
+
+// appendDenied appends CheckResponse.status and denied_response for out,
+// field for field what proto.Marshal writes for deniedResponse's message
+// (proto3: empty strings and zero numbers are left out).
+func appendDenied(b []byte, out profile.Response) []byte {
+	status := protowire.SizeTag(fieldRPCStatusCode) + protowire.SizeVarint(uint64(codes.PermissionDenied))
+	b = protowire.AppendTag(b, fieldCheckResponseStatus, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(status))
+	b = protowire.AppendTag(b, fieldRPCStatusCode, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(codes.PermissionDenied))
+
+	stringField := func(num protowire.Number, s string) int {
+		if s == "" {
+			return 0
+		}
+		return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+	}
+	appendString := func(b []byte, num protowire.Number, s string) []byte {
+		if s == "" {
+			return b
+		}
+		return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
+	}
+	httpStatus := 0
+	if out.Status != 0 {
+		httpStatus = protowire.SizeTag(fieldHTTPStatusCode) + protowire.SizeVarint(uint64(out.Status))
+	}
+	size := protowire.SizeTag(fieldDeniedStatus) + protowire.SizeBytes(httpStatus) + stringField(fieldDeniedBody, string(out.Body))
+	for _, h := range out.Headers {
+		hv := stringField(fieldHeaderKey, h[0]) + stringField(fieldHeaderValue, h[1])
+		hvo := protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) + protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+		size += protowire.SizeTag(fieldDeniedHeaders) + protowire.SizeBytes(hvo)
+	}
+
+	b = protowire.AppendTag(b, fieldCheckResponseDenied, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b = protowire.AppendTag(b, fieldDeniedStatus, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(httpStatus))
+	if out.Status != 0 {
+		b = protowire.AppendTag(b, fieldHTTPStatusCode, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(out.Status))
+	}
+	for _, h := range out.Headers {
+		hv := stringField(fieldHeaderKey, h[0]) + stringField(fieldHeaderValue, h[1])
+		hvo := protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) + protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+		b = protowire.AppendTag(b, fieldDeniedHeaders, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(hvo))
+		b = protowire.AppendTag(b, fieldOptionHeader, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(hv))
+		b = appendString(b, fieldHeaderKey, h[0])
+		b = appendString(b, fieldHeaderValue, h[1])
+		b = protowire.AppendTag(b, fieldOptionAppend, protowire.BytesType)
+		b = protowire.AppendVarint(b, 0)
+	}
+	return appendString(b, fieldDeniedBody, string(out.Body))
 }
 
 // appendMetadata appends CheckResponse.dynamic_metadata to head, which the
