@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: help run demo test vet fmt-check rego-test golden bench load load-smoke e2e-docker fuzz build
+.PHONY: help run demo test vet fmt-check rego-test golden bench bench-scale load load-smoke e2e-docker fuzz build
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ golden: ## regenerate testdata/golden (what a client sees, per profile and reaso
 	$(GO) test ./internal/e2e -run Golden -update
 
 bench: ## Check-path benchmarks with allocations (compare runs with benchstat)
-	$(GO) test -run '^$$' -bench . -benchmem -count=6 ./internal/check/ ./internal/authn/... ./internal/route/ ./internal/ratelimit/
+	$(GO) test -run '^$$' -bench . -benchmem -count=6 ./internal/check/ ./internal/authn/... ./internal/route/ ./internal/ratelimit/ ./internal/decisionlog/
+
+bench-scale: ## the Check path in process at 10 -> 1M keys, 1 -> 10k tenants, 10 -> 1k routes
+	$(GO) test -run '^$$' -bench 'CheckKeys|CheckTenants|CheckRoutes' -benchmem -timeout 30m ./internal/loadtest/
 
 load: ## extauthz vs the no-op floor over loopback (BENCHMARKS.md)
 	$(GO) run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 60000

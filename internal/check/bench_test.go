@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/wire"
 )
 
@@ -101,6 +102,66 @@ func BenchmarkServe(b *testing.B) {
 			for b.Loop() {
 				out, _ := codec.Marshal(s.CheckWire(ctx, r))
 				out.Free()
+			}
+		})
+	}
+}
+
+// BenchmarkSteps measures the three steps of Check on their own, for an
+// API-key allow and a missing-credential deny: step one (resolve facts,
+// including the key lookup), step two from the memo and by OPA (building
+// the OPA input value and evaluating the policy), and step three as a
+// message and in wire form.
+func BenchmarkSteps(b *testing.B) {
+	s := newServer(b, demoEngine(b))
+	eng := s.Engines.Current()
+	ctx := context.Background()
+	for _, c := range []struct {
+		name    string
+		headers map[string]string
+	}{
+		{"allow", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}},
+		{"deny", map[string]string{"x-tenant-id": "42"}},
+	} {
+		in := req("GET", "/v1/orders/17", c.headers)
+		var r request
+		s.requestToInput(ctx, eng, in, testNow, "d1", &r)
+		d := &decision.Decision{ID: "d1"}
+		s.decide(ctx, eng, &r, d, testNow)
+		b.Run(c.name+"/1_input", func(b *testing.B) {
+			b.ReportAllocs()
+			var r request
+			for b.Loop() {
+				s.requestToInput(ctx, eng, in, testNow, "d1", &r)
+			}
+		})
+		b.Run(c.name+"/2_decide_memo", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r2 := r
+				s.decide(ctx, eng, &r2, &decision.Decision{ID: "d1"}, testNow)
+			}
+		})
+		b.Run(c.name+"/2_decide_opa", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := eng.Policy.Eval(ctx, r.value()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/3_response_message", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.toCheckResponse(eng, &r, d, testNow)
+			}
+		})
+		b.Run(c.name+"/3_response_wire", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.encode(eng, &r, d, testNow) == nil {
+					b.Fatal("not encoded")
+				}
 			}
 		})
 	}
