@@ -74,7 +74,7 @@ func ParseCount(v string) (int, error) {
 }
 
 // SyntheticKey is the i-th generated API key (i from 0). Its record in a
-// scaled policy has id "scale-<i>" and scope orders:read.
+// scaled policy has id "scale-<i>" and scopes orders:read and items:read.
 func SyntheticKey(i int) string { return fmt.Sprintf("xa_scale_%09d_Lt", i) }
 
 // WriteScaledPolicy writes a policy directory: the embedded Rego rules
@@ -88,7 +88,7 @@ func SyntheticKey(i int) string { return fmt.Sprintf("xa_scale_%09d_Lt", i) }
 //   - `tenants` synthetic tenants (ids 1000, 1001, ...) with two-CIDR
 //     allowlists; demo tenant 42 keeps its empty allowlist so allows pass;
 //   - `routes` synthetic routes (/v1/svc<N>/items, GET, prefix, with a
-//     tenant header and a scope), after the demo routes.
+//     tenant header and scope items:read), after the demo routes.
 //
 // data.json is streamed, so a million keys take little memory to write.
 func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
@@ -178,7 +178,7 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		sep = ",\n    "
 	}
 	for i := range routes {
-		fmt.Fprintf(w, "%s{\"id\": \"svc%d-read\", \"methods\": [\"GET\", \"HEAD\"], \"path\": \"/v1/svc%d/items\", \"prefix\": true, \"auth\": [\"api_key\", \"jwt\"], \"scopes\": [\"svc%d:read\"], \"tenant_headers\": [{\"header\": \"X-Tenant-Id\", \"format\": \"positive_integer\", \"required\": true}]}", sep, i, i, i)
+		fmt.Fprintf(w, "%s{\"id\": \"svc%d-read\", \"methods\": [\"GET\", \"HEAD\"], \"path\": \"/v1/svc%d/items\", \"prefix\": true, \"auth\": [\"api_key\", \"jwt\"], \"scopes\": [\"items:read\"], \"tenant_headers\": [{\"header\": \"X-Tenant-Id\", \"format\": \"positive_integer\", \"required\": true}]}", sep, i, i)
 		sep = ",\n    "
 	}
 	fmt.Fprint(w, "\n  ],\n")
@@ -195,7 +195,7 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		if tenants > 0 {
 			tenant = 1000 + i%tenants
 		}
-		fmt.Fprintf(w, "%s%q: {\"id\": \"scale-%d\", \"subject\": \"svc:scale-%d\", \"tenants\": [\"%d\"], \"scopes\": [\"orders:read\"]}",
+		fmt.Fprintf(w, "%s%q: {\"id\": \"scale-%d\", \"subject\": \"svc:scale-%d\", \"tenants\": [\"%d\"], \"scopes\": [\"orders:read\", \"items:read\"]}",
 			sep, hashKey(SyntheticKey(i)), i, i, tenant)
 		sep = ",\n    "
 	}
