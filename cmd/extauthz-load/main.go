@@ -4,10 +4,19 @@
 // and prints a Markdown report (throughput, latency percentiles, server CPU
 // per check, RSS, and the extauthz/no-op ratios) on stdout.
 //
+// --sweep keys|tenants|routes measures extauthz on generated policies of
+// growing size in one dimension (API keys 10 → 1M, tenants with IP
+// allowlists 1 → 10k, routes 10 → 1k; --sweep-sizes overrides), the other
+// two fixed by --scale. Sweeps use mix scale_allow unless --mix says
+// otherwise: allows spread over the generated keys, each with its tenant's
+// header, from an address in that tenant's allowlist, on generated routes.
+//
 //	go run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 60000
 //	go run ./cmd/extauthz-load --smoke
-//	go run ./cmd/extauthz-load --scale keys=1000000,tenants=10000,routes=1000
+//	go run ./cmd/extauthz-load --scale keys=1000000,tenants=10000,routes=1000 --mix scale_allow
 //	go run ./cmd/extauthz-load --sweep keys
+//	go run ./cmd/extauthz-load --sweep tenants --scale keys=10k
+//	go run ./cmd/extauthz-load --sweep routes --sweep-sizes 10,1k
 //	go run ./cmd/extauthz-load --extauthz-arg=--decision-log=none
 package main
 
@@ -39,13 +48,14 @@ func run() int {
 		conc       = flag.String("concurrency", "16,64", "comma-separated worker counts, one level each")
 		jwtPath    = flag.String("jwt", defaultJWT, "file with the demo JWT (for mixes jwt_allow and blend)")
 		scaleSpec  = flag.String("scale", "", "generate a scaled policy: keys=N,tenants=N,routes=N (k and M suffixes allowed)")
-		sweep      = flag.String("sweep", "", "sweep a dimension; only \"keys\" (10 → 1M keys) is supported")
-		sweepSizes = flag.String("sweep-sizes", "10,1k,100k,1M", "key counts for --sweep keys")
+		sweep      = flag.String("sweep", "", "sweep one dimension of a generated policy: keys, tenants or routes (the others from --scale; tenants and routes sweeps default to keys=10000)")
+		sweepSizes = flag.String("sweep-sizes", "", "sizes for --sweep (default: keys 10,1k,100k,1M; tenants 1,100,10k; routes 10,100,1k)")
 		smoke      = flag.Bool("smoke", false, "correctness smoke: a few hundred checks per server at concurrency 4; fails on any error or unexpected decision")
 		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
 		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
 	)
-	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", "))
+	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", ")+
+		"; scale_allow (the default for --sweep) sends allows spread over a --scale policy's generated keys, tenant allowlists and routes")
 	flag.IntVar(&cfg.Requests, "requests", 0, "checks per server and level (default 60000; 20000 per size for --sweep; 300 for --smoke)")
 	flag.IntVar(&cfg.Warmup, "warmup", 0, "warm-up checks per server (default min(requests/10, 3000))")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 0, "safety bound per level (default 90s; 30s for --smoke)")
@@ -86,12 +96,32 @@ func run() int {
 			return usage("--scale generates a policy; it cannot be combined with --policy-dir")
 		}
 	}
-	if *sweep != "" && *sweep != "keys" {
-		return usage("sweep %q: only keys is supported", *sweep)
+	var dim loadtest.Dim
+	var sizes []int
+	if *sweep != "" {
+		d, err := loadtest.ParseDim(*sweep)
+		if err != nil {
+			return usage("sweep: %v", err)
+		}
+		dim = d
+		if *smoke {
+			return usage("--sweep and --smoke are exclusive")
+		}
+		if cfg.PolicyDir != "" {
+			return usage("--sweep generates its policies; it cannot be combined with --policy-dir")
+		}
+		if *sweepSizes != "" {
+			if sizes, err = parseList(*sweepSizes); err != nil {
+				return usage("sweep-sizes: %v", err)
+			}
+		}
+		if !flagSet("mix") {
+			cfg.Mix = loadtest.ScaleMix
+		}
+	} else if *sweepSizes != "" {
+		return usage("--sweep-sizes needs --sweep")
 	}
-	if *sweep != "" && *smoke {
-		return usage("--sweep and --smoke are exclusive")
-	}
+	cfg.Scale = scale
 
 	if loadtest.NeedsJWT(cfg.Mix) {
 		tok, err := readJWT(*jwtPath)
@@ -130,12 +160,8 @@ func run() int {
 		}
 	}
 
-	if *sweep == "keys" {
-		sizes, err := parseList(*sweepSizes)
-		if err != nil {
-			return usage("sweep-sizes: %v", err)
-		}
-		r, err := loadtest.Sweep(ctx, cfg, sizes, scale, tmp)
+	if dim != "" {
+		r, err := loadtest.Sweep(ctx, cfg, dim, sizes, scale, tmp)
 		if r != nil {
 			r.Markdown(os.Stdout)
 		}

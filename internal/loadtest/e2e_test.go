@@ -16,19 +16,52 @@ import (
 
 var moduleRoot, moduleRootErr = ModuleRoot()
 
-// buildBinaries builds both servers into a test temporary directory.
+// The servers, built once per test binary (see buildBinaries).
+var (
+	binOnce        sync.Once
+	binDir         string
+	binEx, binNoop string
+	binErr         error
+)
+
+// buildBinaries builds both servers, once per test binary, into a temporary
+// directory that TestMain removes.
 func buildBinaries(t *testing.T) (string, string) {
 	t.Helper()
 	if moduleRootErr != nil {
 		t.Fatal(moduleRootErr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ex, noop, err := Build(ctx, moduleRoot, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "extauthz-loadtest-bin-"); binErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		binEx, binNoop, binErr = Build(ctx, moduleRoot, binDir)
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	return ex, noop
+	return binEx, binNoop
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// noneRunning fails t at cleanup if a process still runs one of bins.
+func noneRunning(t *testing.T, bins ...string) {
+	t.Cleanup(func() {
+		for _, bin := range bins {
+			if pids := running(bin); len(pids) > 0 {
+				t.Errorf("%s still running: pids %v", bin, pids)
+			}
+		}
+	})
 }
 
 // running lists the pids of processes executing bin.
@@ -70,13 +103,7 @@ func TestSmoke(t *testing.T) {
 		t.Skip("builds and runs both servers")
 	}
 	ex, noop := buildBinaries(t)
-	t.Cleanup(func() {
-		for _, bin := range []string{ex, noop} {
-			if pids := running(bin); len(pids) > 0 {
-				t.Errorf("%s still running: pids %v", bin, pids)
-			}
-		}
-	})
+	noneRunning(t, ex, noop)
 
 	t.Run("demo policy", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -151,6 +178,71 @@ func TestSmoke(t *testing.T) {
 			t.Fatalf("outcome %+v", o)
 		}
 		t.Logf("e.g. %s", o.UnexpectedSamples[0])
+	})
+}
+
+// TestScaleAllow drives mix scale_allow end to end against extauthz on a
+// small scaled policy, once through Smoke and once as a tenants sweep: every
+// check must be answered and allowed. It asserts nothing about timing.
+func TestScaleAllow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs both servers")
+	}
+	ex, noop := buildBinaries(t)
+	noneRunning(t, ex, noop)
+	sc := Scale{Keys: 50, Tenants: 5, Routes: 3}
+
+	t.Run("smoke", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := WriteScaledPolicy(dir, sc.Keys, sc.Tenants, sc.Routes); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		cfg := smokeConfig(t, ex, noop)
+		cfg.Mix, cfg.Scale, cfg.PolicyDir, cfg.Requests = ScaleMix, sc, dir, 400
+		r, err := Smoke(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := r.Servers[0].Levels[0]
+		if r.Servers[0].Name != "extauthz" || l.Sent != 400 || !l.DecisionsChecked || l.Errors != 0 || l.Unexpected != 0 {
+			t.Fatalf("extauthz: %+v", l)
+		}
+	})
+
+	t.Run("tenants sweep", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cfg := smokeConfig(t, ex, noop)
+		cfg.Mix = "" // the sweep default
+		cfg.Requests, cfg.Warmup, cfg.Concurrency, cfg.MaxDuration = 200, 50, []int{4}, 30*time.Second
+		r, err := Sweep(ctx, cfg, DimTenants, []int{1, sc.Tenants}, Scale{Keys: sc.Keys, Routes: sc.Routes}, t.TempDir())
+		var md strings.Builder
+		if r != nil {
+			r.Markdown(&md)
+			t.Logf("\n%s", md.String())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := r.Problems(); len(p) > 0 {
+			t.Fatalf("problems: %v", p)
+		}
+		if r.Mix != ScaleMix || len(r.Points) != 2 {
+			t.Fatalf("mix %s, %d points", r.Mix, len(r.Points))
+		}
+		for i, want := range []Scale{{Keys: 50, Tenants: 1, Routes: 3}, sc} {
+			p := r.Points[i]
+			if p.Scale != want || len(p.Server.Levels) != 1 || p.Server.Levels[0].Sent != 200 || !p.Server.Levels[0].DecisionsChecked {
+				t.Errorf("point %d: scale %+v, levels %+v", i, p.Scale, p.Server.Levels)
+			}
+		}
+		for _, s := range []string{"### tenant-count sweep, mix `scale_allow`", "| tenants | data.json |", "| 5 | "} {
+			if !strings.Contains(md.String(), s) {
+				t.Errorf("report lacks %q", s)
+			}
+		}
 	})
 }
 

@@ -27,6 +27,9 @@ type Case struct {
 	Method  string
 	Path    string
 	Headers map[string]string // credential and tenant headers, added to the common Envoy set
+	// Source is the client address Envoy saw (attributes.source, which
+	// extauthz's IP allowlists check); empty means 127.0.0.1.
+	Source string
 	// Want is the expected HTTP status: 200 for allow, else the deny status.
 	Want int
 }
@@ -34,7 +37,9 @@ type Case struct {
 // Mix is a weighted set of cases, turned into a fixed, shuffled schedule so
 // every run (and every server) receives the same sequence of requests.
 type Mix struct {
-	Name     string
+	Name string
+	// Desc, when set, is what Describe says instead of listing the cases.
+	Desc     string
 	Cases    []Case
 	Weights  []int // per case, summing to len(Schedule)
 	Schedule []int // request i uses Cases[Schedule[i%len(Schedule)]]
@@ -42,8 +47,19 @@ type Mix struct {
 
 // MixNames lists the mixes NewMix knows, blend last.
 func MixNames() []string {
-	return []string{"apikey_allow", "jwt_allow", "deny_missing", "deny_unknown_key", "deny_tenant", "deny_scope", "blend"}
+	return []string{"apikey_allow", "jwt_allow", "deny_missing", "deny_unknown_key", "deny_tenant", "deny_scope", ScaleMix, "blend"}
 }
+
+// ScaleMix is the mix that exercises a scaled policy's synthetic keys,
+// tenant allowlists and routes (see NewScaledMix); sweeps use it by default.
+const ScaleMix = "scale_allow"
+
+// scaleCases is how many cases ScaleMix spreads over a scaled policy.
+const scaleCases = 16
+
+const scaleMixDesc = ScaleMix + " GET→200 100%: 16 cases, each a synthetic key (spread evenly over the synthetic keys) " +
+	"with its tenant in X-Tenant-Id, from an address in that tenant's IP allowlist, on a synthetic route (spread evenly over them); " +
+	"the demo key on tenant 42 stands in when there are no synthetic keys, /v1/orders/17 when there are no synthetic routes"
 
 // NeedsJWT reports whether a mix sends the demo JWT.
 func NeedsJWT(mix string) bool { return mix == "jwt_allow" || mix == "blend" }
@@ -78,12 +94,60 @@ func cases(jwt string) map[string]Case {
 	}
 }
 
-// NewMix builds a named mix. jwt is the demo bearer token; it is needed only
-// by mixes that send it (see NeedsJWT).
+// scaleAllowCases are ScaleMix's cases for a policy written by
+// WriteScaledPolicy with sizes sc. Case j uses synthetic key
+// k = j*n/16 of the n synthetic keys, with its tenant in X-Tenant-Id and,
+// when that is a synthetic tenant, a source address in its first CIDR; and
+// route r = j*routes/16 (GET /v1/svc<r>/items/1). Without synthetic keys
+// every case is the demo key on tenant 42 and GET /v1/orders/17 (the demo
+// key lacks items:read); without synthetic routes the path is
+// /v1/orders/17. Every case must be allowed.
+func scaleAllowCases(sc Scale) []Case {
+	n := SyntheticKeys(sc.Keys)
+	out := make([]Case, 0, scaleCases)
+	for j := range scaleCases {
+		c := Case{Method: "GET", Path: "/v1/orders/17", Want: 200,
+			Headers: map[string]string{"x-api-key": DemoAPIKey, "x-tenant-id": "42"}}
+		if n == 0 {
+			c.Name = fmt.Sprintf("%s#%d demo key", ScaleMix, j)
+			out = append(out, c)
+			continue
+		}
+		k := j * n / scaleCases
+		tenant := SyntheticKeyTenant(k, sc.Tenants)
+		c.Headers = map[string]string{"x-api-key": SyntheticKey(k), "x-tenant-id": fmt.Sprint(tenant)}
+		if sc.Tenants > 0 {
+			c.Source = tenantAddr(k % sc.Tenants)
+		}
+		if sc.Routes > 0 {
+			c.Path = SyntheticRoutePath(j*sc.Routes/scaleCases) + "/1"
+		}
+		c.Name = fmt.Sprintf("%s#%d key %d tenant %d from %s %s", ScaleMix, j, k, tenant, c.source(), c.Path)
+		out = append(out, c)
+	}
+	return out
+}
+
+// tenantAddr is host .7 of synthetic tenant index t's first CIDR.
+func tenantAddr(t int) string {
+	return strings.TrimSuffix(SyntheticTenantCIDR(t), ".0/24") + ".7"
+}
+
+// NewMix builds a named mix for the embedded demo policy (or any policy
+// whose synthetic parts ScaleMix need not reach; see NewScaledMix). jwt is
+// the demo bearer token; it is needed only by mixes that send it (see
+// NeedsJWT).
 //
 // blend is 70% API-key allow, 15% JWT allow and 15% spread over the four
 // denies (4/4/4/3), in a shuffled schedule of 100 with exact proportions.
-func NewMix(name, jwt string) (*Mix, error) {
+func NewMix(name, jwt string) (*Mix, error) { return NewScaledMix(name, jwt, Scale{}) }
+
+// NewScaledMix is NewMix for a policy written by WriteScaledPolicy with
+// sizes sc. Only ScaleMix depends on sc: 16 equally weighted allows, each a
+// different synthetic key with its tenant's header, source address and a
+// synthetic route (see scaleAllowCases). With a zero sc it sends the demo key
+// on tenant 42 to /v1/orders/17, which the demo policy allows.
+func NewScaledMix(name, jwt string, sc Scale) (*Mix, error) {
 	if NeedsJWT(name) && jwt == "" {
 		return nil, fmt.Errorf("mix %s: needs the demo JWT", name)
 	}
@@ -91,6 +155,12 @@ func NewMix(name, jwt string) (*Mix, error) {
 	var m Mix
 	m.Name = name
 	switch name {
+	case ScaleMix:
+		m.Desc = scaleMixDesc
+		m.Cases = scaleAllowCases(sc)
+		for range m.Cases {
+			m.Weights = append(m.Weights, 1)
+		}
 	case "blend":
 		for _, cw := range []struct {
 			name string
@@ -120,6 +190,9 @@ func NewMix(name, jwt string) (*Mix, error) {
 // Describe is a one-line summary of the mix, e.g.
 // "apikey_allow 70%, jwt_allow 15%, ...".
 func (m *Mix) Describe() string {
+	if m.Desc != "" {
+		return m.Desc
+	}
 	total := 0
 	for _, w := range m.Weights {
 		total += w
@@ -142,9 +215,21 @@ var commonHeaders = map[string]string{
 	"x-envoy-external-address": "203.0.113.9",
 }
 
+// source is c's client address.
+func (c Case) source() string {
+	if c.Source == "" {
+		return "127.0.0.1"
+	}
+	return c.Source
+}
+
 // Request builds the CheckRequest Envoy's ext_authz filter would send for c
-// (HTTP/1.1 from 127.0.0.1 to a listener on 127.0.0.1:8080). The caller owns
-// the result and may change its x-request-id header and http.id per send.
+// (HTTP/1.1 from c.Source, default 127.0.0.1, to a listener on
+// 127.0.0.1:8080). With a Source set, x-forwarded-for and
+// x-envoy-external-address carry it too, as an edge Envoy
+// (use_remote_address) would write them, so the client address extauthz
+// resolves is c.Source whatever its --xff-trusted-hops. The caller owns the
+// result and may change its x-request-id header and http.id per send.
 func (c Case) Request() *authv3.CheckRequest {
 	h := make(map[string]string, len(commonHeaders)+len(c.Headers)+3)
 	for k, v := range commonHeaders {
@@ -153,16 +238,20 @@ func (c Case) Request() *authv3.CheckRequest {
 	h[":method"] = c.Method
 	h[":path"] = c.Path
 	h["x-request-id"] = "00000000-0000-4000-8000-000000000000"
+	if c.Source != "" {
+		h["x-forwarded-for"] = c.Source
+		h["x-envoy-external-address"] = c.Source
+	}
 	for k, v := range c.Headers {
 		h[strings.ToLower(k)] = v
 	}
-	addr := func(port uint32) *corev3.Address {
+	addr := func(ip string, port uint32) *corev3.Address {
 		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      &authv3.AttributeContext_Peer{Address: addr(40000)},
-		Destination: &authv3.AttributeContext_Peer{Address: addr(8080)},
+		Source:      &authv3.AttributeContext_Peer{Address: addr(c.source(), 40000)},
+		Destination: &authv3.AttributeContext_Peer{Address: addr("127.0.0.1", 8080)},
 		Request: &authv3.AttributeContext_Request{
 			Time: timestamppb.Now(),
 			Http: &authv3.AttributeContext_HttpRequest{

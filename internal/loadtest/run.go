@@ -5,6 +5,12 @@
 // throughput and latency, server CPU per check from the server process's own
 // accounting (/proc/<pid>/stat), RSS from /proc/<pid>/status, and the
 // extauthz/no-op ratios.
+//
+// WriteScaledPolicy generates policies with many API keys, tenants with IP
+// allowlists and routes; mix scale_allow (NewScaledMix) sends allows spread
+// over a generated policy's keys, tenants and routes; and Sweep measures
+// extauthz over growing sizes of one of those dimensions, to show its cost
+// per check stays flat.
 package loadtest
 
 import (
@@ -27,6 +33,10 @@ type Config struct {
 
 	Mix string // one of MixNames
 	JWT string // the demo JWT (needed by mixes that send it)
+	// Scale is the size of the generated policy in PolicyDir (see
+	// WriteScaledPolicy), which mix scale_allow targets; zero for the demo
+	// policy. Sweep sets it per size.
+	Scale Scale
 
 	Concurrency []int         // worker goroutines per level; default 16, 64
 	Requests    int           // checks per level and server; default 60000
@@ -218,7 +228,7 @@ func (c *Config) check() (*Mix, error) {
 			return nil, fmt.Errorf("loadtest: concurrency %d: must be positive", n)
 		}
 	}
-	return NewMix(c.Mix, c.JWT)
+	return NewScaledMix(c.Mix, c.JWT, c.Scale)
 }
 
 // Run measures extauthz and the no-op server with the same mix. Both child

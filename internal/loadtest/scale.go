@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/extauthz/extauthz/policies"
 )
@@ -42,19 +43,66 @@ func ParseScale(spec string, s *Scale) error {
 		if err != nil {
 			return fmt.Errorf("scale %q: %w", part, err)
 		}
-		switch strings.TrimSpace(k) {
-		case "keys":
-			s.Keys = n
-		case "tenants":
-			s.Tenants = n
-		case "routes":
-			s.Routes = n
-		default:
-			return fmt.Errorf("scale %q: unknown dimension (keys, tenants, routes)", part)
+		d, err := ParseDim(strings.TrimSpace(k))
+		if err != nil {
+			return fmt.Errorf("scale %q: %w", part, err)
 		}
+		*s = d.With(*s, n)
 	}
 	return nil
 }
+
+// Dim is one dimension of a scaled policy.
+type Dim string
+
+// The dimensions a policy scales in (and --sweep varies).
+const (
+	DimKeys    Dim = "keys"
+	DimTenants Dim = "tenants"
+	DimRoutes  Dim = "routes"
+)
+
+// Dims lists every dimension.
+func Dims() []Dim { return []Dim{DimKeys, DimTenants, DimRoutes} }
+
+// ParseDim reads "keys", "tenants" or "routes".
+func ParseDim(name string) (Dim, error) {
+	for _, d := range Dims() {
+		if string(d) == name {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("unknown dimension %q (keys, tenants, routes)", name)
+}
+
+// Of is s's size in d.
+func (d Dim) Of(s Scale) int {
+	switch d {
+	case DimKeys:
+		return s.Keys
+	case DimTenants:
+		return s.Tenants
+	case DimRoutes:
+		return s.Routes
+	}
+	return 0
+}
+
+// With returns s with its size in d set to n.
+func (d Dim) With(s Scale, n int) Scale {
+	switch d {
+	case DimKeys:
+		s.Keys = n
+	case DimTenants:
+		s.Tenants = n
+	case DimRoutes:
+		s.Routes = n
+	}
+	return s
+}
+
+// Noun is the singular of d, e.g. "key".
+func (d Dim) Noun() string { return strings.TrimSuffix(string(d), "s") }
 
 // ParseCount reads a non-negative count, allowing k (×1000) and M (×1e6).
 func ParseCount(v string) (int, error) {
@@ -74,17 +122,58 @@ func ParseCount(v string) (int, error) {
 }
 
 // SyntheticKey is the i-th generated API key (i from 0). Its record in a
-// scaled policy has id "scale-<i>" and scopes orders:read and items:read.
+// scaled policy has id "scale-<i>", tenant SyntheticKeyTenant(i, tenants)
+// and scopes orders:read and items:read.
 func SyntheticKey(i int) string { return fmt.Sprintf("xa_scale_%09d_Lt", i) }
+
+// SyntheticKeys is how many generated keys a scaled policy with keys API keys
+// in total holds: keys less the demo keys, or none.
+func SyntheticKeys(keys int) int { return max(keys-demoKeyCount(), 0) }
+
+// SyntheticKeyTenant is the tenant of generated key i in a policy with
+// tenants synthetic tenants: 1000 + i%tenants, or demo tenant 42 when there
+// are none.
+func SyntheticKeyTenant(i, tenants int) int {
+	if tenants <= 0 {
+		return 42
+	}
+	return 1000 + i%tenants
+}
+
+// SyntheticTenantCIDR is the first allowlist entry of synthetic tenant
+// 1000+t: 10.<(t>>8)&255>.<t&255>.0/24.
+func SyntheticTenantCIDR(t int) string { return fmt.Sprintf("10.%d.%d.0/24", (t>>8)&255, t&255) }
+
+// SyntheticRoutePath is the path prefix of generated route i (GET and HEAD,
+// scope items:read, a required positive-integer X-Tenant-Id).
+func SyntheticRoutePath(i int) string { return fmt.Sprintf("/v1/svc%d/items", i) }
+
+// demoKeyCount is the number of API keys in the embedded demo data.
+var demoKeyCount = sync.OnceValue(func() int {
+	raw, err := fs.ReadFile(policies.FS, "data.json")
+	if err != nil {
+		return 0
+	}
+	var data struct {
+		Extauthz struct {
+			APIKeys map[string]json.RawMessage `json:"api_keys"`
+		} `json:"extauthz"`
+	}
+	if json.Unmarshal(raw, &data) != nil {
+		return 0
+	}
+	return len(data.Extauthz.APIKeys)
+})
 
 // WriteScaledPolicy writes a policy directory: the embedded Rego rules
 // (without _test.rego files) and a data.json that keeps every section of the
 // embedded demo data (settings, JWT issuer, demo keys, demo tenants and
 // routes) and adds:
 //
-//   - API keys up to `keys` in total (the 7 demo keys included, so every mix
-//     still works; keys below 7 add none), stored by SHA-256 like real ones,
-//     each bound to one synthetic tenant (or 42 when there are none);
+//   - API keys up to `keys` in total (the demo keys included, so every mix
+//     still works; keys below their number add none, see SyntheticKeys),
+//     stored by SHA-256 like real ones, each bound to one synthetic tenant
+//     (or 42 when there are none, see SyntheticKeyTenant);
 //   - `tenants` synthetic tenants (ids 1000, 1001, ...) with two-CIDR
 //     allowlists; demo tenant 42 keeps its empty allowlist so allows pass;
 //   - `routes` synthetic routes (/v1/svc<N>/items, GET, prefix, with a
@@ -166,7 +255,7 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		sep = ",\n    "
 	}
 	for i := range tenants {
-		fmt.Fprintf(w, "%s\"%d\": {\"allowed_cidrs\": [\"10.%d.%d.0/24\", \"198.18.%d.0/24\"]}", sep, 1000+i, (i>>8)&255, i&255, i&255)
+		fmt.Fprintf(w, "%s\"%d\": {\"allowed_cidrs\": [%q, \"198.18.%d.0/24\"]}", sep, 1000+i, SyntheticTenantCIDR(i), i&255)
 		sep = ",\n    "
 	}
 	fmt.Fprint(w, "\n  },\n")
@@ -178,7 +267,7 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		sep = ",\n    "
 	}
 	for i := range routes {
-		fmt.Fprintf(w, "%s{\"id\": \"svc%d-read\", \"methods\": [\"GET\", \"HEAD\"], \"path\": \"/v1/svc%d/items\", \"prefix\": true, \"auth\": [\"api_key\", \"jwt\"], \"scopes\": [\"items:read\"], \"tenant_headers\": [{\"header\": \"X-Tenant-Id\", \"format\": \"positive_integer\", \"required\": true}]}", sep, i, i)
+		fmt.Fprintf(w, "%s{\"id\": \"svc%d-read\", \"methods\": [\"GET\", \"HEAD\"], \"path\": %q, \"prefix\": true, \"auth\": [\"api_key\", \"jwt\"], \"scopes\": [\"items:read\"], \"tenant_headers\": [{\"header\": \"X-Tenant-Id\", \"format\": \"positive_integer\", \"required\": true}]}", sep, i, SyntheticRoutePath(i))
 		sep = ",\n    "
 	}
 	fmt.Fprint(w, "\n  ],\n")
@@ -190,11 +279,8 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		fmt.Fprintf(w, "%s%q: %s", sep, h, compact(demoKeys[h]))
 		sep = ",\n    "
 	}
-	for i := range max(keys-len(demoKeys), 0) {
-		tenant := 42
-		if tenants > 0 {
-			tenant = 1000 + i%tenants
-		}
+	for i := range SyntheticKeys(keys) {
+		tenant := SyntheticKeyTenant(i, tenants)
 		fmt.Fprintf(w, "%s%q: {\"id\": \"scale-%d\", \"subject\": \"svc:scale-%d\", \"tenants\": [\"%d\"], \"scopes\": [\"orders:read\", \"items:read\"]}",
 			sep, hashKey(SyntheticKey(i)), i, i, tenant)
 		sep = ",\n    "

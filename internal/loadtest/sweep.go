@@ -10,8 +10,18 @@ import (
 	"time"
 )
 
-// DefaultSweepKeys are the key counts --sweep keys measures.
-var DefaultSweepKeys = []int{10, 1000, 100000, 1000000}
+// DefaultSweepSizes are the sizes Sweep measures in each dimension when it
+// is given none.
+var DefaultSweepSizes = map[Dim][]int{
+	DimKeys:    {10, 1000, 100000, 1000000},
+	DimTenants: {1, 100, 10000},
+	DimRoutes:  {10, 100, 1000},
+}
+
+// SweepBaseKeys is the key count a tenants or routes sweep uses when its base
+// has none, so that mix scale_allow has synthetic keys (of synthetic tenants)
+// to send.
+const SweepBaseKeys = 10000
 
 // SweepPoint is extauthz at one policy size.
 type SweepPoint struct {
@@ -22,6 +32,8 @@ type SweepPoint struct {
 
 // SweepReport is one Sweep.
 type SweepReport struct {
+	Dim               Dim   // the dimension swept
+	Base              Scale // the other dimensions' sizes
 	Mix, MixDesc      string
 	Requests, Warmup  int
 	Conns             int
@@ -42,30 +54,46 @@ func (r *SweepReport) Problems() []string {
 	return problems(servers)
 }
 
-// Sweep measures extauthz over growing numbers of API keys (base fixes
-// tenants and routes; base.Keys is ignored). For each size it writes a
-// scaled policy under workDir (removed afterwards), starts a fresh extauthz
-// on it, warms up and drives cfg's levels. The no-op server is measured once
-// at the start as the floor. cfg.PolicyDir is ignored. If cfg.Requests is
-// zero it defaults to 20000 per level here.
-func Sweep(ctx context.Context, cfg Config, keys []int, base Scale, workDir string) (*SweepReport, error) {
+// Sweep measures extauthz over growing sizes of one dimension of a scaled
+// policy: API keys, tenants (with IP allowlists) or routes. base fixes the
+// other two (its size in dim is ignored); a tenants or routes sweep whose
+// base has no keys uses SweepBaseKeys. For each size it writes a scaled
+// policy under workDir (removed afterwards), starts a fresh extauthz on it,
+// warms up and drives cfg's levels with cfg's mix built for that policy (see
+// NewScaledMix; cfg.Mix defaults to scale_allow here). The no-op server is
+// measured once at the start as the floor, with the first size's mix.
+// cfg.PolicyDir and cfg.Scale are ignored. No sizes means
+// DefaultSweepSizes[dim]. If cfg.Requests is zero it defaults to 20000 per
+// level here.
+func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, workDir string) (*SweepReport, error) {
+	if _, err := ParseDim(string(dim)); err != nil {
+		return nil, fmt.Errorf("sweep: %w", err)
+	}
+	if len(sizes) == 0 {
+		sizes = DefaultSweepSizes[dim]
+	}
+	if dim != DimKeys && base.Keys == 0 {
+		base.Keys = SweepBaseKeys
+	}
+	base = dim.With(base, 0)
 	if cfg.Requests <= 0 {
 		cfg.Requests = 20000
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 5 * time.Minute // a million keys take a while to load
 	}
+	if cfg.Mix == "" {
+		cfg.Mix = ScaleMix
+	}
 	cfg.defaults()
 	cfg.PolicyDir = ""
+	cfg.Scale = dim.With(base, sizes[0])
 	mix, err := cfg.check()
 	if err != nil {
 		return nil, err
 	}
-	if len(keys) == 0 {
-		keys = DefaultSweepKeys
-	}
 	hz, assumed := ClockTicks()
-	r := &SweepReport{Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Warmup: cfg.Warmup, Conns: cfg.Conns,
+	r := &SweepReport{Dim: dim, Base: base, Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Warmup: cfg.Warmup, Conns: cfg.Conns,
 		ExtauthzArgs: cfg.ExtauthzArgs, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -91,19 +119,24 @@ func Sweep(ctx context.Context, cfg Config, keys []int, base Scale, workDir stri
 	}
 	r.Noop = noT.res
 
-	for _, n := range keys {
-		sc := base
-		sc.Keys = n
-		p, err := sweepPoint(ctx, &cfg, mix, hz, sc, workDir, &seq)
+	for _, n := range sizes {
+		cfg.Scale = dim.With(base, n)
+		p, err := sweepPoint(ctx, &cfg, hz, workDir, &seq)
 		if err != nil {
-			return r, fmt.Errorf("keys=%d: %w", n, err)
+			return r, fmt.Errorf("%s=%d: %w", dim, n, err)
 		}
 		r.Points = append(r.Points, *p)
 	}
 	return r, nil
 }
 
-func sweepPoint(ctx context.Context, cfg *Config, mix *Mix, hz int, sc Scale, workDir string, seq *uint64) (*SweepPoint, error) {
+// sweepPoint measures extauthz on a policy of size cfg.Scale.
+func sweepPoint(ctx context.Context, cfg *Config, hz int, workDir string, seq *uint64) (*SweepPoint, error) {
+	sc := cfg.Scale
+	mix, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp(workDir, "extauthz-scale-")
 	if err != nil {
 		return nil, err
@@ -139,15 +172,13 @@ func sweepPoint(ctx context.Context, cfg *Config, mix *Mix, hz int, sc Scale, wo
 
 // Markdown writes the sweep as Markdown.
 func (r *SweepReport) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "### key-count sweep, mix `%s`: %d checks per size and level, %d warm-up, %d client connections\n\n", r.Mix, r.Requests, r.Warmup, r.Conns)
-	if len(r.Points) > 0 {
-		sc := r.Points[0].Scale
-		fmt.Fprintf(w, "Synthetic tenants: %d, synthetic routes: %d (besides the demo ones). Mix: %s.\n", sc.Tenants, sc.Routes, r.MixDesc)
-	}
+	fmt.Fprintf(w, "### %s-count sweep, mix `%s`: %d checks per size and level, %d warm-up, %d client connections\n\n",
+		r.Dim.Noun(), r.Mix, r.Requests, r.Warmup, r.Conns)
+	fmt.Fprintf(w, "Swept: %s. Fixed: %s. Mix: %s.\n", r.Dim, r.fixed(), r.MixDesc)
 	fmt.Fprintln(w, extauthzFlags(r.ExtauthzArgs))
 	r.Machine.markdown(w, r.ClockTicks, r.ClockTicksAssumed)
 	fmt.Fprint(w, "\n")
-	fmt.Fprintln(w, "| keys | data.json | start to ready | idle RSS | peak RSS | c | checks/s | p50 | p99 | server CPU/check | CPU/check vs no-op | errors | unexpected |")
+	fmt.Fprintf(w, "| %s | data.json | start to ready | idle RSS | peak RSS | c | checks/s | p50 | p99 | server CPU/check | CPU/check vs no-op | errors | unexpected |\n", r.Dim)
 	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	floor := map[int]time.Duration{}
 	for _, l := range r.Noop.Levels {
@@ -158,7 +189,7 @@ func (r *SweepReport) Markdown(w io.Writer) {
 	}
 	for _, p := range r.Points {
 		for _, l := range p.Server.Levels {
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %d | %s |\n", p.Scale.Keys, mib(p.DataBytes),
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %d | %s |\n", r.Dim.Of(p.Scale), mib(p.DataBytes),
 				p.Server.Ready.Round(time.Millisecond), mib(p.Server.IdleRSS), mib(p.Server.PeakRSS), l.Concurrency,
 				fmtRate(l.Throughput()), fmtDur(l.Latency.P50), fmtDur(l.Latency.P99), fmtCPU(l.CPUPerCheck),
 				ratio(float64(l.CPUPerCheck), float64(floor[l.Concurrency])), l.Errors, decisions(l))
@@ -168,4 +199,21 @@ func (r *SweepReport) Markdown(w io.Writer) {
 	if p := r.Problems(); len(p) > 0 {
 		fmt.Fprintf(w, "\n**Problems:**\n\n- %s\n", strings.Join(p, "\n- "))
 	}
+}
+
+// fixed describes the sizes of the dimensions not swept.
+func (r *SweepReport) fixed() string {
+	var parts []string
+	for _, d := range Dims() {
+		if d == r.Dim {
+			continue
+		}
+		switch d {
+		case DimKeys:
+			parts = append(parts, fmt.Sprintf("%d API keys in total (demo keys included)", r.Base.Keys))
+		default:
+			parts = append(parts, fmt.Sprintf("%d synthetic %s (besides the demo ones)", d.Of(r.Base), d))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
