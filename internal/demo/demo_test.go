@@ -12,9 +12,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/testutil"
 )
 
 // The embedded fallback must be the shipped file, byte for byte.
@@ -66,10 +67,10 @@ func TestRunAnywhere(t *testing.T) {
 // return within 2s.
 func runDemo(t *testing.T, checkOutput func(string)) string {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	// The shipped 250ms Check deadline and the 100ms evaluation budget can
 	// be exceeded under -race on a loaded machine; this test is about the
@@ -255,31 +256,4 @@ func shellSplit(s string) ([]string, error) {
 		args = append(args, cur.String())
 	}
 	return args, nil
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

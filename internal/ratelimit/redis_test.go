@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/extauthz/extauthz/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -250,31 +251,13 @@ func TestRedisKeys(t *testing.T) {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRedisOutage kills redis-server mid-run: deny mode fails fast with
 // ErrUnavailable, allow_local keeps counting locally (Degraded), and once
 // Redis is back both count in Redis again.
 func TestRedisOutage(t *testing.T) {
 	srv := startRedis(t)
 	plans := `"plans": {"p": {"windows": [{"limit": 3, "period": "minute"}]}}, "default_plan": "p"`
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	var backendErrs sync.Map
 	opts := Options{
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),

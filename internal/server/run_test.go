@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -32,37 +31,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/testutil"
 	"github.com/extauthz/extauthz/policies"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type running struct {
 	client authv3.AuthorizationClient
 	health healthpb.HealthClient
 	admin  string
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	stop   func() error
 }
 
@@ -70,20 +47,23 @@ func startRun(t *testing.T, mutate func(*config.Config)) *running {
 	t.Helper()
 	cfg := config.Defaults()
 	sock := filepath.Join(t.TempDir(), "x.sock")
-	cfg.GRPCAddr, cfg.AdminAddr = "unix://"+sock, freePort(t)
+	cfg.GRPCAddr, cfg.AdminAddr = "unix://"+sock, testutil.FreeAddr(t)
 	cfg.EvalTimeout = 5 * time.Second
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, log) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for { // both listeners: the gRPC socket and the admin HTTP port
 		if _, err := os.Stat(sock); err == nil {
-			break
+			if c, err := net.Dial("tcp", cfg.AdminAddr); err == nil {
+				c.Close()
+				break
+			}
 		}
 		select {
 		case err := <-done:
