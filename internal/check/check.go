@@ -105,7 +105,8 @@ func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest, encode boo
 }
 
 // check runs the three steps, turning a panic anywhere into internal_error.
-// With encode, a memoized allow comes back encoded instead of as a message.
+// With encode, a response whose decision came from the memo comes back
+// encoded instead of as a message (see encode.go).
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode bool) (*decision.Decision, *request, *authv3.CheckResponse, wire.Encoded) {
 	now := s.now()
 	eng := s.Engines.Current()

@@ -136,10 +136,14 @@ func appendDenied(b []byte, out profile.Response) []byte {
 	if out.Status != 0 {
 		httpStatus = protowire.SizeTag(fieldHTTPStatusCode) + protowire.SizeVarint(uint64(out.Status))
 	}
+	// Sizes of each header's HeaderValue and HeaderValueOption.
+	headerSizes := func(h [2]string) (hv, hvo int) {
+		hv = stringField(fieldHeaderKey, h[0]) + stringField(fieldHeaderValue, h[1])
+		return hv, protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) + protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+	}
 	size := protowire.SizeTag(fieldDeniedStatus) + protowire.SizeBytes(httpStatus) + stringField(fieldDeniedBody, string(out.Body))
 	for _, h := range out.Headers {
-		hv := stringField(fieldHeaderKey, h[0]) + stringField(fieldHeaderValue, h[1])
-		hvo := protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) + protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+		_, hvo := headerSizes(h)
 		size += protowire.SizeTag(fieldDeniedHeaders) + protowire.SizeBytes(hvo)
 	}
 
@@ -152,8 +156,7 @@ func appendDenied(b []byte, out profile.Response) []byte {
 		b = protowire.AppendVarint(b, uint64(out.Status))
 	}
 	for _, h := range out.Headers {
-		hv := stringField(fieldHeaderKey, h[0]) + stringField(fieldHeaderValue, h[1])
-		hvo := protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) + protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+		hv, hvo := headerSizes(h)
 		b = protowire.AppendTag(b, fieldDeniedHeaders, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(hvo))
 		b = protowire.AppendTag(b, fieldOptionHeader, protowire.BytesType)

@@ -57,95 +57,50 @@ var errMalformed = errors.New("malformed CheckResponse")
 // CheckResponse.status.code (fields 1.1) and
 // denied_response.status.code (2.1.1).
 func DecisionOf(b []byte) (int, error) {
-	var rpcCode, httpCode uint64
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, errMalformed
-		}
-		b = b[n:]
-		if typ == protowire.BytesType && (num == 1 || num == 2) {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return 0, errMalformed
-			}
-			b = b[n:]
-			var ok bool
-			if num == 1 { // google.rpc.Status.code
-				rpcCode, ok = varintField(v, 1, rpcCode)
-			} else { // DeniedHttpResponse.status -> HttpStatus.code
-				var st []byte
-				if st, ok = bytesField(v, 1); ok && st != nil {
-					httpCode, ok = varintField(st, 1, httpCode)
-				}
-			}
-			if !ok {
-				return 0, errMalformed
-			}
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return 0, errMalformed
-		}
-		b = b[n:]
+	status, ok1 := lastField(b, 1, protowire.BytesType)
+	denied, ok2 := lastField(b, 2, protowire.BytesType)
+	rpcCode, ok3 := lastField(status, 1, protowire.VarintType)      // google.rpc.Status.code
+	httpStatus, ok4 := lastField(denied, 1, protowire.BytesType)    // DeniedHttpResponse.status
+	httpCode, ok5 := lastField(httpStatus, 1, protowire.VarintType) // HttpStatus.code
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
+		return 0, errMalformed
 	}
 	switch {
-	case rpcCode == 0: // codes.OK
+	case varint(rpcCode) == 0: // codes.OK
 		return 200, nil
-	case httpCode != 0:
-		return int(httpCode), nil
+	case varint(httpCode) != 0:
+		return int(varint(httpCode)), nil
 	}
 	return 403, nil
 }
 
-// varintField returns the last value of varint field num in message b (def
-// when absent).
-func varintField(b []byte, num protowire.Number, def uint64) (uint64, bool) {
+// lastField returns the value of the last field num of type typ in message b
+// (the content of a length-delimited field, the encoded number of a varint),
+// nil when absent; ok is false when b does not parse.
+func lastField(b []byte, num protowire.Number, typ protowire.Type) (val []byte, ok bool) {
 	for len(b) > 0 {
-		n2, typ, n := protowire.ConsumeTag(b)
+		n2, t2, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return 0, false
+			return nil, false
 		}
 		b = b[n:]
-		if n2 == num && typ == protowire.VarintType {
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return 0, false
+		m := protowire.ConsumeFieldValue(n2, t2, b)
+		if m < 0 {
+			return nil, false
+		}
+		if n2 == num && t2 == typ {
+			val = b[:m]
+			if typ == protowire.BytesType {
+				val, _ = protowire.ConsumeBytes(val)
 			}
-			def, b = v, b[n:]
-			continue
 		}
-		if n = protowire.ConsumeFieldValue(n2, typ, b); n < 0 {
-			return 0, false
-		}
-		b = b[n:]
+		b = b[m:]
 	}
-	return def, true
+	return val, true
 }
 
-// bytesField returns the last value of length-delimited field num in b (nil
-// when absent).
-func bytesField(b []byte, num protowire.Number) ([]byte, bool) {
-	var out []byte
-	for len(b) > 0 {
-		n2, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, false
-		}
-		b = b[n:]
-		if n2 == num && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, false
-			}
-			out, b = v, b[n:]
-			continue
-		}
-		if n = protowire.ConsumeFieldValue(n2, typ, b); n < 0 {
-			return nil, false
-		}
-		b = b[n:]
-	}
-	return out, true
+// varint decodes a value lastField returned for a varint field (0 when absent).
+func varint(b []byte) uint64 {
+	v, _ := protowire.ConsumeVarint(b)
+	return v
 }
