@@ -87,6 +87,7 @@ func BenchmarkServe(b *testing.B) {
 	}{
 		{"apikey_allow", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}},
 		{"deny_missing", map[string]string{"x-tenant-id": "42"}},
+		{"deny_tenant", map[string]string{"x-api-key": demoKey, "x-tenant-id": "43"}},
 	} {
 		r := req("GET", "/v1/orders/17", c.headers)
 		b.Run(c.name+"/message", func(b *testing.B) {

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -22,8 +21,9 @@ import (
 // assembled from parts:
 //
 //	CheckResponse.status (1) and ok_response (3)   allow: okParts.head, marshalled once per memoized decision
-//	CheckResponse.status (1) and denied_response (2)   deny: appended per check from the profile's
-//	                                                   rendering (its body is per request; appendDenied)
+//	CheckResponse.status (1) and denied_response (2)   deny: denyParts, built once per memoized decision
+//	                                                   from the profile's prepared rendering, plus the
+//	                                                   request-id header and the body finished per check
 //	CheckResponse.dynamic_metadata (4), a Struct:  tag, length, then its map entries:
 //	  every field but decision_id                  memoEntry.meta, marshalled once per memoized decision
 //	  decision_id                                  appended per check
@@ -87,19 +87,67 @@ func (s *Server) encode(eng *engine.Engine, r *request, d *decision.Decision, no
 		}
 		head = append(make([]byte, 0, len(shared)+len(meta)+len(d.ID)+24), shared...)
 	} else {
-		out := denyProfile(eng, d).Render(d, now)
-		head = appendDenied(make([]byte, 0, 96+len(out.Body)+64*len(out.Headers)+len(meta)+len(d.ID)), out)
+		head = denyPartsFor(eng, r, d).append(eng, d, now, len(meta)+len(d.ID)+24)
 	}
 	return appendMetadata(head, meta, d.ID)
+}
+
+// denyParts are a memoized deny's encoding but what varies per request: its
+// DeniedHttpResponse fields before and after the request-id header, and the
+// profile's prepared rendering, which gives that header's value and the body.
+type denyParts struct {
+	prep          *profile.Prepared // nil: the profile renders this deny per request
+	before, after []byte
+}
+
+func denyPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *denyParts {
+	if p := r.memo.deny.Load(); p != nil {
+		return p
+	}
+	p := &denyParts{prep: denyProfile(eng, d).Prepare(d)}
+	if pr := p.prep; pr != nil {
+		p.before = appendHTTPStatus(nil, pr.Status)
+		for i, h := range pr.Headers {
+			switch {
+			case i < pr.ReqID || pr.ReqID < 0:
+				p.before = appendHeaderOption(p.before, h)
+			case i > pr.ReqID:
+				p.after = appendHeaderOption(p.after, h)
+			}
+		}
+		p.before, p.after = slices.Clip(p.before), slices.Clip(p.after)
+	}
+	r.memo.deny.Store(p)
+	return p
+}
+
+// append encodes CheckResponse.status and denied_response for d into a new
+// buffer with spare room for extra more bytes.
+func (p *denyParts) append(eng *engine.Engine, d *decision.Decision, now time.Time, extra int) []byte {
+	if !p.prep.Fits(d) {
+		out := denyProfile(eng, d).Render(d, now)
+		fields := appendHTTPStatus(nil, out.Status)
+		for _, h := range out.Headers {
+			fields = appendHeaderOption(fields, h)
+		}
+		return appendDenied(make([]byte, 0, len(fields)+len(out.Body)+extra+16), fields, nil, out.Body)
+	}
+	var scratch [512]byte
+	body := p.prep.AppendBody(scratch[:0], d, now)
+	size := len(p.before) + len(p.after) + len(body) + extra + 32
+	if p.prep.ReqID < 0 {
+		return appendDenied(make([]byte, 0, size), p.before, nil, body)
+	}
+	reqID := p.prep.Headers[p.prep.ReqID]
+	reqID[1] = p.prep.RequestIDHeader(d)
+	return appendDenied(make([]byte, 0, size+len(reqID[0])+len(reqID[1])+8), p.before, &reqID, body, p.after...)
 }
 
 // Field numbers of the deny's messages: envoy.service.auth.v3.CheckResponse,
 // DeniedHttpResponse, envoy.type.v3.HttpStatus, envoy.config.core.v3
 // HeaderValueOption and HeaderValue, google.rpc.Status.
 const (
-	fieldCheckResponseStatus = 1 // CheckResponse.status (google.rpc.Status)
 	fieldCheckResponseDenied = 2 // CheckResponse.denied_response
-	fieldRPCStatusCode       = 1 // google.rpc.Status.code
 	fieldDeniedStatus        = 1 // DeniedHttpResponse.status (HttpStatus)
 	fieldDeniedHeaders       = 2 // DeniedHttpResponse.headers (HeaderValueOption)
 	fieldDeniedBody          = 3 // DeniedHttpResponse.body
@@ -110,63 +158,91 @@ const (
 	fieldHeaderValue         = 2 // HeaderValue.value
 )
 
-// appendDenied appends CheckResponse.status and denied_response for out,
-// field for field what proto.Marshal writes for deniedResponse's message
-// (proto3: empty strings and zero numbers are left out).
-func appendDenied(b []byte, out profile.Response) []byte {
-	status := protowire.SizeTag(fieldRPCStatusCode) + protowire.SizeVarint(uint64(codes.PermissionDenied))
-	b = protowire.AppendTag(b, fieldCheckResponseStatus, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(status))
-	b = protowire.AppendTag(b, fieldRPCStatusCode, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64(codes.PermissionDenied))
+// deniedStatusField is CheckResponse.status of every deny, encoded.
+var deniedStatusField, _ = proto.Marshal(&authv3.CheckResponse{Status: deniedStatus})
 
-	stringField := func(num protowire.Number, s string) int {
-		if s == "" {
-			return 0
-		}
-		return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+// appendDenied appends CheckResponse.status and denied_response: its
+// encoded status and header fields (fields, then the request-id header
+// when reqID is not nil, then more) and then its body, field for field what
+// proto.Marshal writes for the message deniedResponse builds.
+func appendDenied(b, fields []byte, reqID *[2]string, body []byte, more ...byte) []byte {
+	size := len(fields) + len(more) + sizeBytesField(fieldDeniedBody, len(body))
+	if reqID != nil {
+		size += sizeHeaderOption(*reqID)
 	}
-	appendString := func(b []byte, num protowire.Number, s string) []byte {
-		if s == "" {
-			return b
-		}
-		return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
-	}
-	httpStatus := 0
-	if out.Status != 0 {
-		httpStatus = protowire.SizeTag(fieldHTTPStatusCode) + protowire.SizeVarint(uint64(out.Status))
-	}
-	// Sizes of each header's HeaderValue and HeaderValueOption.
-	headerSizes := func(h [2]string) (hv, hvo int) {
-		hv = stringField(fieldHeaderKey, h[0]) + stringField(fieldHeaderValue, h[1])
-		return hv, protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) + protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
-	}
-	size := protowire.SizeTag(fieldDeniedStatus) + protowire.SizeBytes(httpStatus) + stringField(fieldDeniedBody, string(out.Body))
-	for _, h := range out.Headers {
-		_, hvo := headerSizes(h)
-		size += protowire.SizeTag(fieldDeniedHeaders) + protowire.SizeBytes(hvo)
-	}
-
+	b = append(b, deniedStatusField...)
 	b = protowire.AppendTag(b, fieldCheckResponseDenied, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(size))
+	b = append(b, fields...)
+	if reqID != nil {
+		b = appendHeaderOption(b, *reqID)
+	}
+	b = append(b, more...)
+	if len(body) > 0 {
+		b = protowire.AppendTag(b, fieldDeniedBody, protowire.BytesType)
+		b = protowire.AppendBytes(b, body)
+	}
+	return b
+}
+
+// sizeBytesField is the encoded size of a length-delimited field of n
+// bytes; proto3 leaves an empty one out.
+func sizeBytesField(num protowire.Number, n int) int {
+	if n == 0 {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(n)
+}
+
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
+}
+
+// appendHTTPStatus appends DeniedHttpResponse.status.
+func appendHTTPStatus(b []byte, status int) []byte {
+	size := 0
+	if status != 0 {
+		size = protowire.SizeTag(fieldHTTPStatusCode) + protowire.SizeVarint(uint64(status))
+	}
 	b = protowire.AppendTag(b, fieldDeniedStatus, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(httpStatus))
-	if out.Status != 0 {
+	b = protowire.AppendVarint(b, uint64(size))
+	if status != 0 {
 		b = protowire.AppendTag(b, fieldHTTPStatusCode, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(out.Status))
+		b = protowire.AppendVarint(b, uint64(status))
 	}
-	for _, h := range out.Headers {
-		hv, hvo := headerSizes(h)
-		b = protowire.AppendTag(b, fieldDeniedHeaders, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(hvo))
-		b = protowire.AppendTag(b, fieldOptionHeader, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(hv))
-		b = appendString(b, fieldHeaderKey, h[0])
-		b = appendString(b, fieldHeaderValue, h[1])
-		b = protowire.AppendTag(b, fieldOptionAppend, protowire.BytesType)
-		b = protowire.AppendVarint(b, 0)
-	}
-	return appendString(b, fieldDeniedBody, string(out.Body))
+	return b
+}
+
+// headerValueSize is the encoded size of HeaderValue{key, value}.
+func headerValueSize(h [2]string) int {
+	return sizeBytesField(fieldHeaderKey, len(h[0])) + sizeBytesField(fieldHeaderValue, len(h[1]))
+}
+
+// headerOptionSize is the encoded size of HeaderValueOption{header: h,
+// append: false}, the message header() builds.
+func headerOptionSize(h [2]string) int {
+	return protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(headerValueSize(h)) +
+		protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+}
+
+// sizeHeaderOption is the encoded size of a DeniedHttpResponse.headers field.
+func sizeHeaderOption(h [2]string) int {
+	return protowire.SizeTag(fieldDeniedHeaders) + protowire.SizeBytes(headerOptionSize(h))
+}
+
+// appendHeaderOption appends a DeniedHttpResponse.headers field.
+func appendHeaderOption(b []byte, h [2]string) []byte {
+	b = protowire.AppendTag(b, fieldDeniedHeaders, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(headerOptionSize(h)))
+	b = protowire.AppendTag(b, fieldOptionHeader, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(headerValueSize(h)))
+	b = appendStringField(b, fieldHeaderKey, h[0])
+	b = appendStringField(b, fieldHeaderValue, h[1])
+	b = protowire.AppendTag(b, fieldOptionAppend, protowire.BytesType)
+	return protowire.AppendVarint(b, 0)
 }
 
 // appendMetadata appends CheckResponse.dynamic_metadata to head, which the

@@ -2,7 +2,7 @@ package check
 
 import (
 	"context"
-	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +11,10 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/wire"
+	"github.com/extauthz/extauthz/policies"
 )
 
 type lastID struct{ id string }
@@ -42,14 +45,21 @@ func TestCheckWireMatchesCheck(t *testing.T) {
 		{"deny tenant", "GET", "/v1/orders/17", map[string]string{"x-api-key": demoKey, "x-tenant-id": "43"}, true},
 		{"deny scope", "POST", "/v1/orders", map[string]string{"x-api-key": readonlyKey, "x-tenant-id": "42", "idempotency-key": "k"}, true},
 		{"deny unknown key", "GET", "/v1/orders/17", map[string]string{"x-api-key": "xa_nope", "x-tenant-id": "42"}, true},
+		{"aidial deny", "GET", "/v1/calls", map[string]string{"x-tenant-id": "42"}, true},
+		{"aidelly deny", "GET", "/v1/posts", map[string]string{"authorization": "Bearer " + demoKey}, true},
 	}
 	ctx := context.Background()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := req(c.method, c.uri, c.headers)
-			for i := range 3 {
-				// A fresh request id each time: deny bodies carry it.
-				r.Attributes.Request.Http.Headers["x-request-id"] = fmt.Sprintf("req-%d", i)
+			// A fresh request id each time: deny bodies and headers carry
+			// it. One needs escaping; one request has none.
+			for _, id := range []string{"req-0", "req-1", "q\"\\ \u2028\xff\x01", "", "req-4"} {
+				if id == "" {
+					delete(r.Attributes.Request.Http.Headers, "x-request-id")
+				} else {
+					r.Attributes.Request.Http.Headers["x-request-id"] = id
+				}
 				want, _ := s.Check(ctx, r) // also fills the memo
 				out := s.CheckWire(ctx, r)
 				var got *authv3.CheckResponse
@@ -78,6 +88,14 @@ func TestCheckWireMatchesCheck(t *testing.T) {
 				}
 				g, w := proto.Clone(got).(*authv3.CheckResponse), proto.Clone(want).(*authv3.CheckResponse)
 				for _, m := range []*authv3.CheckResponse{g, w} {
+					// With no x-request-id, the decision id stands in for it.
+					id := m.DynamicMetadata.Fields["decision_id"].GetStringValue()
+					if dr := m.GetDeniedResponse(); dr != nil {
+						dr.Body = strings.ReplaceAll(dr.Body, id, "<id>")
+						for _, h := range dr.Headers {
+							h.Header.Value = strings.ReplaceAll(h.Header.Value, id, "<id>")
+						}
+					}
 					m.DynamicMetadata.Fields["decision_id"] = structpb.NewStringValue("<id>")
 				}
 				if ok := g.GetOkResponse(); ok != nil && !c.encoded {
@@ -104,6 +122,42 @@ func TestCheckWireRateLimitedIsAMessage(t *testing.T) {
 		}
 		if got := resp.GetDeniedResponse().GetStatus().GetCode(); (i < 10) != (got == 0) || (i == 10 && got != 429) {
 			t.Fatalf("check %d: status %d", i+1, got)
+		}
+	}
+}
+
+// TestCheckWireUnpreparedDeny: a profile whose message carries the request id
+// cannot be prepared, so a memoized deny is rendered per check, and each
+// client still gets its own request id.
+func TestCheckWireUnpreparedDeny(t *testing.T) {
+	src, err := policy.LoadFS(policies.FS, "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := src.Data["extauthz"].(map[string]any)
+	ext["settings"].(map[string]any)["default_profile"] = "team"
+	ext["profiles"] = map[string]any{"team": map[string]any{"reasons": map[string]any{
+		"tenant_forbidden": map[string]any{"status": 403, "code": "nope", "message": "denied, request {{request_id}}"},
+	}}}
+	e, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, e)
+	r := req("GET", "/v1/orders/17", map[string]string{"x-api-key": demoKey, "x-tenant-id": "43"})
+	for _, id := range []string{"req-a", "req-b"} {
+		r.Attributes.Request.Http.Headers["x-request-id"] = id
+		out, ok := s.CheckWire(context.Background(), r).(wire.Encoded)
+		if !ok {
+			t.Fatal("memoized deny not encoded")
+		}
+		var got authv3.CheckResponse
+		if err := proto.Unmarshal(out, &got); err != nil {
+			t.Fatal(err)
+		}
+		dr := got.GetDeniedResponse()
+		if want := `{"error":{"code":"nope","message":"denied, request ` + id + `","request_id":"` + id + `"}}`; dr.GetStatus().GetCode() != 403 || dr.GetBody() != want {
+			t.Fatalf("%s: %d %s, want 403 %s", id, dr.GetStatus().GetCode(), dr.GetBody(), want)
 		}
 	}
 }

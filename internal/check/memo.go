@@ -53,6 +53,7 @@ type memoEntry struct {
 	out  policy.Output
 	ok   atomic.Pointer[okParts]
 	meta atomic.Pointer[[]byte] // encoded dynamic metadata but decision_id (see encode.go)
+	deny atomic.Pointer[denyParts]
 }
 
 // okParts are read-only once stored; responses share them.

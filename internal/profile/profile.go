@@ -313,15 +313,7 @@ const (
 // Render builds the deny response for d at time now.
 func (p *Profile) Render(d *decision.Decision, now time.Time) Response {
 	r := p.reason(d)
-	v := &vars{d: d, r: r, now: now}
-	if r.message != nil {
-		v.message, v.hasMessage = interpolate(r.message, v.get)
-	}
-	if r.details != nil {
-		if raw, ok := r.details.render(nil, v.get); ok {
-			v.details = raw
-		}
-	}
+	v := newVars(d, r, now)
 	body, _ := p.body.render(make([]byte, 0, 256), v.get)
 
 	hs := make([][2]string, 0, 8)
@@ -368,6 +360,20 @@ type vars struct {
 	message    string
 	hasMessage bool
 	details    []byte
+}
+
+// newVars resolves the message and details of reason r for d.
+func newVars(d *decision.Decision, r *reasonT, now time.Time) *vars {
+	v := &vars{d: d, r: r, now: now}
+	if r.message != nil {
+		v.message, v.hasMessage = interpolate(r.message, v.get)
+	}
+	if r.details != nil {
+		if raw, ok := r.details.render(nil, v.get); ok {
+			v.details = raw
+		}
+	}
+	return v
 }
 
 func (v *vars) get(name string) (value, bool) {

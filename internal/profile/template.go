@@ -188,11 +188,7 @@ func (n *node) render(dst []byte, get lookup) ([]byte, bool) {
 		}
 		return appendString(dst, v.s), true
 	case kStr:
-		s, ok := interpolate(n.parts, get)
-		if !ok {
-			return dst, false
-		}
-		return appendString(dst, s), true
+		return appendParts(dst, n.parts, get)
 	case kObj:
 		dst = append(dst, '{')
 		first := true
@@ -231,6 +227,37 @@ func (n *node) render(dst []byte, get lookup) ([]byte, bool) {
 	return dst, false
 }
 
+// appendParts appends parts as one JSON string, each part escaped on its own
+// (so a prepared rendering, which escapes per-request parts later, gives the
+// same bytes); ok is false when a variable is absent.
+func appendParts(dst []byte, parts []part, get lookup) ([]byte, bool) {
+	mark := len(dst)
+	dst = append(dst, '"')
+	for _, p := range parts {
+		if p.name == "" {
+			dst = appendEscaped(dst, p.lit)
+			continue
+		}
+		v, ok := get(p.name)
+		if !ok {
+			return dst[:mark], false
+		}
+		dst = v.appendEscaped(dst)
+	}
+	return append(dst, '"'), true
+}
+
+// appendEscaped appends v as it reads inside a JSON string.
+func (v value) appendEscaped(dst []byte) []byte {
+	switch v.kind {
+	case vInt:
+		return strconv.AppendInt(dst, v.i, 10)
+	case vRaw:
+		return appendEscaped(dst, string(v.raw))
+	}
+	return appendEscaped(dst, v.s)
+}
+
 // interpolate renders parts as a string; ok is false when a variable is absent.
 func interpolate(parts []part, get lookup) (string, bool) {
 	var b strings.Builder
@@ -259,8 +286,12 @@ func interpolate(parts []part, get lookup) (string, bool) {
 // backslash escaped, U+2028/2029 escaped, invalid UTF-8 replaced. No HTML
 // escaping, so the bytes match the published examples.
 func appendString(dst []byte, s string) []byte {
+	return append(appendEscaped(append(dst, '"'), s), '"')
+}
+
+// appendEscaped is appendString without the quotes.
+func appendEscaped(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -292,5 +323,5 @@ func appendString(dst []byte, s string) []byte {
 		}
 		i += size
 	}
-	return append(dst, '"')
+	return dst
 }
