@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: help run demo test vet fmt-check rego-test golden bench bench-scale load load-smoke e2e-docker fuzz build
+.PHONY: help run demo test vet fmt-check rego-test golden bench bench-scale load load-compare load-smoke e2e-docker fuzz build
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench-scale: ## the Check path in process at 10 -> 1M keys, 1 -> 10k tenants, 10
 
 load: ## extauthz vs the no-op floor over loopback (BENCHMARKS.md)
 	$(GO) run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 60000
+
+load-compare: ## allow vs each deny against the same processes, interleaved (is a deny slower?)
+	$(GO) run ./cmd/extauthz-load --compare apikey_allow,jwt_allow,deny_missing,deny_unknown_key,deny_tenant,deny_scope --rounds 3
 
 load-smoke: ## a few hundred checks per server, zero errors required, no timing
 	$(GO) run ./cmd/extauthz-load --smoke

@@ -18,6 +18,11 @@
 //	go run ./cmd/extauthz-load --sweep tenants --scale keys=10k
 //	go run ./cmd/extauthz-load --sweep routes --sweep-sizes 10,1k
 //	go run ./cmd/extauthz-load --extauthz-arg=--decision-log=none
+//	go run ./cmd/extauthz-load --compare apikey_allow,deny_missing,deny_tenant,deny_scope
+//
+// --compare drives several mixes against the same two server processes,
+// interleaved over --rounds rounds, and reports each mix's cost against the
+// first one's: the way to see whether a deny costs more than an allow.
 package main
 
 import (
@@ -29,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -53,10 +59,12 @@ func run() int {
 		smoke      = flag.Bool("smoke", false, "correctness smoke: a few hundred checks per server at concurrency 4; fails on any error or unexpected decision")
 		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
 		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
+		compare    = flag.String("compare", "", "comma-separated mixes to compare against the same server processes, the first as baseline (e.g. apikey_allow,deny_tenant)")
+		rounds     = flag.Int("rounds", 3, "rounds for --compare, every mix once per round")
 	)
 	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", ")+
 		"; scale_allow (the default for --sweep) sends allows spread over a --scale policy's generated keys, tenant allowlists and routes")
-	flag.IntVar(&cfg.Requests, "requests", 0, "checks per server and level (default 60000; 20000 per size for --sweep; 300 for --smoke)")
+	flag.IntVar(&cfg.Requests, "requests", 0, "checks per server and level (default 60000; 20000 per size for --sweep and per mix and round for --compare; 300 for --smoke)")
 	flag.IntVar(&cfg.Warmup, "warmup", 0, "warm-up checks per server (default min(requests/10, 3000))")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 0, "safety bound per level (default 90s; 30s for --smoke)")
 	flag.IntVar(&cfg.Conns, "conns", 4, "client connections per server, shared by the workers")
@@ -122,6 +130,19 @@ func run() int {
 		return usage("--sweep-sizes needs --sweep")
 	}
 	cfg.Scale = scale
+	var compared []string
+	if *compare != "" {
+		if *smoke || dim != "" {
+			return usage("--compare cannot be combined with --smoke or --sweep")
+		}
+		compared = strings.Split(*compare, ",")
+		if cfg.Requests == 0 {
+			cfg.Requests = 20000
+		}
+		if slices.ContainsFunc(compared, loadtest.NeedsJWT) {
+			cfg.Mix = "jwt_allow" // read the token below
+		}
+	}
 
 	if loadtest.NeedsJWT(cfg.Mix) {
 		tok, err := readJWT(*jwtPath)
@@ -181,6 +202,15 @@ func run() int {
 		if cfg.ReadyTimeout == 0 {
 			cfg.ReadyTimeout = 5 * time.Minute
 		}
+	}
+
+	if compared != nil {
+		r, err := loadtest.Compare(ctx, cfg, compared, *rounds)
+		if err != nil {
+			return fail(err)
+		}
+		r.Markdown(os.Stdout)
+		return exitFor(r.Problems())
 	}
 
 	if *smoke {

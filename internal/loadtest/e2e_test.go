@@ -181,6 +181,45 @@ func TestSmoke(t *testing.T) {
 	})
 }
 
+// TestCompare runs --compare end to end in smoke size: two mixes against the
+// same two processes, two rounds, every extauthz decision as expected. It
+// asserts nothing about timing.
+func TestCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs both servers")
+	}
+	ex, noop := buildBinaries(t)
+	noneRunning(t, ex, noop)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cfg := smokeConfig(t, ex, noop)
+	cfg.Requests, cfg.Warmup, cfg.Concurrency = 100, 20, []int{4}
+	r, err := Compare(ctx, cfg, []string{"apikey_allow", "deny_tenant"}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md strings.Builder
+	r.Markdown(&md)
+	t.Logf("\n%s", md.String())
+	if p := r.Problems(); len(p) > 0 {
+		t.Fatal(p)
+	}
+	if len(r.Rows) != 2 || r.Rows[0].Mix != "apikey_allow" || r.Rows[1].Mix != "deny_tenant" {
+		t.Fatalf("rows %+v", r.Rows)
+	}
+	for _, row := range r.Rows {
+		if row.Sent != [2]int{200, 200} || len(row.P50[0]) != 2 || row.CPUPerCheck(0) <= 0 {
+			t.Errorf("%s: sent %v, %d rounds, CPU/check %s", row.Mix, row.Sent, len(row.P50[0]), row.CPUPerCheck(0))
+		}
+	}
+	if !strings.Contains(md.String(), "| 4 | deny_tenant |") {
+		t.Errorf("report lacks the deny_tenant row:\n%s", md.String())
+	}
+	if _, err := Compare(ctx, cfg, []string{"apikey_allow"}, 1); err == nil {
+		t.Error("one mix compared with nothing: no error")
+	}
+}
+
 // TestScaleAllow drives mix scale_allow end to end against extauthz on a
 // small scaled policy, once through Smoke and once as a tenants sweep: every
 // check must be answered and allowed. It asserts nothing about timing.

@@ -178,37 +178,13 @@ func warm(ctx context.Context, cfg *Config, mix *Mix, t *target, seq *uint64) er
 // runLevels drives every target at every level, interleaving servers within
 // a level so slow drifts in machine load hit both alike.
 func runLevels(ctx context.Context, cfg *Config, mix *Mix, hz int, targets []*target, seq *uint64) error {
-	tick := time.Second / time.Duration(hz)
 	for _, conc := range cfg.Concurrency {
 		for _, t := range targets {
-			if t.child.Exited() {
-				return fmt.Errorf("%s exited; stderr:\n%s", t.res.Name, t.child.Stderr())
-			}
-			s0, err := ReadProcCPU(t.child.Pid())
+			l, err := measure(ctx, cfg, mix, conc, hz, t, seq)
 			if err != nil {
-				return fmt.Errorf("%s: %w", t.res.Name, err)
-			}
-			d0, _ := ReadProcCPU(os.Getpid())
-			o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq}.Run(ctx, t.pool)
-			*seq += uint64(cfg.Requests)
-			s1, err := ReadProcCPU(t.child.Pid())
-			if err != nil {
-				return fmt.Errorf("%s: %w (did it exit? stderr:\n%s)", t.res.Name, err, t.child.Stderr())
-			}
-			d1, _ := ReadProcCPU(os.Getpid())
-			if err := ctx.Err(); err != nil {
 				return err
 			}
-			l := Level{Concurrency: conc, Outcome: o, DecisionsChecked: t.check}
-			l.ServerCPU = time.Duration(s1.Ticks()-s0.Ticks()) * tick
-			if o.Sent > 0 {
-				l.CPUPerCheck = l.ServerCPU / time.Duration(o.Sent)
-				l.DriverCPUPerCheck = time.Duration(d1.Ticks()-d0.Ticks()) * tick / time.Duration(o.Sent)
-			}
 			t.res.Levels = append(t.res.Levels, l)
-			fmt.Fprintf(cfg.Log, "%s c=%d: %d checks in %s, %.0f/s, p50 %s p99 %s, server CPU/check %s, %d errors, %d unexpected\n",
-				t.res.Name, conc, o.Sent, o.Elapsed.Round(time.Millisecond), o.Throughput(), fmtDur(o.Latency.P50), fmtDur(o.Latency.P99),
-				fmtCPU(l.CPUPerCheck), o.Errors, o.Unexpected)
 		}
 	}
 	for _, t := range targets {
@@ -217,6 +193,40 @@ func runLevels(ctx context.Context, cfg *Config, mix *Mix, hz int, targets []*ta
 		}
 	}
 	return nil
+}
+
+// measure drives t with cfg.Requests checks of mix at concurrency conc and
+// reads the server's and the driver's CPU around it.
+func measure(ctx context.Context, cfg *Config, mix *Mix, conc, hz int, t *target, seq *uint64) (Level, error) {
+	tick := time.Second / time.Duration(hz)
+	if t.child.Exited() {
+		return Level{}, fmt.Errorf("%s exited; stderr:\n%s", t.res.Name, t.child.Stderr())
+	}
+	s0, err := ReadProcCPU(t.child.Pid())
+	if err != nil {
+		return Level{}, fmt.Errorf("%s: %w", t.res.Name, err)
+	}
+	d0, _ := ReadProcCPU(os.Getpid())
+	o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq}.Run(ctx, t.pool)
+	*seq += uint64(cfg.Requests)
+	s1, err := ReadProcCPU(t.child.Pid())
+	if err != nil {
+		return Level{}, fmt.Errorf("%s: %w (did it exit? stderr:\n%s)", t.res.Name, err, t.child.Stderr())
+	}
+	d1, _ := ReadProcCPU(os.Getpid())
+	if err := ctx.Err(); err != nil {
+		return Level{}, err
+	}
+	l := Level{Concurrency: conc, Outcome: o, DecisionsChecked: t.check}
+	l.ServerCPU = time.Duration(s1.Ticks()-s0.Ticks()) * tick
+	if o.Sent > 0 {
+		l.CPUPerCheck = l.ServerCPU / time.Duration(o.Sent)
+		l.DriverCPUPerCheck = time.Duration(d1.Ticks()-d0.Ticks()) * tick / time.Duration(o.Sent)
+	}
+	fmt.Fprintf(cfg.Log, "%s %s c=%d: %d checks in %s, %.0f/s, p50 %s p99 %s, server CPU/check %s, %d errors, %d unexpected\n",
+		t.res.Name, mix.Name, conc, o.Sent, o.Elapsed.Round(time.Millisecond), o.Throughput(), fmtDur(o.Latency.P50), fmtDur(o.Latency.P99),
+		fmtCPU(l.CPUPerCheck), o.Errors, o.Unexpected)
+	return l, nil
 }
 
 func (c *Config) check() (*Mix, error) {
