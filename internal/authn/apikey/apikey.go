@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
@@ -33,20 +35,47 @@ type Record struct {
 	Plan         string          `json:"plan,omitempty"`
 }
 
-type entry struct {
-	digest  [sha256.Size]byte
-	expires time.Time // zero = never
-	status  authn.Status
-	id      authn.Identity // in the entry: one allocation per key, not two
+// Store is an immutable index of key records. Per key it holds no pointers
+// — a digest index, fixed-size records and one byte arena for ids, subjects
+// and plans — so a million keys give the garbage collector nothing to scan
+// (scanning a pointer per key made every collection cost in proportion to
+// the key count). A key's Identity is built on its first lookup and kept.
+type Store struct {
+	index map[[sha256.Size]byte]uint32 // digest -> index in recs
+	recs  []rec
+	arena []byte
+	// Interned values records point at by index; index 0 is "none". Keys of
+	// one customer usually carry the same ones: a million keys hold a few
+	// thousand of them.
+	tenantSets []map[string][]string
+	lists      [][]string
+	ids        []atomic.Pointer[authn.Identity] // built on first lookup
 }
 
-// Store is an immutable index of key records.
-type Store struct {
-	byDigest map[[sha256.Size]byte]*entry
+// rec is one key, pointer-free.
+type rec struct {
+	digest                 [sha256.Size]byte
+	expSec                 int64 // expiry, unix seconds and nanoseconds; hasExp false = never
+	expNsec                int32
+	hasExp                 bool
+	status                 uint8 // statusValid, statusRevoked, statusSuspended
+	keyID, subject, plan   span  // in arena
+	tenants, scopes, cidrs uint32
 }
+
+// span is a string in the arena.
+type span struct{ off, n uint32 }
+
+const (
+	statusValid uint8 = iota
+	statusRevoked
+	statusSuspended
+)
+
+var statuses = [...]authn.Status{statusValid: authn.Valid, statusRevoked: authn.Revoked, statusSuspended: authn.Suspended}
 
 // Len is the number of keys.
-func (s *Store) Len() int { return len(s.byDigest) }
+func (s *Store) Len() int { return len(s.recs) }
 
 // Hash returns the record key for an API key: lower-case hex SHA-256.
 func Hash(key string) string {
@@ -57,7 +86,7 @@ func Hash(key string) string {
 // Parse builds a store from the extauthz.api_keys object. Errors name the
 // record (by key id or digest prefix) and field; all problems are reported.
 func Parse(raw json.RawMessage) (*Store, error) {
-	s := &Store{byDigest: map[[sha256.Size]byte]*entry{}}
+	s := &Store{index: map[[sha256.Size]byte]uint32{}, tenantSets: []map[string][]string{nil}, lists: [][]string{nil}}
 	if len(raw) == 0 || string(raw) == "null" {
 		return s, nil
 	}
@@ -69,71 +98,85 @@ func Parse(raw json.RawMessage) (*Store, error) {
 	}
 	var errs []error
 	ids := map[string]string{}
-	in := newInterner()
+	b := &builder{s: s, tenants: map[string]uint32{}, lists: map[string]uint32{}}
+	s.recs = make([]rec, 0, len(recs))
+	s.index = make(map[[sha256.Size]byte]uint32, len(recs))
 	for _, h := range slices.Sorted(maps.Keys(recs)) {
-		e, err := build(h, recs[h], in)
+		r := recs[h]
+		e, err := b.build(h, r)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if prev, dup := ids[e.id.KeyID]; dup {
-			errs = append(errs, fmt.Errorf("api_keys[%q].id: %q already used by %q", short(h), e.id.KeyID, short(prev)))
+		if prev, dup := ids[r.ID]; dup {
+			errs = append(errs, fmt.Errorf("api_keys[%q].id: %q already used by %q", short(h), r.ID, short(prev)))
 			continue
 		}
-		ids[e.id.KeyID] = h
-		s.byDigest[e.digest] = e
+		ids[r.ID] = h
+		s.index[e.digest] = uint32(len(s.recs))
+		s.recs = append(s.recs, e)
 	}
+	if len(s.arena) > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("api_keys: %d bytes of ids, subjects and plans; at most 4 GiB", len(s.arena)))
+	}
+	s.arena = slices.Clip(s.arena)
+	s.ids = make([]atomic.Pointer[authn.Identity], len(s.recs))
 	return s, errors.Join(errs...)
 }
 
-// interner shares equal tenant sets, scope and CIDR lists between the
-// records of one store: keys of one customer usually carry the same ones,
-// and identities never change them. A million keys then hold a few thousand
-// tenant maps, not a million.
-type interner struct {
-	tenants map[string]map[string][]string
-	lists   map[string][]string
+// builder fills a store, interning equal tenant sets, scope and CIDR lists.
+type builder struct {
+	s       *Store
+	tenants map[string]uint32 // raw JSON -> index in s.tenantSets
+	lists   map[string]uint32 // length-prefixed items -> index in s.lists
 }
 
-func newInterner() *interner {
-	return &interner{tenants: map[string]map[string][]string{}, lists: map[string][]string{}}
-}
-
-func (in *interner) list(l []string) []string {
+func (b *builder) list(l []string) uint32 {
 	if len(l) == 0 {
-		return nil
+		return 0
 	}
-	var b strings.Builder
+	var k strings.Builder
 	for _, s := range l { // length-prefixed: no two different lists share a key
-		b.WriteString(strconv.Itoa(len(s)))
-		b.WriteByte(':')
-		b.WriteString(s)
+		k.WriteString(strconv.Itoa(len(s)))
+		k.WriteByte(':')
+		k.WriteString(s)
 	}
-	k := b.String()
-	if v, ok := in.lists[k]; ok {
-		return v
+	if i, ok := b.lists[k.String()]; ok {
+		return i
 	}
-	l = slices.Clip(l)
-	in.lists[k] = l
-	return l
+	i := uint32(len(b.s.lists))
+	b.s.lists = append(b.s.lists, slices.Clip(l))
+	b.lists[k.String()] = i
+	return i
 }
 
-func (in *interner) tenantSet(raw json.RawMessage) (map[string][]string, error) {
-	if v, ok := in.tenants[string(raw)]; ok {
-		return v, nil
+func (b *builder) tenantSet(raw json.RawMessage) (uint32, error) {
+	if len(raw) == 0 {
+		return 0, nil
+	}
+	if i, ok := b.tenants[string(raw)]; ok {
+		return i, nil
 	}
 	t, err := ParseTenants(raw)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	for dim, ids := range t {
-		t[dim] = in.list(ids)
+		t[dim] = b.s.lists[b.list(ids)]
 	}
-	in.tenants[string(raw)] = t
-	return t, nil
+	i := uint32(len(b.s.tenantSets))
+	b.s.tenantSets = append(b.s.tenantSets, t)
+	b.tenants[string(raw)] = i
+	return i, nil
 }
 
-func build(h string, r Record, in *interner) (*entry, error) {
+func (b *builder) str(v string) span {
+	sp := span{off: uint32(len(b.s.arena)), n: uint32(len(v))}
+	b.s.arena = append(b.s.arena, v...)
+	return sp
+}
+
+func (b *builder) build(h string, r Record) (rec, error) {
 	where := fmt.Sprintf("api_keys[%q]", short(h))
 	d, err := hex.DecodeString(h)
 	validDigest := err == nil && len(d) == sha256.Size && strings.ToLower(h) == h
@@ -145,7 +188,7 @@ func build(h string, r Record, in *interner) (*entry, error) {
 	fail := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s.%s: %s", where, field, fmt.Sprintf(format, a...)))
 	}
-	e := &entry{}
+	var e rec
 	if !validDigest {
 		errs = append(errs, fmt.Errorf("%s: key must be the lower-case hex SHA-256 of the API key (64 characters); plaintext keys are not accepted", where))
 	} else {
@@ -156,11 +199,11 @@ func build(h string, r Record, in *interner) (*entry, error) {
 	}
 	switch r.Status {
 	case "", "active":
-		e.status = authn.Valid
+		e.status = statusValid
 	case "revoked":
-		e.status = authn.Revoked
+		e.status = statusRevoked
 	case "suspended":
-		e.status = authn.Suspended
+		e.status = statusSuspended
 	default:
 		fail("status", "%q is not one of active, revoked, suspended", r.Status)
 	}
@@ -169,29 +212,26 @@ func build(h string, r Record, in *interner) (*entry, error) {
 		if err != nil {
 			fail("expires_at", "not an RFC 3339 time: %q", r.ExpiresAt)
 		}
-		e.expires = t
+		e.expSec, e.expNsec, e.hasExp = t.Unix(), int32(t.Nanosecond()), true
 	}
 	for i, c := range r.AllowedCIDRs {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			fail(fmt.Sprintf("allowed_cidrs[%d]", i), "not a CIDR: %q", c)
 		}
 	}
-	tenants, err := in.tenantSet(r.Tenants)
+	tenants, err := b.tenantSet(r.Tenants)
 	if err != nil {
 		fail("tenants", "%v", err)
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return rec{}, errors.Join(errs...)
 	}
-	subject := r.Subject
-	if subject == "" {
-		subject = r.ID
+	e.keyID, e.plan, e.tenants = b.str(r.ID), b.str(r.Plan), tenants
+	e.subject = e.keyID
+	if r.Subject != "" && r.Subject != r.ID {
+		e.subject = b.str(r.Subject)
 	}
-	e.id = authn.Identity{
-		Kind: "api_key", KeyID: r.ID, Subject: subject, Plan: r.Plan,
-		Tenants: tenants, Scopes: in.list(r.Scopes), AllowedCIDRs: in.list(r.AllowedCIDRs),
-	}
-	e.id.Seal()
+	e.scopes, e.cidrs = b.list(r.Scopes), b.list(r.AllowedCIDRs)
 	return e, nil
 }
 
@@ -246,18 +286,39 @@ type Result struct {
 // Lookup verifies a presented key at time now.
 func (s *Store) Lookup(key string, now time.Time) Result {
 	d := sha256.Sum256([]byte(key))
-	e, ok := s.byDigest[d]
-	if !ok || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
+	i, ok := s.index[d]
+	if !ok || subtle.ConstantTimeCompare(s.recs[i].digest[:], d[:]) != 1 {
 		return Result{Status: authn.Unknown}
 	}
-	if e.status != authn.Valid {
-		return Result{Status: e.status, Identity: &e.id}
+	e := &s.recs[i]
+	id := s.identity(i)
+	if e.status != statusValid {
+		return Result{Status: statuses[e.status], Identity: id}
 	}
-	if !e.expires.IsZero() && !now.Before(e.expires) {
-		return Result{Status: authn.Expired, Identity: &e.id}
+	if e.hasExp && !now.Before(time.Unix(e.expSec, int64(e.expNsec))) {
+		return Result{Status: authn.Expired, Identity: id}
 	}
-	return Result{Status: authn.Valid, Identity: &e.id}
+	return Result{Status: authn.Valid, Identity: id}
 }
+
+// identity returns record i's identity, built on its first use.
+func (s *Store) identity(i uint32) *authn.Identity {
+	if id := s.ids[i].Load(); id != nil {
+		return id
+	}
+	e := &s.recs[i]
+	id := &authn.Identity{
+		Kind: "api_key", KeyID: s.str(e.keyID), Subject: s.str(e.subject), Plan: s.str(e.plan),
+		Tenants: s.tenantSets[e.tenants], Scopes: s.lists[e.scopes], AllowedCIDRs: s.lists[e.cidrs],
+	}
+	id.Seal()
+	if s.ids[i].CompareAndSwap(nil, id) {
+		return id
+	}
+	return s.ids[i].Load()
+}
+
+func (s *Store) str(sp span) string { return string(s.arena[sp.off : sp.off+sp.n]) }
 
 func short(h string) string {
 	if len(h) > 12 {

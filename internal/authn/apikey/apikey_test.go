@@ -2,8 +2,11 @@ package apikey
 
 import (
 	"encoding/json"
+	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,5 +143,70 @@ func TestSharedValuesStayDistinct(t *testing.T) {
 	}
 	if &a.Tenants["tenant"][0] != &b.Tenants["tenant"][0] {
 		t.Error("equal tenant sets are not shared")
+	}
+}
+
+// TestManyKeysFewObjects: a store of 100,000 keys is a handful of heap
+// objects, not several per key, so the garbage collector's work per cycle
+// does not grow with the key count (every check would pay for it).
+func TestManyKeysFewObjects(t *testing.T) {
+	const n = 100000
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `%q:{"id":"k%d","subject":"svc:%d","tenants":["%d"],"scopes":["orders:read"],"plan":"pro"}`, Hash(strconv.Itoa(i)), i, i, i%50)
+	}
+	b.WriteString("}")
+	raw := json.RawMessage(b.String())
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if s.Len() != n {
+		t.Fatalf("%d keys", s.Len())
+	}
+	if live := int64(after.HeapObjects) - int64(before.HeapObjects); live > 5000 {
+		t.Errorf("%d keys hold %d heap objects", n, live)
+	}
+	// Identities are built on first use, once: the same one every lookup.
+	res := s.Lookup("12345", time.Now())
+	if res.Status != authn.Valid || res.Identity.KeyID != "k12345" || res.Identity.Subject != "svc:12345" ||
+		res.Identity.Plan != "pro" || res.Identity.Tenants["tenant"][0] != "45" || res.Identity != s.Lookup("12345", time.Now()).Identity {
+		t.Fatalf("lookup: %+v", res)
+	}
+	runtime.KeepAlive(s)
+}
+
+// TestConcurrentFirstLookups: keys looked up for the first time from many
+// goroutines at once all get one identity (run with -race).
+func TestConcurrentFirstLookups(t *testing.T) {
+	s := mustParse(t, `{"`+Hash("a")+`":{"id":"a"},"`+Hash("b")+`":{"id":"b","status":"revoked"}}`)
+	var wg sync.WaitGroup
+	got := make([]*authn.Identity, 16)
+	for i := range got {
+		wg.Go(func() {
+			key := "a"
+			if i%2 == 1 {
+				key = "b"
+			}
+			got[i] = s.Lookup(key, time.Now()).Identity
+		})
+	}
+	wg.Wait()
+	for i, id := range got {
+		if id != got[i%2] || id.KeyID != string(rune('a'+i%2)) {
+			t.Fatalf("lookup %d: identity %p %q, want %p", i, id, id.KeyID, got[i%2])
+		}
+	}
+	if s.Lookup("b", time.Now()).Status != authn.Revoked {
+		t.Fatal("revoked key not revoked")
 	}
 }
