@@ -232,7 +232,23 @@ func version(src *policy.Source) string {
 		h.Write([]byte(src.Modules[n]))
 		h.Write([]byte{0})
 	}
-	b, _ := json.Marshal(src.Data)
+	// Raw sections (API keys, up to millions) are hashed as they are, not
+	// re-encoded with the rest.
+	data := maps.Clone(src.Data)
+	if root, ok := data["extauthz"].(map[string]any); ok {
+		r := maps.Clone(root)
+		for _, k := range slices.Sorted(maps.Keys(policy.RawSections)) {
+			if raw, ok := r[k].(json.RawMessage); ok {
+				delete(r, k)
+				h.Write([]byte(k))
+				h.Write([]byte{0})
+				h.Write(raw)
+				h.Write([]byte{0})
+			}
+		}
+		data["extauthz"] = r
+	}
+	b, _ := json.Marshal(data)
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }

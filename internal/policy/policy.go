@@ -117,11 +117,20 @@ func decodeData(b []byte) (map[string]any, error) {
 	return out, nil
 }
 
-// decodeJSON decodes with numbers kept exact and reports line:column on error.
+// decodeJSON decodes with numbers kept exact and reports line:column on
+// error. Into anything but an untyped value (where numbers matter) it
+// unmarshals in place: a Decoder would first copy a large data.json into
+// its own growing buffer.
 func decodeJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
+	var err error
+	if _, untyped := v.(*any); untyped {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		err = dec.Decode(v)
+	} else {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
 		switch {

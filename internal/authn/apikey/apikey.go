@@ -4,13 +4,13 @@
 package apikey
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -85,24 +85,31 @@ func Hash(key string) string {
 
 // Parse builds a store from the extauthz.api_keys object. Errors name the
 // record (by key id or digest prefix) and field; all problems are reported.
+// Records are read one at a time: a million of them are never all decoded
+// at once.
 func Parse(raw json.RawMessage) (*Store, error) {
 	s := &Store{index: map[[sha256.Size]byte]uint32{}, tenantSets: []map[string][]string{nil}, lists: [][]string{nil}}
 	if len(raw) == 0 || string(raw) == "null" {
 		return s, nil
 	}
-	var recs map[string]Record
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&recs); err != nil {
-		return nil, fmt.Errorf("api_keys: %w", err)
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("api_keys: must be an object of key digest -> record")
 	}
 	var errs []error
 	ids := map[string]string{}
 	b := &builder{s: s, tenants: map[string]uint32{}, lists: map[string]uint32{}}
-	s.recs = make([]rec, 0, len(recs))
-	s.index = make(map[[sha256.Size]byte]uint32, len(recs))
-	for _, h := range slices.Sorted(maps.Keys(recs)) {
-		r := recs[h]
+	for n := 0; dec.More(); n++ {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("api_keys: %w", err)
+		}
+		h, _ := tok.(string)
+		var r Record
+		if err := dec.Decode(&r); err != nil {
+			return nil, fmt.Errorf("%s: %w", where(h, fmt.Sprintf("entry %d", n+1)), err)
+		}
 		e, err := b.build(h, r)
 		if err != nil {
 			errs = append(errs, err)
@@ -112,16 +119,46 @@ func Parse(raw json.RawMessage) (*Store, error) {
 			errs = append(errs, fmt.Errorf("api_keys[%q].id: %q already used by %q", short(h), r.ID, short(prev)))
 			continue
 		}
+		if _, dup := s.index[e.digest]; dup {
+			errs = append(errs, fmt.Errorf("api_keys[%q]: listed twice", short(h)))
+			continue
+		}
 		ids[r.ID] = h
 		s.index[e.digest] = uint32(len(s.recs))
 		s.recs = append(s.recs, e)
 	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("api_keys: %w", err)
+	}
 	if len(s.arena) > math.MaxUint32 {
 		errs = append(errs, fmt.Errorf("api_keys: %d bytes of ids, subjects and plans; at most 4 GiB", len(s.arena)))
 	}
-	s.arena = slices.Clip(s.arena)
+	s.recs, s.arena = slices.Clip(s.recs), slices.Clip(s.arena)
 	s.ids = make([]atomic.Pointer[authn.Identity], len(s.recs))
 	return s, errors.Join(errs...)
+}
+
+// digest decodes a record key: lower-case hex SHA-256.
+func digest(h string) (d [sha256.Size]byte, ok bool) {
+	if len(h) != hex.EncodedLen(sha256.Size) {
+		return d, false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return d, false
+		}
+	}
+	_, err := hex.Decode(d[:], []byte(h))
+	return d, err == nil
+}
+
+// where names record h in errors. A map key that is not a digest is never
+// echoed: it may be a plaintext secret.
+func where(h, alt string) string {
+	if _, ok := digest(h); ok {
+		return fmt.Sprintf("api_keys[%q]", short(h))
+	}
+	return fmt.Sprintf("api_keys[<%s>]", alt)
 }
 
 // builder fills a store, interning equal tenant sets, scope and CIDR lists.
@@ -177,22 +214,14 @@ func (b *builder) str(v string) span {
 }
 
 func (b *builder) build(h string, r Record) (rec, error) {
-	where := fmt.Sprintf("api_keys[%q]", short(h))
-	d, err := hex.DecodeString(h)
-	validDigest := err == nil && len(d) == sha256.Size && strings.ToLower(h) == h
-	if !validDigest {
-		// Never echo a non-digest map key: it may be a plaintext secret.
-		where = fmt.Sprintf("api_keys[<entry with id %q>]", r.ID)
-	}
 	var errs []error
 	fail := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", where, field, fmt.Sprintf(format, a...)))
+		errs = append(errs, fmt.Errorf("%s.%s: %s", where(h, fmt.Sprintf("entry with id %q", r.ID)), field, fmt.Sprintf(format, a...)))
 	}
 	var e rec
-	if !validDigest {
-		errs = append(errs, fmt.Errorf("%s: key must be the lower-case hex SHA-256 of the API key (64 characters); plaintext keys are not accepted", where))
-	} else {
-		copy(e.digest[:], d)
+	var ok bool
+	if e.digest, ok = digest(h); !ok {
+		errs = append(errs, fmt.Errorf("%s: key must be the lower-case hex SHA-256 of the API key (64 characters); plaintext keys are not accepted", where(h, fmt.Sprintf("entry with id %q", r.ID))))
 	}
 	if r.ID == "" {
 		fail("id", "required")

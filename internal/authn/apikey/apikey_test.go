@@ -78,11 +78,19 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{`{"` + Hash("x") + `": {"id":"a","tenants":"42"}}`, `.tenants: want a list`},
 		{`{"` + Hash("x") + `": {"id":"a","colour":"red"}}`, `unknown field "colour"`},
 		{`{"` + Hash("x") + `": {"id":"a"}, "` + Hash("y") + `": {"id":"a"}}`, `.id: "a" already used`},
+		{`{"` + Hash("x") + `": {"id":"a"}, "` + Hash("x") + `": {"id":"b"}}`, `api_keys["` + Hash("x")[:12] + `…"]: listed twice`},
+		{`{"` + Hash("x") + `": {"id":"a","scopes":"orders:read"}}`, `api_keys["` + Hash("x")[:12] + `…"]: json: cannot unmarshal string`},
+		{`{"xa_live_secret": {"id":"a","scopes":"orders:read"}}`, `api_keys[<entry 1>]: json: cannot unmarshal`},
+		{`["` + Hash("x") + `"]`, `api_keys: must be an object`},
+		{`{"` + Hash("x") + `": {"id":"a"}`, `api_keys: `},
 	}
 	for _, c := range cases {
 		_, err := Parse(json.RawMessage(c.js))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%s) error = %v, want it to contain %q", c.js, err, c.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "plaintext-key") || strings.Contains(err.Error(), "xa_live_secret")) {
+			t.Errorf("Parse(%s) error echoes a plaintext key: %v", c.js, err)
 		}
 	}
 }
