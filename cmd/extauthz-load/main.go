@@ -60,11 +60,11 @@ func run() int {
 		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
 		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
 		compare    = flag.String("compare", "", "comma-separated mixes to compare against the same server processes, the first as baseline (e.g. apikey_allow,deny_tenant)")
-		rounds     = flag.Int("rounds", 3, "rounds for --compare, every mix once per round")
+		rounds     = flag.Int("rounds", 3, "rounds for --compare and --sweep: every mix (or size) once per round, interleaved")
 	)
 	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", ")+
 		"; scale_allow (the default for --sweep) sends allows spread over a --scale policy's generated keys, tenant allowlists and routes")
-	flag.IntVar(&cfg.Requests, "requests", 0, "checks per server and level (default 60000; 20000 per size for --sweep and per mix and round for --compare; 300 for --smoke)")
+	flag.IntVar(&cfg.Requests, "requests", 0, "checks per server and level (default 60000; 20000 per round and size for --sweep or mix for --compare; 300 for --smoke)")
 	flag.IntVar(&cfg.Warmup, "warmup", 0, "warm-up checks per server (default min(requests/10, 3000))")
 	flag.DurationVar(&cfg.MaxDuration, "max-duration", 0, "safety bound per level (default 90s; 30s for --smoke)")
 	flag.IntVar(&cfg.Conns, "conns", 4, "client connections per server, shared by the workers")
@@ -182,7 +182,7 @@ func run() int {
 	}
 
 	if dim != "" {
-		r, err := loadtest.Sweep(ctx, cfg, dim, sizes, scale, tmp)
+		r, err := loadtest.Sweep(ctx, cfg, dim, sizes, scale, tmp, *rounds)
 		if r != nil {
 			r.Markdown(os.Stdout)
 		}

@@ -256,7 +256,7 @@ func TestScaleAllow(t *testing.T) {
 		cfg := smokeConfig(t, ex, noop)
 		cfg.Mix = "" // the sweep default
 		cfg.Requests, cfg.Warmup, cfg.Concurrency, cfg.MaxDuration = 200, 50, []int{4}, 30*time.Second
-		r, err := Sweep(ctx, cfg, DimTenants, []int{1, sc.Tenants}, Scale{Keys: sc.Keys, Routes: sc.Routes}, t.TempDir())
+		r, err := Sweep(ctx, cfg, DimTenants, []int{1, sc.Tenants}, Scale{Keys: sc.Keys, Routes: sc.Routes}, t.TempDir(), 2)
 		var md strings.Builder
 		if r != nil {
 			r.Markdown(&md)
@@ -273,11 +273,15 @@ func TestScaleAllow(t *testing.T) {
 		}
 		for i, want := range []Scale{{Keys: 50, Tenants: 1, Routes: 3}, sc} {
 			p := r.Points[i]
-			if p.Scale != want || len(p.Server.Levels) != 1 || p.Server.Levels[0].Sent != 200 || !p.Server.Levels[0].DecisionsChecked {
+			// Two rounds of 200 checks, summed.
+			if p.Scale != want || len(p.Server.Levels) != 1 || p.Server.Levels[0].Sent != 400 || !p.Server.Levels[0].DecisionsChecked {
 				t.Errorf("point %d: scale %+v, levels %+v", i, p.Scale, p.Server.Levels)
 			}
 		}
-		for _, s := range []string{"### tenant-count sweep, mix `scale_allow`", "| tenants | data.json |", "| 5 | "} {
+		if l := r.Noop.Levels; len(l) != 1 || l[0].Sent != 400 {
+			t.Errorf("no-op levels %+v", l)
+		}
+		for _, s := range []string{"### tenant-count sweep, mix `scale_allow`", "2 rounds interleaved", "| tenants | data.json |", "| 5 | "} {
 			if !strings.Contains(md.String(), s) {
 				t.Errorf("report lacks %q", s)
 			}

@@ -224,3 +224,20 @@ func TestParseScale(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeRounds: rounds add up their checks and CPU; the percentiles are
+// the median round's.
+func TestMergeRounds(t *testing.T) {
+	ms := time.Millisecond
+	round := func(sent int, cpu, p50 time.Duration) Level {
+		return Level{Concurrency: 16, DecisionsChecked: true, ServerCPU: cpu,
+			Outcome: Outcome{Sent: sent, Elapsed: time.Second, Latency: Latencies{N: sent, P50: p50, P99: 10 * p50, Max: 20 * p50}}}
+	}
+	m := mergeRounds([]Level{round(100, 10*ms, 1*ms), round(300, 20*ms, 3*ms), round(200, 30*ms, 2*ms)})
+	if m.Sent != 600 || m.ServerCPU != 60*ms || m.CPUPerCheck != 100*time.Microsecond || m.Elapsed != 3*time.Second {
+		t.Errorf("sums: %+v", m)
+	}
+	if m.Latency.P50 != 2*ms || m.Latency.P99 != 20*ms || m.Latency.Max != 60*ms || m.Latency.N != 600 || !m.DecisionsChecked || m.Concurrency != 16 {
+		t.Errorf("latency %+v", m.Latency)
+	}
+}

@@ -35,13 +35,14 @@ type SweepReport struct {
 	Dim               Dim   // the dimension swept
 	Base              Scale // the other dimensions' sizes
 	Mix, MixDesc      string
-	Requests, Warmup  int
+	Requests, Warmup  int // Requests per level and round
 	Conns             int
+	Rounds            int
 	ExtauthzArgs      []string
 	Machine           Machine
 	ClockTicks        int
 	ClockTicksAssumed bool
-	Noop              ServerResult // the floor, measured once
+	Noop              ServerResult // the floor, driven in turn with the sizes
 	Points            []SweepPoint
 }
 
@@ -58,14 +59,15 @@ func (r *SweepReport) Problems() []string {
 // policy: API keys, tenants (with IP allowlists) or routes. base fixes the
 // other two (its size in dim is ignored); a tenants or routes sweep whose
 // base has no keys uses SweepBaseKeys. For each size it writes a scaled
-// policy under workDir (removed afterwards), starts a fresh extauthz on it,
-// warms up and drives cfg's levels with cfg's mix built for that policy (see
-// NewScaledMix; cfg.Mix defaults to scale_allow here). The no-op server is
-// measured once at the start as the floor, with the first size's mix.
-// cfg.PolicyDir and cfg.Scale are ignored. No sizes means
-// DefaultSweepSizes[dim]. If cfg.Requests is zero it defaults to 20000 per
-// level here.
-func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, workDir string) (*SweepReport, error) {
+// policy under workDir (removed afterwards), starts an extauthz on it and
+// warms it up with cfg's mix built for that policy (see NewScaledMix;
+// cfg.Mix defaults to scale_allow here). Then, per level and for rounds
+// rounds, it drives the no-op server (with the first size's mix) and every
+// size in turn, so drifts in machine load spread over all sizes alike; each
+// size's figures sum its rounds. cfg.PolicyDir and cfg.Scale are ignored.
+// No sizes means DefaultSweepSizes[dim]. If cfg.Requests is zero it defaults
+// to 20000 per level and round here.
+func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, workDir string, rounds int) (*SweepReport, error) {
 	if _, err := ParseDim(string(dim)); err != nil {
 		return nil, fmt.Errorf("sweep: %w", err)
 	}
@@ -85,6 +87,7 @@ func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, wo
 	if cfg.Mix == "" {
 		cfg.Mix = ScaleMix
 	}
+	rounds = max(rounds, 1)
 	cfg.defaults()
 	cfg.PolicyDir = ""
 	cfg.Scale = dim.With(base, sizes[0])
@@ -94,7 +97,7 @@ func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, wo
 	}
 	hz, assumed := ClockTicks()
 	r := &SweepReport{Dim: dim, Base: base, Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Warmup: cfg.Warmup, Conns: cfg.Conns,
-		ExtauthzArgs: cfg.ExtauthzArgs, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
+		Rounds: rounds, ExtauthzArgs: cfg.ExtauthzArgs, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var seq uint64
@@ -107,73 +110,124 @@ func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, wo
 	if err != nil {
 		return nil, err
 	}
-	err = func() error {
-		defer noT.close()
-		if err := warm(ctx, &cfg, mix, noT, &seq); err != nil {
-			return err
-		}
-		return runLevels(ctx, &cfg, mix, hz, []*target{noT}, &seq)
-	}()
-	if err != nil {
+	defer noT.close()
+	if err := warm(ctx, &cfg, mix, noT, &seq); err != nil {
 		return nil, err
 	}
-	r.Noop = noT.res
-
+	targets, mixes := []*target{noT}, []*Mix{mix}
+	var points []SweepPoint
 	for _, n := range sizes {
 		cfg.Scale = dim.With(base, n)
-		p, err := sweepPoint(ctx, &cfg, hz, workDir, &seq)
+		t, m, p, err := startPoint(ctx, &cfg, workDir, &seq)
+		if t != nil {
+			defer t.close()
+		}
 		if err != nil {
 			return r, fmt.Errorf("%s=%d: %w", dim, n, err)
 		}
-		r.Points = append(r.Points, *p)
+		targets, mixes, points = append(targets, t), append(mixes, m), append(points, p)
 	}
+
+	for _, conc := range cfg.Concurrency {
+		levels := make([][]Level, len(targets))
+		for range rounds {
+			for i, t := range targets {
+				l, err := measure(ctx, &cfg, mixes[i], conc, hz, t, &seq)
+				if err != nil {
+					return r, err
+				}
+				levels[i] = append(levels[i], l)
+			}
+		}
+		for i, t := range targets {
+			t.res.Levels = append(t.res.Levels, mergeRounds(levels[i]))
+		}
+	}
+	for i, t := range targets {
+		if m, err := ReadProcMem(t.child.Pid()); err == nil {
+			t.res.PeakRSS = m.Peak
+		}
+		if i == 0 {
+			r.Noop = t.res
+		} else {
+			points[i-1].Server = t.res
+		}
+	}
+	r.Points = points
 	return r, nil
 }
 
-// sweepPoint measures extauthz on a policy of size cfg.Scale.
-func sweepPoint(ctx context.Context, cfg *Config, hz int, workDir string, seq *uint64) (*SweepPoint, error) {
+// startPoint writes a policy of size cfg.Scale (removed once the server has
+// loaded it), starts extauthz on it and warms it up.
+func startPoint(ctx context.Context, cfg *Config, workDir string, seq *uint64) (*target, *Mix, SweepPoint, error) {
 	sc := cfg.Scale
+	p := SweepPoint{Scale: sc}
 	mix, err := cfg.check()
 	if err != nil {
-		return nil, err
+		return nil, nil, p, err
 	}
 	dir, err := os.MkdirTemp(workDir, "extauthz-scale-")
 	if err != nil {
-		return nil, err
+		return nil, nil, p, err
 	}
 	defer os.RemoveAll(dir)
 	t0 := time.Now()
 	if err := WriteScaledPolicy(dir, sc.Keys, sc.Tenants, sc.Routes); err != nil {
-		return nil, err
+		return nil, nil, p, err
 	}
 	st, err := os.Stat(filepath.Join(dir, "data.json"))
 	if err != nil {
-		return nil, err
+		return nil, nil, p, err
 	}
+	p.DataBytes = st.Size()
 	fmt.Fprintf(cfg.Log, "scale keys=%d tenants=%d routes=%d: data.json %s written in %s\n",
 		sc.Keys, sc.Tenants, sc.Routes, mib(st.Size()), time.Since(t0).Round(time.Millisecond))
 	ex, err := StartExtauthz(ctx, cfg.ExtauthzBin, dir, cfg.ReadyTimeout, cfg.ExtauthzArgs...)
 	if err != nil {
-		return nil, err
+		return nil, nil, p, err
 	}
 	t, err := newTarget(ex, cfg.Conns, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, p, err
 	}
-	defer t.close()
-	if err := warm(ctx, cfg, mix, t, seq); err != nil {
-		return nil, err
+	return t, mix, p, warm(ctx, cfg, mix, t, seq)
+}
+
+// mergeRounds sums one server's rounds at one level: counts, time and CPU
+// add up; the latency percentiles are the median of the rounds'.
+func mergeRounds(ls []Level) Level {
+	if len(ls) == 1 {
+		return ls[0]
 	}
-	if err := runLevels(ctx, cfg, mix, hz, []*target{t}, seq); err != nil {
-		return nil, err
+	m := Level{Concurrency: ls[0].Concurrency, DecisionsChecked: ls[0].DecisionsChecked}
+	var p50, p90, p99 []time.Duration
+	var driverCPU time.Duration
+	for _, l := range ls {
+		m.Sent += l.Sent
+		m.Errors += l.Errors
+		m.Unexpected += l.Unexpected
+		m.Elapsed += l.Elapsed
+		m.TimedOut = m.TimedOut || l.TimedOut
+		m.ServerCPU += l.ServerCPU
+		driverCPU += l.DriverCPUPerCheck * time.Duration(l.Sent)
+		m.ErrorSamples = appendUpTo(m.ErrorSamples, l.ErrorSamples)
+		m.UnexpectedSamples = appendUpTo(m.UnexpectedSamples, l.UnexpectedSamples)
+		p50, p90, p99 = append(p50, l.Latency.P50), append(p90, l.Latency.P90), append(p99, l.Latency.P99)
+		m.Latency.N += l.Latency.N
+		m.Latency.Max = max(m.Latency.Max, l.Latency.Max)
 	}
-	return &SweepPoint{Scale: sc, DataBytes: st.Size(), Server: t.res}, nil
+	m.Latency.P50, m.Latency.P90, m.Latency.P99 = median(p50), median(p90), median(p99)
+	if m.Sent > 0 {
+		m.CPUPerCheck = m.ServerCPU / time.Duration(m.Sent)
+		m.DriverCPUPerCheck = driverCPU / time.Duration(m.Sent)
+	}
+	return m
 }
 
 // Markdown writes the sweep as Markdown.
 func (r *SweepReport) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "### %s-count sweep, mix `%s`: %d checks per size and level, %d warm-up, %d client connections\n\n",
-		r.Dim.Noun(), r.Mix, r.Requests, r.Warmup, r.Conns)
+	fmt.Fprintf(w, "### %s-count sweep, mix `%s`: %d checks per size, level and round, %d rounds interleaved over the sizes, %d warm-up, %d client connections\n\n",
+		r.Dim.Noun(), r.Mix, r.Requests, r.Rounds, r.Warmup, r.Conns)
 	fmt.Fprintf(w, "Swept: %s. Fixed: %s. Mix: %s.\n", r.Dim, r.fixed(), r.MixDesc)
 	fmt.Fprintln(w, extauthzFlags(r.ExtauthzArgs))
 	r.Machine.markdown(w, r.ClockTicks, r.ClockTicksAssumed)
@@ -195,7 +249,7 @@ func (r *SweepReport) Markdown(w io.Writer) {
 				ratio(float64(l.CPUPerCheck), float64(floor[l.Concurrency])), l.Errors, decisions(l))
 		}
 	}
-	fmt.Fprintf(w, "\nPeak RSS includes loading the policy (data.json is decoded whole). %s\n", cpuNote)
+	fmt.Fprintf(w, "\nPeak RSS includes loading the policy (data.json is read whole). Latency percentiles are the median of the rounds'. %s\n", cpuNote)
 	if p := r.Problems(); len(p) > 0 {
 		fmt.Fprintf(w, "\n**Problems:**\n\n- %s\n", strings.Join(p, "\n- "))
 	}
