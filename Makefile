@@ -39,7 +39,7 @@ bench-scale: ## the Check path in process at 10 -> 1M keys, 1 -> 10k tenants, 10
 	$(GO) test -run '^$$' -bench 'CheckKeys|CheckTenants|CheckRoutes' -benchmem -timeout 30m ./internal/loadtest/
 
 load: ## extauthz vs the no-op floor over loopback (BENCHMARKS.md)
-	$(GO) run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 60000
+	$(GO) run ./cmd/extauthz-load --mix blend --concurrency 16,64 --requests 20000 --rounds 3
 
 load-compare: ## allow vs each deny against the same processes, interleaved (is a deny slower?)
 	$(GO) run ./cmd/extauthz-load --compare apikey_allow,jwt_allow,deny_missing,deny_unknown_key,deny_tenant,deny_scope --rounds 3

@@ -60,7 +60,7 @@ func run() int {
 		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
 		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
 		compare    = flag.String("compare", "", "comma-separated mixes to compare against the same server processes, the first as baseline (e.g. apikey_allow,deny_tenant)")
-		rounds     = flag.Int("rounds", 3, "rounds for --compare and --sweep: every mix (or size) once per round, interleaved")
+		rounds     = flag.Int("rounds", 3, "rounds for --compare and --sweep (and for a plain run when given): every mix, size or server once per round, interleaved; --requests is per round")
 	)
 	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", ")+
 		"; scale_allow (the default for --sweep) sends allows spread over a --scale policy's generated keys, tenant allowlists and routes")
@@ -223,6 +223,9 @@ func run() int {
 		}
 		fmt.Fprintln(os.Stderr, "smoke: ok (no gRPC errors, no unexpected decisions)")
 		return 0
+	}
+	if flagSet("rounds") {
+		cfg.Rounds = *rounds
 	}
 	r, err := loadtest.Run(ctx, cfg)
 	if err != nil {

@@ -138,6 +138,27 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	t.Run("rounds", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		cfg := smokeConfig(t, ex, noop)
+		cfg.Requests, cfg.Rounds = 100, 2
+		r, err := Smoke(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range r.Servers {
+			if len(s.Levels) != 1 || s.Levels[0].Sent != 200 {
+				t.Errorf("%s: levels %+v, want one level of 2 × 100 checks", s.Name, s.Levels)
+			}
+		}
+		var md strings.Builder
+		r.Markdown(&md)
+		if !strings.Contains(md.String(), "200 checks per server and level (2 rounds of 100") {
+			t.Errorf("report:\n%s", md.String())
+		}
+	})
+
 	t.Run("scaled policy", func(t *testing.T) {
 		dir := t.TempDir()
 		if err := WriteScaledPolicy(dir, 2000, 100, 50); err != nil {

@@ -76,7 +76,11 @@ const cpuNote = "Server CPU/check = (utime+stime of the server process over the 
 
 // Markdown writes the report as Markdown, ready for BENCHMARKS.md.
 func (r *Report) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "### mix `%s`: %d checks per server and level, %d warm-up, %d client connections\n\n", r.Mix, r.Requests, r.Warmup, r.Conns)
+	rounds := ""
+	if r.Rounds > 1 {
+		rounds = fmt.Sprintf(" (%d rounds of %d, alternating the servers; latency percentiles are the median round's)", r.Rounds, r.Requests)
+	}
+	fmt.Fprintf(w, "### mix `%s`: %d checks per server and level%s, %d warm-up, %d client connections\n\n", r.Mix, r.Requests*max(r.Rounds, 1), rounds, r.Warmup, r.Conns)
 	fmt.Fprintf(w, "Mix: %s.", r.MixDesc)
 	if r.PolicyDir != "" {
 		fmt.Fprintf(w, " Policy dir: `%s`.", r.PolicyDir)

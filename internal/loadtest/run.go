@@ -38,8 +38,12 @@ type Config struct {
 	// policy. Sweep sets it per size.
 	Scale Scale
 
-	Concurrency []int         // worker goroutines per level; default 16, 64
-	Requests    int           // checks per level and server; default 60000
+	Concurrency []int // worker goroutines per level; default 16, 64
+	Requests    int   // checks per level, server and round; default 60000
+	// Rounds splits each level into rounds that alternate the servers, so
+	// drifts in machine load hit both alike; a level's figures sum its
+	// rounds. Default 1.
+	Rounds      int
 	Warmup      int           // checks before measuring; default min(Requests/10, 3000), at least 100
 	MaxDuration time.Duration // safety bound per level; default 90s
 	Conns       int           // client connections per server; default 4
@@ -63,6 +67,9 @@ func (c *Config) defaults() {
 	}
 	if c.Conns <= 0 {
 		c.Conns = 4
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 1
 	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 60 * time.Second
@@ -97,7 +104,8 @@ type ServerResult struct {
 // Report is one Run.
 type Report struct {
 	Mix, MixDesc      string
-	Requests, Warmup  int
+	Requests, Warmup  int // Requests per level, server and round
+	Rounds            int
 	Conns             int
 	PolicyDir         string
 	ExtauthzArgs      []string
@@ -175,16 +183,23 @@ func warm(ctx context.Context, cfg *Config, mix *Mix, t *target, seq *uint64) er
 	return nil
 }
 
-// runLevels drives every target at every level, interleaving servers within
-// a level so slow drifts in machine load hit both alike.
+// runLevels drives every target at every level, alternating the servers
+// within a level (for cfg.Rounds rounds) so slow drifts in machine load hit
+// both alike.
 func runLevels(ctx context.Context, cfg *Config, mix *Mix, hz int, targets []*target, seq *uint64) error {
 	for _, conc := range cfg.Concurrency {
-		for _, t := range targets {
-			l, err := measure(ctx, cfg, mix, conc, hz, t, seq)
-			if err != nil {
-				return err
+		rounds := make([][]Level, len(targets))
+		for range cfg.Rounds {
+			for i, t := range targets {
+				l, err := measure(ctx, cfg, mix, conc, hz, t, seq)
+				if err != nil {
+					return err
+				}
+				rounds[i] = append(rounds[i], l)
 			}
-			t.res.Levels = append(t.res.Levels, l)
+		}
+		for i, t := range targets {
+			t.res.Levels = append(t.res.Levels, mergeRounds(rounds[i]))
 		}
 	}
 	for _, t := range targets {
@@ -250,7 +265,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	hz, assumed := ClockTicks()
-	r := &Report{Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Warmup: cfg.Warmup, Conns: cfg.Conns,
+	r := &Report{Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Rounds: cfg.Rounds, Warmup: cfg.Warmup, Conns: cfg.Conns,
 		PolicyDir: cfg.PolicyDir, ExtauthzArgs: cfg.ExtauthzArgs, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
 
 	ctx, cancel := context.WithCancel(ctx)
