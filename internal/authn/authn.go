@@ -49,6 +49,7 @@ type Identity struct {
 	once  sync.Once // value and key are built on first use, not at load:
 	value ast.Value // a million keys must not each carry a policy value
 	key   string
+	quota string
 }
 
 // Key identifies the identity's content: two identities with equal keys are
@@ -65,6 +66,16 @@ func (id *Identity) Seal() *Identity { return id }
 func (id *Identity) derive() {
 	id.value = id.build()
 	id.key = id.value.String()
+	if id.KeyID == "" && id.Subject != "" {
+		id.quota = id.Issuer + "|" + id.Subject
+	}
+}
+
+// QuotaSubject is who quotas count a JWT identity as: "issuer|subject"
+// (empty for API keys, which are counted by key id). Valid after Seal.
+func (id *Identity) QuotaSubject() string {
+	id.once.Do(id.derive)
+	return id.quota
 }
 
 // Value is the identity as the policy sees it (input.extauthz.credential.identity).

@@ -233,7 +233,8 @@ func (s *Server) nextID() string {
 	if s.idPrefix == "" {
 		s.idPrefix = newIDPrefix()
 	}
-	return s.idPrefix + strconv.FormatUint(s.seq.Add(1), 36)
+	var b [48]byte
+	return string(strconv.AppendUint(append(b[:0], s.idPrefix...), s.seq.Add(1), 36))
 }
 
 func newIDPrefix() string {

@@ -161,3 +161,38 @@ func TestCheckWireUnpreparedDeny(t *testing.T) {
 		}
 	}
 }
+
+// TestAllocationBudget: what the gRPC server runs per memoized check besides
+// transport (CheckWire and the codec's marshal) stays within its allocation
+// budget, allow or deny: allocations are what the collector charges every
+// check for under load. The budget is today's count; raise it only with a
+// measurement that says the new allocation is worth it.
+func TestAllocationBudget(t *testing.T) {
+	const budget = 8
+	s := newServer(t, demoEngine(t))
+	codec := wire.Codec()
+	ctx := context.Background()
+	for _, c := range []struct {
+		name         string
+		method, path string
+		headers      map[string]string
+	}{
+		{"api key allow", "GET", "/v1/orders/17", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}},
+		{"cached jwt allow", "GET", "/v1/orders/17", map[string]string{"authorization": "Bearer " + demoJWT, "x-tenant-id": "42"}},
+		{"401 deny", "GET", "/v1/orders/17", map[string]string{"x-tenant-id": "42"}},
+		{"403 tenant deny", "GET", "/v1/orders/17", map[string]string{"x-api-key": demoKey, "x-tenant-id": "43"}},
+		{"403 scope deny", "POST", "/v1/orders", map[string]string{"x-api-key": readonlyKey, "x-tenant-id": "42", "idempotency-key": "k"}},
+	} {
+		r := req(c.method, c.path, c.headers)
+		if _, ok := s.CheckWire(ctx, r).(wire.Encoded); !ok { // fills the memo
+			t.Fatalf("%s: not memoized", c.name)
+		}
+		allocs := testing.AllocsPerRun(200, func() {
+			out, _ := codec.Marshal(s.CheckWire(ctx, r))
+			out.Free()
+		})
+		if allocs > budget {
+			t.Errorf("%s: %.0f allocations per check, budget %d", c.name, allocs, budget)
+		}
+	}
+}

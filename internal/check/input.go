@@ -41,6 +41,7 @@ type request struct {
 	quotaHeaders [][2]string // rate-limit headers for the response (allowed, or IETF on 429)
 	memo         *memoEntry  // the remembered decision this request used, if any
 	tenant       string      // the tenant the request acts for (see actingTenant)
+	segs         [6]string   // storage for path.Segments of ordinary paths
 }
 
 // browserSignals are request headers only browsers send on their own.
@@ -67,7 +68,7 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	if rawPath == "" {
 		rawPath = headers[":path"]
 	}
-	r.path = pathcanon.Parse(rawPath)
+	r.path = pathcanon.ParseInto(rawPath, r.segs[:0])
 	ce := attrs.GetContextExtensions()
 
 	// Route: an Envoy route may name it; otherwise the prepared matcher.

@@ -66,10 +66,7 @@ func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *d
 		return
 	}
 	id := r.identity
-	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: r.tenant}
-	if sub.KeyID == "" && id.Subject != "" {
-		sub.Subject = id.Issuer + "|" + id.Subject
-	}
+	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: r.tenant, Subject: id.QuotaSubject()}
 	if r.route != nil {
 		sub.Route = r.route.ID
 	}

@@ -35,10 +35,14 @@ type memoKey struct {
 	clientIP    netip.Addr
 	browser     bool
 	idempotency bool
-	tenants     string
-	method      string
-	path        string
-	noRoute     bool
+	// The tenant headers' values: one header's name and value in the
+	// first two fields (no allocation for the common case), more joined in
+	// tenants.
+	tenantName, tenantValue string
+	tenants                 string
+	method                  string
+	path                    string
+	noRoute                 bool
 }
 
 type memo struct {
@@ -118,7 +122,7 @@ func (r *request) memoKey() memoKey {
 	switch len(r.tenantValues) {
 	case 0:
 	case 1:
-		k.tenants = r.tenantValues[0][0] + "\x00" + r.tenantValues[0][1]
+		k.tenantName, k.tenantValue = r.tenantValues[0][0], r.tenantValues[0][1]
 	default:
 		var b strings.Builder
 		for _, tv := range r.tenantValues {

@@ -36,7 +36,11 @@ type Path struct {
 
 // Parse canonicalises raw. It decodes percent-encoded unreserved characters
 // (RFC 3986 §6.2.2.2: "/%61dmin" is "/admin") and refuses anything ambiguous.
-func Parse(raw string) Path {
+func Parse(raw string) Path { return ParseInto(raw, nil) }
+
+// ParseInto is Parse with the segments appended to segs[:0], so a caller
+// can keep them in storage it already has.
+func ParseInto(raw string, segs []string) Path {
 	if len(raw) > MaxLen {
 		return Path{Problem: ProblemTooLong}
 	}
@@ -58,8 +62,10 @@ func Parse(raw string) Path {
 	if trailing {
 		body = body[:len(body)-1]
 	}
-	n := strings.Count(body, "/") + 1
-	segs := make([]string, 0, n)
+	if n := strings.Count(body, "/") + 1; cap(segs) < n {
+		segs = make([]string, 0, n)
+	}
+	segs = segs[:0]
 	changed := false
 	for s := range strings.SplitSeq(body, "/") {
 		d, prob := decodeSegment(s)
