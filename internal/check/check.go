@@ -167,7 +167,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 	if memo != nil {
 		r.purity = eng.Policy.Purity()
 		key = r.memoKey()
-		r.memo = memo.get(key)
+		r.memo = memo.get(key, r.clientIP)
 	}
 	if r.memo != nil {
 		out = r.memo.out

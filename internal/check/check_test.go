@@ -386,3 +386,52 @@ func TestRateLimitBackendDownDenies(t *testing.T) {
 		t.Errorf("unlimited key: %s", reason)
 	}
 }
+
+// TestMemoAcrossClientAddresses: the demo rulebook only tests the client
+// address against allowlists, so the memo keeps one decision per key for
+// every address that falls the same way in them — and every address still
+// gets the decision an evaluation without the memo gives.
+func TestMemoAcrossClientAddresses(t *testing.T) {
+	eng := demoEngine(t)
+	if !eng.Policy.Purity().TracesClientIP {
+		t.Fatal("the demo rulebook's address tests are not traced")
+	}
+	s, plain := newServer(t, eng), newServer(t, eng)
+	plain.NoMemo = true
+	addrs := []string{"10.1.2.3", "192.0.2.5", "::ffff:10.9.9.9", "2001:db8::1", "10.255.0.1", "203.0.113.9", "::ffff:192.0.2.77"}
+	allowlisted := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"}) // tenant 7: 10.0.0.0/8
+	open := req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"})          // tenant 42: no allowlist
+	for range 3 {
+		for _, a := range addrs {
+			for _, r := range []*authv3.CheckRequest{allowlisted, open} {
+				r.Attributes.Source.Address.GetSocketAddress().Address = a
+				got, _, _ := decide(t, s, r)
+				want, _, _ := decide(t, plain, r)
+				if got != want {
+					t.Fatalf("%s from %s: memo says %s, evaluation says %s", r.Attributes.Request.Http.Headers["x-tenant-id"], a, got, want)
+				}
+				if r == allowlisted {
+					in := strings.HasPrefix(a, "10.") || strings.HasPrefix(a, "::ffff:10.")
+					if (got == "ok") != in {
+						t.Fatalf("tenant 7 from %s: %s", a, got)
+					}
+				}
+			}
+		}
+	}
+	// One decision per side of the allowlist, and one for the tenant
+	// without one, however many addresses asked.
+	m := s.memo.Load()
+	variants := map[string]int{}
+	for k, e := range m.m {
+		if !k.ipTraced || k.clientIP.IsValid() {
+			t.Errorf("key %+v holds the address", k)
+		}
+		for ; e != nil; e = e.next {
+			variants[k.tenantValue]++
+		}
+	}
+	if variants["7"] != 2 || variants["42"] != 1 {
+		t.Errorf("variants per tenant %v, want 7:2 42:1", variants)
+	}
+}

@@ -1,6 +1,7 @@
 package check
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -20,8 +21,19 @@ import (
 // it is remembered per engine version, keyed by exactly those facts. A memo
 // never outlives its engine: a reload starts an empty one. Its size is capped:
 // when full it is cleared, so nothing a client sends can grow it.
+//
+// The client address is the exception when the policy traces it
+// (policy.Purity.TracesClientIP: it only tests the address against CIDRs).
+// Such a key leaves the address out and holds up to maxVariants decisions,
+// each with the tests its evaluation made; a request takes the first whose
+// tests its own address answers alike (policy.IPTrace.Matches). Most
+// decisions test nothing (no allowlist applies) and hold for every address;
+// the others hold for every address on the same side of the allowlists.
 
 const memoCap = 65536
+
+// maxVariants bounds the decisions one address-free key holds.
+const maxVariants = 8
 
 type memoKey struct {
 	route       string
@@ -32,7 +44,8 @@ type memoKey struct {
 	status      authn.Status
 	identity    string
 	pathProblem string
-	clientIP    netip.Addr
+	clientIP    netip.Addr // zero when ipTraced
+	ipTraced    bool       // the address is matched against each variant's tests
 	browser     bool
 	idempotency bool
 	// The tenant headers' values: one header's name and value in the
@@ -58,6 +71,7 @@ type memoEntry struct {
 	ok   atomic.Pointer[okParts]
 	meta atomic.Pointer[[]byte] // encoded dynamic metadata but decision_id (see encode.go)
 	deny atomic.Pointer[denyParts]
+	next *memoEntry // the key's other variants (traced keys only); immutable
 }
 
 // okParts are read-only once stored; responses share them.
@@ -67,11 +81,22 @@ type okParts struct {
 	head   []byte // encoded status and ok_response (see encode.go)
 }
 
-func (m *memo) get(k memoKey) *memoEntry {
+// get returns the decision remembered for k and, for a traced key, for
+// client address ip; nil when there is none.
+func (m *memo) get(k memoKey, ip netip.Addr) *memoEntry {
 	m.mu.RLock()
 	e := m.m[k]
 	m.mu.RUnlock()
-	return e
+	if e == nil || !k.ipTraced {
+		return e
+	}
+	b := ip.As16() // the bytes net.ParseIP gives for ip's text
+	for ; e != nil; e = e.next {
+		if e.out.IPTests.Matches(net.IP(b[:])) {
+			return e
+		}
+	}
+	return nil
 }
 
 func (m *memo) put(k memoKey, o policy.Output) *memoEntry {
@@ -79,6 +104,15 @@ func (m *memo) put(k memoKey, o policy.Output) *memoEntry {
 	m.mu.Lock()
 	if len(m.m) >= memoCap {
 		clear(m.m)
+	}
+	if k.ipTraced {
+		n := 0
+		for v := m.m[k]; v != nil; v = v.next {
+			n++
+		}
+		if n < maxVariants {
+			e.next = m.m[k]
+		}
 	}
 	m.m[k] = e
 	m.mu.Unlock()
@@ -102,8 +136,15 @@ func (r *request) memoKey() memoKey {
 	k := memoKey{
 		ce: r.ceKey, profile: r.profile,
 		kind: r.cred.Kind, via: r.cred.Via, status: r.status,
-		pathProblem: r.path.Problem, clientIP: r.clientIP,
-		browser: r.browser, idempotency: r.idempotency,
+		pathProblem: r.path.Problem,
+		browser:     r.browser, idempotency: r.idempotency,
+	}
+	// An address the policy can trace: valid, and text net.ParseIP reads
+	// (no zone), as the policy sees it.
+	if r.purity.TracesClientIP && r.clientIP.IsValid() && r.clientIP.Zone() == "" {
+		k.ipTraced = true
+	} else {
+		k.clientIP = r.clientIP
 	}
 	if r.route != nil {
 		k.route = r.route.ID

@@ -159,6 +159,16 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	t.Run("a new client address per request", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		cfg := smokeConfig(t, ex, noop)
+		cfg.Mix, cfg.Requests = ManyIPsMix, 200
+		if _, err := Smoke(ctx, cfg); err != nil { // every one of them allowed
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("scaled policy", func(t *testing.T) {
 		dir := t.TempDir()
 		if err := WriteScaledPolicy(dir, 2000, 100, 50); err != nil {

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,6 +138,12 @@ func TestMixes(t *testing.T) {
 		if name == ScaleMix {
 			continue // one case per synthetic key; see TestScaleMix
 		}
+		if name == ManyIPsMix {
+			if len(m.Cases) != 2 || !m.Cases[0].FreshSource || !m.Cases[1].FreshSource || counts["apikey_allow_fresh_ip"] != counts["allowlisted_fresh_ip"] {
+				t.Errorf("%s: %v", name, counts)
+			}
+			continue
+		}
 		if name != "blend" {
 			if len(m.Cases) != 1 || counts[name] != len(m.Schedule) {
 				t.Errorf("%s: %v", name, counts)
@@ -239,5 +246,16 @@ func TestMergeRounds(t *testing.T) {
 	}
 	if m.Latency.P50 != 2*ms || m.Latency.P99 != 20*ms || m.Latency.Max != 60*ms || m.Latency.N != 600 || !m.DecisionsChecked || m.Concurrency != 16 {
 		t.Errorf("latency %+v", m.Latency)
+	}
+}
+
+func TestFreshAddr(t *testing.T) {
+	seen := map[string]bool{}
+	for _, seq := range []uint64{0, 1, 255, 256, 65535, 65536, 1<<24 - 1} {
+		a := FreshAddr(seq)
+		if seen[a] || !strings.HasPrefix(a, "10.") {
+			t.Errorf("FreshAddr(%d) = %s", seq, a)
+		}
+		seen[a] = true
 	}
 }

@@ -17,6 +17,7 @@ import (
 const (
 	DemoAPIKey     = "xa_demo_7Qm2vK9pL4sT8wZ1"
 	ReadonlyAPIKey = "xa_demo_readonly_K3n8Vb"
+	Tenant7APIKey  = "xa_demo_tenant7_A1b2Zy" // tenant 7, whose allowlist is 10.0.0.0/8
 	// UnknownAPIKey looks like a real key but is in no policy data.
 	UnknownAPIKey = "xa_live_R8f3Wq6Ln1Zt4Yc9Hv2Kb5Ps"
 )
@@ -30,6 +31,10 @@ type Case struct {
 	// Source is the client address Envoy saw (attributes.source, which
 	// extauthz's IP allowlists check); empty means 127.0.0.1.
 	Source string
+	// FreshSource sends every request of this case from a new address in
+	// 10.0.0.0/8 (attributes.source, x-forwarded-for and
+	// x-envoy-external-address), as a public API's clients arrive.
+	FreshSource bool
 	// Want is the expected HTTP status: 200 for allow, else the deny status.
 	Want int
 }
@@ -47,7 +52,17 @@ type Mix struct {
 
 // MixNames lists the mixes NewMix knows, blend last.
 func MixNames() []string {
-	return []string{"apikey_allow", "jwt_allow", "deny_missing", "deny_unknown_key", "deny_tenant", "deny_scope", ScaleMix, "blend"}
+	return []string{"apikey_allow", "jwt_allow", "deny_missing", "deny_unknown_key", "deny_tenant", "deny_scope", ManyIPsMix, ScaleMix, "blend"}
+}
+
+// ManyIPsMix sends API-key allows from a new client address per request:
+// half on tenant 42 (no allowlist), half with the tenant-7 key on tenant 7,
+// whose allowlist (10.0.0.0/8) holds every address sent.
+const ManyIPsMix = "many_ips"
+
+// FreshAddr is the client address of request seq of a FreshSource case.
+func FreshAddr(seq uint64) string {
+	return fmt.Sprintf("10.%d.%d.%d", (seq>>16)&255, (seq>>8)&255, seq&255)
 }
 
 // ScaleMix is the mix that exercises a scaled policy's synthetic keys,
@@ -161,6 +176,14 @@ func NewScaledMix(name, jwt string, sc Scale) (*Mix, error) {
 		for range m.Cases {
 			m.Weights = append(m.Weights, 1)
 		}
+	case ManyIPsMix:
+		m.Cases = []Case{
+			{Name: "apikey_allow_fresh_ip", Method: "GET", Path: "/v1/orders/17", FreshSource: true,
+				Headers: map[string]string{"x-api-key": DemoAPIKey, "x-tenant-id": "42"}, Want: 200},
+			{Name: "allowlisted_fresh_ip", Method: "GET", Path: "/v1/orders", FreshSource: true,
+				Headers: map[string]string{"x-api-key": Tenant7APIKey, "x-tenant-id": "7"}, Want: 200},
+		}
+		m.Weights = []int{1, 1}
 	case "blend":
 		for _, cw := range []struct {
 			name string

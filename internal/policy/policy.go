@@ -182,15 +182,26 @@ func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, er
 	if c.Compile(mods); c.Failed() {
 		return nil, c.Errors
 	}
-	pq, err := rego.New(
-		rego.Query(Query),
-		rego.Compiler(c),
-		rego.Store(inmem.NewFromObject(data)),
-	).PrepareForEval(ctx)
+	purity := analyse(c)
+	if refs := clientIPRefs(c); purity.Pure && refs > 0 {
+		// Trace the client address when every reference to it is the
+		// address operand of a net.cidr_contains call: the rewrite replaced
+		// as many calls as the compiler sees references, none is left, and
+		// the result is still pure (see clientip.go). Anything else keeps
+		// the plain policy, memoized per address.
+		if traced, rewrites, err := compileTraced(src); err == nil && rewrites == refs && clientIPRefs(traced) == 0 && analyse(traced).Pure {
+			c, purity.TracesClientIP = traced, true
+		}
+	}
+	opts := []func(*rego.Rego){rego.Query(Query), rego.Compiler(c), rego.Store(inmem.NewFromObject(data))}
+	if purity.TracesClientIP {
+		opts = append(opts, rego.Function1(clientIPFunc, clientIPIn))
+	}
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", Query, err)
 	}
-	return &Engine{pq: pq, purity: analyse(c)}, nil
+	return &Engine{pq: pq, purity: purity}, nil
 }
 
 // Pure reports whether the decision depends only on input.extauthz facts
@@ -207,6 +218,11 @@ type Purity struct {
 	Why  string // the first reason it is not pure
 	// Facts read beyond the always-keyed ones.
 	ReadsPath, ReadsMethod bool
+	// TracesClientIP: the policy reads the client address only to test it
+	// against CIDRs, and each evaluation reports those tests
+	// (Output.IPTests): a decision holds for every address that answers
+	// them alike (see clientip.go).
+	TracesClientIP bool
 }
 
 // memoFacts are the input.extauthz fields a memoized decision may depend on;
@@ -270,6 +286,9 @@ type Output struct {
 	Variant         string
 	Details         map[string]string
 	UpstreamHeaders map[string]string
+	// IPTests are the tests of the client address the evaluation made,
+	// when the policy traces them (Purity.TracesClientIP).
+	IPTests IPTrace
 }
 
 // Errors returned by Eval. Every one of them must become a deny.
@@ -281,6 +300,10 @@ var (
 
 // Eval evaluates the decision for input.
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
+	var trace *ipTrace
+	if e.purity.TracesClientIP {
+		ctx, trace = withIPTrace(ctx, input)
+	}
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
 		return Output{}, fmt.Errorf("evaluate policy: %w", err)
@@ -291,7 +314,11 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
 	case len(rs) > 1 || len(rs[0].Expressions) > 1:
 		return Output{}, ErrConflict
 	}
-	return parseOutput(rs[0].Expressions[0].Value)
+	out, err := parseOutput(rs[0].Expressions[0].Value)
+	if trace != nil {
+		out.IPTests = trace.tests
+	}
+	return out, err
 }
 
 func parseOutput(v any) (Output, error) {

@@ -71,7 +71,8 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	st = Status{Version: eng.Version, LoadedAt: time.Now(), LastTry: st.LastTry}
 	r.status.Store(&st)
 	r.log().Info("policy loaded", "source", r.Loader.String(), "version", eng.Version,
-		"routes", eng.Routes.Len(), "api_keys", eng.Keys.Len(), "profiles", len(eng.Profiles.Names()), "memoized", eng.Policy.Pure())
+		"routes", eng.Routes.Len(), "api_keys", eng.Keys.Len(), "profiles", len(eng.Profiles.Names()), "memoized", eng.Policy.Pure(),
+		"client_ip_traced", eng.Policy.Purity().TracesClientIP)
 	if !eng.Policy.Pure() {
 		r.log().Info("decision memo off: the policy reads more than input.extauthz", "why", eng.Policy.Purity().Why)
 	}
