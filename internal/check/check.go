@@ -184,7 +184,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 			return
 		}
 		if memo != nil {
-			r.memo = memo.put(key, out)
+			r.memo = memo.put(key, out, r.clientIP)
 		}
 	}
 	reason := decision.Reason(out.Reason)

@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -433,5 +434,52 @@ func TestMemoAcrossClientAddresses(t *testing.T) {
 	}
 	if variants["7"] != 2 || variants["42"] != 1 {
 		t.Errorf("variants per tenant %v, want 7:2 42:1", variants)
+	}
+}
+
+// TestLongAllowlistsAreKeyedByAddress: a decision whose evaluation tested
+// the address against more CIDRs than a shared entry may carry is kept for
+// its own address only, so entries stay small however long allowlists get;
+// decisions stay those of an evaluation.
+func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
+	src, err := policy.LoadFS(policies.FS, "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cidrs []any
+	for i := range 2 * maxTraceTests {
+		cidrs = append(cidrs, fmt.Sprintf("10.%d.0.0/16", i))
+	}
+	src.Data["extauthz"].(map[string]any)["tenants"].(map[string]any)["7"] = map[string]any{"allowed_cidrs": cidrs}
+	eng, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, plain := newServer(t, eng), newServer(t, eng)
+	plain.NoMemo = true
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
+	for range 2 {
+		for _, a := range []string{"192.0.2.1", "192.0.2.2", "10.0.0.1", "10.31.9.9", "10.32.0.1"} {
+			r.Attributes.Source.Address.GetSocketAddress().Address = a
+			got, _, _ := decide(t, s, r)
+			want, _, _ := decide(t, plain, r)
+			if got != want {
+				t.Fatalf("from %s: memo says %s, evaluation says %s", a, got, want)
+			}
+		}
+	}
+	byAddr := 0
+	for k, e := range s.memo.Load().m {
+		for ; e != nil; e = e.next {
+			if len(e.out.IPTests) > maxTraceTests {
+				t.Errorf("key %+v keeps %d tests", k, len(e.out.IPTests))
+			}
+		}
+		if !k.ipTraced && k.clientIP.IsValid() {
+			byAddr++
+		}
+	}
+	if byAddr < 3 { // 192.0.2.1, 192.0.2.2 and 10.32.0.1 test all 32 CIDRs
+		t.Errorf("%d decisions kept by address, want at least 3", byAddr)
 	}
 }

@@ -32,8 +32,18 @@ import (
 
 const memoCap = 65536
 
-// maxVariants bounds the decisions one address-free key holds.
-const maxVariants = 8
+// maxVariants bounds the decisions one address-free key holds, and
+// maxTraceTests the tests one of them may carry: a decision whose
+// evaluation tested the address more often (a long allowlist it is not in)
+// is keyed by the address instead, so neither an entry's size nor a
+// lookup's cost grows with allowlists.
+// The memo is also cleared when its decisions carry maxMemoTests tests in
+// all (about 80 bytes each).
+const (
+	maxVariants   = 8
+	maxTraceTests = 16
+	maxMemoTests  = 1 << 18
+)
 
 type memoKey struct {
 	route       string
@@ -59,9 +69,10 @@ type memoKey struct {
 }
 
 type memo struct {
-	eng *engine.Engine
-	mu  sync.RWMutex
-	m   map[memoKey]*memoEntry
+	eng   *engine.Engine
+	mu    sync.RWMutex
+	m     map[memoKey]*memoEntry
+	tests int // address tests the entries in m carry; under mu
 }
 
 // memoEntry is a remembered decision, plus the parts of its OK response that
@@ -96,15 +107,32 @@ func (m *memo) get(k memoKey, ip netip.Addr) *memoEntry {
 			return e
 		}
 	}
-	return nil
+	// A decision with too many tests to share is kept by address.
+	m.mu.RLock()
+	e = m.m[byAddress(k, ip)]
+	m.mu.RUnlock()
+	return e
 }
 
-func (m *memo) put(k memoKey, o policy.Output) *memoEntry {
+// byAddress is traced key k for one address.
+func byAddress(k memoKey, ip netip.Addr) memoKey {
+	k.ipTraced, k.clientIP = false, ip
+	return k
+}
+
+// put remembers o for k (and, for a traced key, the requests whose address
+// answers o's tests alike; ip is this request's).
+func (m *memo) put(k memoKey, o policy.Output, ip netip.Addr) *memoEntry {
+	if k.ipTraced && len(o.IPTests) > maxTraceTests {
+		k, o.IPTests = byAddress(k, ip), nil
+	}
 	e := &memoEntry{out: o}
 	m.mu.Lock()
-	if len(m.m) >= memoCap {
+	if len(m.m) >= memoCap || m.tests+len(o.IPTests) > maxMemoTests {
 		clear(m.m)
+		m.tests = 0
 	}
+	m.tests += len(o.IPTests)
 	if k.ipTraced {
 		n := 0
 		for v := m.m[k]; v != nil; v = v.next {

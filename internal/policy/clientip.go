@@ -37,11 +37,11 @@ var (
 	clientIPCallRef = ast.Ref{ast.VarTerm(clientIPBuiltin)}
 )
 
-// IPTest is one test of the client address an evaluation made.
+// IPTest is one test of the client address an evaluation made: whether it
+// lies in a network.
 type IPTest struct {
-	CIDR string
-	net  *net.IPNet // nil: CIDR is not one; the call failed whatever the address
-	In   bool
+	net *net.IPNet
+	In  bool
 }
 
 // IPTrace is every test of the client address one evaluation made, in order.
@@ -52,7 +52,7 @@ type IPTrace []IPTest
 // same 16 bytes).
 func (t IPTrace) Matches(ip net.IP) bool {
 	for _, x := range t {
-		if x.net != nil && x.net.Contains(ip) != x.In {
+		if x.net.Contains(ip) != x.In {
 			return false
 		}
 	}
@@ -84,7 +84,7 @@ func clientIPIn(bctx rego.BuiltinContext, a *ast.Term) (*ast.Term, error) {
 		return nil, errors.New("client_ip is not a valid textual representation of an IP address")
 	}
 	in := n.Contains(t.ip)
-	t.tests = append(t.tests, IPTest{CIDR: string(s), net: n, In: in})
+	t.tests = append(t.tests, IPTest{net: n, In: in})
 	return ast.InternedTerm(in), nil
 }
 
@@ -115,61 +115,45 @@ func clientIPRefs(c *ast.Compiler) int {
 }
 
 // compileTraced parses src's modules again and compiles them with every
-// net.cidr_contains(x, <client_ip>) replaced by extauthz_client_ip_in(x). It
-// returns the compiler and the number of calls replaced.
+// net.cidr_contains(x, input.extauthz.client_ip) replaced by
+// extauthz_client_ip_in(x). The rewrite runs as a compiler stage once
+// references are resolved and local variables renamed, so it sees the
+// built-in where the policy calls the built-in — not a user function
+// reached through an import alias or a rule named like it — and the
+// address wherever an import alias names it; and what it inserts is not
+// resolved against the policy's own rules. It returns the compiler and the
+// number of calls replaced.
 func compileTraced(src *Source) (*ast.Compiler, int, error) {
 	mods := map[string]*ast.Module{}
-	rewrites := 0
 	for _, name := range slices.Sorted(maps.Keys(src.Modules)) {
 		file := path.Join(src.Origin, name)
 		m, err := ast.ParseModuleWithOpts(file, src.Modules[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
 			return nil, 0, err
 		}
-		rewrites += rewriteClientIPTests(m)
 		mods[file] = m
 	}
+	rewrites := 0
 	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).
-		WithBuiltins(map[string]*ast.Builtin{clientIPBuiltin: {Name: clientIPBuiltin, Decl: clientIPFunc.Decl}})
+		WithBuiltins(map[string]*ast.Builtin{clientIPBuiltin: {Name: clientIPBuiltin, Decl: clientIPFunc.Decl}}).
+		WithStageAfterID(ast.StageRewriteLocalVars, ast.CompilerStageDefinition{
+			Name: "TraceClientIP", MetricName: "compile_stage_trace_client_ip",
+			Stage: func(c *ast.Compiler) *ast.Error {
+				for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
+					rewrites += rewriteClientIPTests(c.Modules[name])
+				}
+				return nil
+			},
+		})
 	if c.Compile(mods); c.Failed() {
 		return nil, 0, c.Errors
 	}
 	return c, rewrites, nil
 }
 
-// rewriteClientIPTests rewrites the parsed module m in place and returns how
-// many calls it replaced. References are resolved through m's imports
-// (import input.extauthz as facts makes facts.client_ip the address).
+// rewriteClientIPTests rewrites module m (references resolved) in place and
+// returns how many calls it replaced.
 func rewriteClientIPTests(m *ast.Module) int {
-	aliases := map[ast.Var]ast.Ref{}
-	for _, imp := range m.Imports {
-		p, ok := imp.Path.Value.(ast.Ref)
-		if !ok || len(p) == 0 {
-			continue
-		}
-		alias := imp.Alias
-		if alias == "" {
-			last := p[len(p)-1].Value
-			if s, ok := last.(ast.String); ok {
-				alias = ast.Var(s)
-			} else if v, ok := last.(ast.Var); ok {
-				alias = v
-			}
-		}
-		aliases[alias] = p
-	}
-	isClientIP := func(t *ast.Term) bool {
-		r, ok := t.Value.(ast.Ref)
-		if !ok || len(r) == 0 {
-			return false
-		}
-		if head, ok := r[0].Value.(ast.Var); ok {
-			if p, ok := aliases[head]; ok {
-				r = p.Concat(r[1:])
-			}
-		}
-		return r.Equal(clientIPRef)
-	}
 	n := 0
 	ast.WalkExprs(m, func(x *ast.Expr) bool {
 		if ts, ok := x.Terms.([]*ast.Term); ok && x.IsCall() && x.Operator().Equal(cidrContainsRef) && len(ts) == 3 && isClientIP(ts[2]) {
@@ -185,5 +169,25 @@ func rewriteClientIPTests(m *ast.Module) int {
 		}
 		return false
 	})
+	return n
+}
+
+func isClientIP(t *ast.Term) bool {
+	r, ok := t.Value.(ast.Ref)
+	return ok && r.Equal(clientIPRef)
+}
+
+// clientIPCalls counts the calls of extauthz_client_ip_in in compiled
+// modules.
+func clientIPCalls(c *ast.Compiler) int {
+	n := 0
+	for _, m := range c.Modules {
+		ast.WalkExprs(m, func(x *ast.Expr) bool {
+			if x.IsCall() && x.Operator().Equal(clientIPCallRef) {
+				n++
+			}
+			return false
+		})
+	}
 	return n
 }

@@ -173,3 +173,59 @@ decision := {"allow": true, "reason": "ok"} if {
 		t.Fatalf("%+v %v", out, err)
 	}
 }
+
+// TestTracingSeesWhatTheCompilerResolves: the rewrite acts on the built-in
+// only where the policy calls the built-in, and what it inserts cannot be
+// captured by the policy's own rules (cases from a security review). Every
+// case must decide as the plain policy does.
+func TestTracingSeesWhatTheCompilerResolves(t *testing.T) {
+	decisions := `
+decision := {"allow": true, "reason": "ok"} if allowed
+decision := {"allow": false, "reason": "ip_not_allowed"} if not allowed
+`
+	quarantine := `package lib.netutil
+cidr_contains(cidr, ip) if {
+	net.cidr_contains(cidr, ip)
+	not net.cidr_contains("10.66.0.0/16", ip)
+}
+`
+	cases := []struct {
+		name    string
+		modules map[string]string
+		want    map[string]string // address -> reason
+	}{
+		{"user function through an import alias named net", map[string]string{
+			"lib.rego": quarantine,
+			"p.rego": "package extauthz\nimport data.lib.netutil as net\n" +
+				`allowed if net.cidr_contains("10.0.0.0/8", input.extauthz.client_ip)` + decisions,
+		}, map[string]string{"10.1.2.3": "ok", "10.66.1.1": "ip_not_allowed", "192.0.2.1": "ip_not_allowed"}},
+		{"package rule named net.cidr_contains", map[string]string{
+			"p.rego": "package extauthz\n" +
+				"net.cidr_contains(cidr, ip) if {\n\tcidr == \"10.0.0.0/8\"\n\tstartswith(ip, \"10.1.\")\n}\n" +
+				`allowed if net.cidr_contains("10.0.0.0/8", input.extauthz.client_ip)` + decisions,
+		}, map[string]string{"10.1.2.3": "ok", "10.2.0.1": "ip_not_allowed"}},
+		{"rule named like the tracer", map[string]string{
+			"p.rego": "package extauthz\nextauthz_client_ip_in(_) := true\n" +
+				`allowed if net.cidr_contains("10.0.0.0/8", input.extauthz.client_ip)` + decisions,
+		}, map[string]string{"10.1.2.3": "ok", "1.2.3.4": "ip_not_allowed"}},
+	}
+	for _, c := range cases {
+		e, err := Compile(context.Background(), &Source{Origin: "dir", Modules: c.modules}, map[string]any{})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for a, want := range c.want {
+			out, err := e.Eval(context.Background(), input(a))
+			if err != nil || out.Reason != want {
+				t.Errorf("%s (traced=%v): %s gets %q (%v), want %q", c.name, e.Purity().TracesClientIP, a, out.Reason, err, want)
+			}
+			// And a decision traced for one address is reused only by
+			// addresses that decide alike.
+			for b, wantB := range c.want {
+				if ip := net.ParseIP(b); ip != nil && e.Purity().TracesClientIP && out.IPTests.Matches(ip) && wantB != want {
+					t.Errorf("%s: the trace for %s (%s) matches %s (%s)", c.name, a, want, b, wantB)
+				}
+			}
+		}
+	}
+}

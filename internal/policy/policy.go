@@ -186,10 +186,12 @@ func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, er
 	if refs := clientIPRefs(c); purity.Pure && refs > 0 {
 		// Trace the client address when every reference to it is the
 		// address operand of a net.cidr_contains call: the rewrite replaced
-		// as many calls as the compiler sees references, none is left, and
-		// the result is still pure (see clientip.go). Anything else keeps
+		// as many calls as the compiler sees references, none is left, the
+		// compiled policy calls the tracer exactly that often, and it is
+		// still pure (see clientip.go). Anything else keeps
 		// the plain policy, memoized per address.
-		if traced, rewrites, err := compileTraced(src); err == nil && rewrites == refs && clientIPRefs(traced) == 0 && analyse(traced).Pure {
+		if traced, rewrites, err := compileTraced(src); err == nil && rewrites == refs && clientIPRefs(traced) == 0 &&
+			clientIPCalls(traced) == rewrites && analyse(traced).Pure {
 			c, purity.TracesClientIP = traced, true
 		}
 	}
