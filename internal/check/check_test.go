@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -458,6 +459,25 @@ func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
 	s, plain := newServer(t, eng), newServer(t, eng)
 	plain.NoMemo = true
 	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
+	// An address outside the list first: the key has no shared entry yet.
+	r.Attributes.Source.Address.GetSocketAddress().Address = "192.0.2.1"
+	decide(t, s, r)
+	m := s.memo.Load()
+	var kept memoKey
+	for k := range m.m {
+		kept = k
+	}
+	if len(m.m) != 1 || kept.ipTraced || kept.clientIP != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("memo after one request: %d keys, %+v", len(m.m), kept)
+	}
+	traced := kept
+	traced.ipTraced, traced.clientIP = true, netip.Addr{}
+	if m.get(traced, netip.MustParseAddr("192.0.2.1")) == nil {
+		t.Fatal("a repeat from the same address misses the decision kept for it")
+	}
+	if m.get(traced, netip.MustParseAddr("192.0.2.9")) != nil {
+		t.Fatal("another address finds the decision kept for 192.0.2.1")
+	}
 	for range 2 {
 		for _, a := range []string{"192.0.2.1", "192.0.2.2", "10.0.0.1", "10.31.9.9", "10.32.0.1"} {
 			r.Attributes.Source.Address.GetSocketAddress().Address = a
@@ -481,5 +501,45 @@ func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
 	}
 	if byAddr < 3 { // 192.0.2.1, 192.0.2.2 and 10.32.0.1 test all 32 CIDRs
 		t.Errorf("%d decisions kept by address, want at least 3", byAddr)
+	}
+}
+
+// TestMemoCountsTheTestsItHolds: as variants come and go (more than
+// maxVariants address classes for one key), the memo's count of the tests
+// its decisions carry stays the sum over what it holds, so its bound clears
+// it neither early nor late.
+func TestMemoCountsTheTestsItHolds(t *testing.T) {
+	src, err := policy.LoadFS(policies.FS, "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cidrs []any
+	for i := range maxTraceTests {
+		cidrs = append(cidrs, fmt.Sprintf("10.%d.0.0/16", i))
+	}
+	src.Data["extauthz"].(map[string]any)["tenants"].(map[string]any)["7"] = map[string]any{"allowed_cidrs": cidrs}
+	eng, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, eng)
+	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
+	for i := range 3 * maxVariants {
+		// Each /16 of the list answers the tests differently: a variant each.
+		r.Attributes.Source.Address.GetSocketAddress().Address = fmt.Sprintf("10.%d.1.1", i%maxTraceTests)
+		if reason, _, _ := decide(t, s, r); reason != "ok" {
+			t.Fatalf("10.%d.1.1: %s", i%maxTraceTests, reason)
+		}
+		m := s.memo.Load()
+		held, variants := 0, 0
+		for _, e := range m.m {
+			for ; e != nil; e = e.next {
+				held += len(e.out.IPTests)
+				variants++
+			}
+		}
+		if m.tests != held || variants > maxVariants+1 {
+			t.Fatalf("after %d requests: counted %d tests, holds %d in %d variants", i+1, m.tests, held, variants)
+		}
 	}
 }

@@ -98,7 +98,7 @@ func (m *memo) get(k memoKey, ip netip.Addr) *memoEntry {
 	m.mu.RLock()
 	e := m.m[k]
 	m.mu.RUnlock()
-	if e == nil || !k.ipTraced {
+	if !k.ipTraced {
 		return e
 	}
 	b := ip.As16() // the bytes net.ParseIP gives for ip's text
@@ -133,14 +133,14 @@ func (m *memo) put(k memoKey, o policy.Output, ip netip.Addr) *memoEntry {
 		m.tests = 0
 	}
 	m.tests += len(o.IPTests)
-	if k.ipTraced {
-		n := 0
-		for v := m.m[k]; v != nil; v = v.next {
-			n++
-		}
-		if n < maxVariants {
-			e.next = m.m[k]
-		}
+	n, tests := 0, 0
+	for v := m.m[k]; v != nil; v = v.next {
+		n, tests = n+1, tests+len(v.out.IPTests)
+	}
+	if k.ipTraced && n < maxVariants {
+		e.next = m.m[k]
+	} else {
+		m.tests -= tests // the entries e replaces
 	}
 	m.m[k] = e
 	m.mu.Unlock()
