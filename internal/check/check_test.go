@@ -443,19 +443,7 @@ func TestMemoAcrossClientAddresses(t *testing.T) {
 // its own address only, so entries stay small however long allowlists get;
 // decisions stay those of an evaluation.
 func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
-	src, err := policy.LoadFS(policies.FS, "policies")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cidrs []any
-	for i := range 2 * maxTraceTests {
-		cidrs = append(cidrs, fmt.Sprintf("10.%d.0.0/16", i))
-	}
-	src.Data["extauthz"].(map[string]any)["tenants"].(map[string]any)["7"] = map[string]any{"allowed_cidrs": cidrs}
-	eng, err := engine.Build(context.Background(), src, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng := demoEngineTenant7Sixteens(t, 2*maxTraceTests)
 	s, plain := newServer(t, eng), newServer(t, eng)
 	plain.NoMemo = true
 	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
@@ -509,19 +497,7 @@ func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
 // its decisions carry stays the sum over what it holds, so its bound clears
 // it neither early nor late.
 func TestMemoCountsTheTestsItHolds(t *testing.T) {
-	src, err := policy.LoadFS(policies.FS, "policies")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cidrs []any
-	for i := range maxTraceTests {
-		cidrs = append(cidrs, fmt.Sprintf("10.%d.0.0/16", i))
-	}
-	src.Data["extauthz"].(map[string]any)["tenants"].(map[string]any)["7"] = map[string]any{"allowed_cidrs": cidrs}
-	eng, err := engine.Build(context.Background(), src, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng := demoEngineTenant7Sixteens(t, maxTraceTests)
 	s := newServer(t, eng)
 	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
 	for i := range 3 * maxVariants {
@@ -542,4 +518,24 @@ func TestMemoCountsTheTestsItHolds(t *testing.T) {
 			t.Fatalf("after %d requests: counted %d tests, holds %d in %d variants", i+1, m.tests, held, variants)
 		}
 	}
+}
+
+// demoEngineTenant7Sixteens is the demo policy with tenant 7's allowlist
+// replaced by n /16 networks: 10.0.0.0/16, 10.1.0.0/16, …
+func demoEngineTenant7Sixteens(t *testing.T, n int) *engine.Engine {
+	t.Helper()
+	src, err := policy.LoadFS(policies.FS, "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cidrs []any
+	for i := range n {
+		cidrs = append(cidrs, fmt.Sprintf("10.%d.0.0/16", i))
+	}
+	src.Data["extauthz"].(map[string]any)["tenants"].(map[string]any)["7"] = map[string]any{"allowed_cidrs": cidrs}
+	eng, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
 }

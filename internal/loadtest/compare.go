@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"time"
 )
 
 // Compare measures several request mixes against the same two server
@@ -38,51 +36,31 @@ func Compare(ctx context.Context, cfg Config, mixNames []string, rounds int) (*C
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ex, err := StartExtauthz(ctx, cfg.ExtauthzBin, cfg.PolicyDir, cfg.ReadyTimeout, cfg.ExtauthzArgs...)
-	if err != nil {
-		return nil, err
-	}
-	exT, err := newTarget(ex, cfg.Conns, true)
+	exT, noT, err := startPair(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer exT.close()
-	noop, err := StartNoop(ctx, cfg.NoopBin, cfg.ReadyTimeout)
-	if err != nil {
-		return nil, err
-	}
-	noT, err := newTarget(noop, cfg.Conns, false)
-	if err != nil {
-		return nil, err
-	}
 	defer noT.close()
 
-	targets := []*target{exT, noT}
 	var seq uint64
+	var jobs []job
 	for _, m := range mixes {
-		for _, t := range targets {
+		for _, t := range []*target{exT, noT} {
 			if err := warm(ctx, &cfg, m, t, &seq); err != nil {
 				return nil, err
 			}
+			jobs = append(jobs, job{t, m})
 		}
 	}
 	for _, conc := range cfg.Concurrency {
-		rows := make([]CompareRow, len(mixes))
+		levels, err := runRounds(ctx, &cfg, jobs, conc, rounds, hz, &seq)
+		if err != nil {
+			return nil, err
+		}
 		for i, m := range mixes {
-			rows[i] = CompareRow{Mix: m.Name, Concurrency: conc}
+			r.Rows = append(r.Rows, CompareRow{Mix: m.Name, Concurrency: conc, Servers: [2]Level{levels[2*i], levels[2*i+1]}})
 		}
-		for range rounds {
-			for i, m := range mixes {
-				for j, t := range targets {
-					l, err := measure(ctx, &cfg, m, conc, hz, t, &seq)
-					if err != nil {
-						return nil, err
-					}
-					rows[i].add(j, l)
-				}
-			}
-		}
-		r.Rows = append(r.Rows, rows...)
 	}
 	return r, nil
 }
@@ -97,61 +75,20 @@ type CompareReport struct {
 	Rows                    []CompareRow // per level, per mix, in the order given
 }
 
-// CompareRow is one mix at one level, summed over the rounds: index 0 is
-// extauthz, 1 the no-op server.
+// CompareRow is one mix at one level, its rounds merged (see mergeRounds):
+// Servers[0] is extauthz, Servers[1] the no-op server.
 type CompareRow struct {
 	Mix         string
 	Concurrency int
-	Sent        [2]int
-	Errors      int // extauthz's gRPC errors
-	Unexpected  int // extauthz's unexpected decisions
-	CPU         [2]time.Duration
-	Elapsed     [2]time.Duration
-	P50, P99    [2][]time.Duration // per round
-}
-
-func (c *CompareRow) add(server int, l Level) {
-	c.Sent[server] += l.Sent
-	c.CPU[server] += l.ServerCPU
-	c.Elapsed[server] += l.Elapsed
-	c.P50[server] = append(c.P50[server], l.Latency.P50)
-	c.P99[server] = append(c.P99[server], l.Latency.P99)
-	if server == 0 {
-		c.Errors += l.Errors
-		c.Unexpected += l.Unexpected
-	}
-}
-
-// CPUPerCheck is the server's CPU over every round / checks completed.
-func (c CompareRow) CPUPerCheck(server int) time.Duration {
-	if c.Sent[server] == 0 {
-		return 0
-	}
-	return c.CPU[server] / time.Duration(c.Sent[server])
-}
-
-// Throughput is checks completed / time spent over every round.
-func (c CompareRow) Throughput(server int) float64 {
-	if c.Elapsed[server] <= 0 {
-		return 0
-	}
-	return float64(c.Sent[server]) / c.Elapsed[server].Seconds()
-}
-
-func median(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(d))
-	return s[len(s)/2]
+	Servers     [2]Level
 }
 
 // Problems lists extauthz's errors and unexpected decisions.
 func (r *CompareReport) Problems() []string {
 	var out []string
 	for _, row := range r.Rows {
-		if row.Errors > 0 || row.Unexpected > 0 {
-			out = append(out, fmt.Sprintf("%s c=%d: %d gRPC errors, %d unexpected decisions", row.Mix, row.Concurrency, row.Errors, row.Unexpected))
+		if l := row.Servers[0]; l.Errors > 0 || l.Unexpected > 0 {
+			out = append(out, fmt.Sprintf("%s c=%d: %d gRPC errors, %d unexpected decisions", row.Mix, row.Concurrency, l.Errors, l.Unexpected))
 		}
 	}
 	return out
@@ -170,16 +107,17 @@ func (r *CompareReport) Markdown(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| c | mix | extauthz CPU/check | vs first mix | no-op CPU/check | vs no-op | checks/s | vs no-op | p50 | p99 | errors | unexpected |")
 	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	var base CompareRow
+	var base Level
 	for i, row := range r.Rows {
+		ex, noop := row.Servers[0], row.Servers[1]
 		if i == 0 || row.Concurrency != r.Rows[i-1].Concurrency {
-			base = row
+			base = ex
 		}
 		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", row.Concurrency, row.Mix,
-			fmtCPU(row.CPUPerCheck(0)), ratio(float64(row.CPUPerCheck(0)), float64(base.CPUPerCheck(0))),
-			fmtCPU(row.CPUPerCheck(1)), ratio(float64(row.CPUPerCheck(0)), float64(row.CPUPerCheck(1))),
-			fmtRate(row.Throughput(0)), ratio(row.Throughput(0), row.Throughput(1)),
-			fmtDur(median(row.P50[0])), fmtDur(median(row.P99[0])), row.Errors, row.Unexpected)
+			fmtCPU(ex.CPUPerCheck), ratio(float64(ex.CPUPerCheck), float64(base.CPUPerCheck)),
+			fmtCPU(noop.CPUPerCheck), ratio(float64(ex.CPUPerCheck), float64(noop.CPUPerCheck)),
+			fmtRate(ex.Throughput()), ratio(ex.Throughput(), noop.Throughput()),
+			fmtDur(ex.Latency.P50), fmtDur(ex.Latency.P99), ex.Errors, ex.Unexpected)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU/check is the server's utime+stime over all rounds of that mix / checks completed; p50 and p99 are the median over rounds of each round's client-side percentile.")

@@ -183,23 +183,48 @@ func warm(ctx context.Context, cfg *Config, mix *Mix, t *target, seq *uint64) er
 	return nil
 }
 
-// runLevels drives every target at every level, alternating the servers
-// within a level (for cfg.Rounds rounds) so slow drifts in machine load hit
-// both alike.
-func runLevels(ctx context.Context, cfg *Config, mix *Mix, hz int, targets []*target, seq *uint64) error {
-	for _, conc := range cfg.Concurrency {
-		rounds := make([][]Level, len(targets))
-		for range cfg.Rounds {
-			for i, t := range targets {
-				l, err := measure(ctx, cfg, mix, conc, hz, t, seq)
-				if err != nil {
-					return err
-				}
-				rounds[i] = append(rounds[i], l)
+// job is one server driven with one mix.
+type job struct {
+	t   *target
+	mix *Mix
+}
+
+// runRounds drives every job at concurrency conc, cfg.Rounds (or rounds)
+// times in turn, so slow drifts in machine load hit them all alike, and
+// returns each job's rounds merged.
+func runRounds(ctx context.Context, cfg *Config, jobs []job, conc, rounds, hz int, seq *uint64) ([]Level, error) {
+	levels := make([][]Level, len(jobs))
+	for range rounds {
+		for i, j := range jobs {
+			l, err := measure(ctx, cfg, j.mix, conc, hz, j.t, seq)
+			if err != nil {
+				return nil, err
 			}
+			levels[i] = append(levels[i], l)
+		}
+	}
+	out := make([]Level, len(jobs))
+	for i := range levels {
+		out[i] = mergeRounds(levels[i])
+	}
+	return out, nil
+}
+
+// runLevels drives every target with mixes[i] at every level, for
+// cfg.Rounds rounds each, and records the levels and peak RSS in the
+// targets' results.
+func runLevels(ctx context.Context, cfg *Config, mixes []*Mix, hz int, targets []*target, seq *uint64) error {
+	jobs := make([]job, len(targets))
+	for i, t := range targets {
+		jobs[i] = job{t, mixes[i]}
+	}
+	for _, conc := range cfg.Concurrency {
+		levels, err := runRounds(ctx, cfg, jobs, conc, cfg.Rounds, hz, seq)
+		if err != nil {
+			return err
 		}
 		for i, t := range targets {
-			t.res.Levels = append(t.res.Levels, mergeRounds(rounds[i]))
+			t.res.Levels = append(t.res.Levels, levels[i])
 		}
 	}
 	for _, t := range targets {
@@ -208,6 +233,28 @@ func runLevels(ctx context.Context, cfg *Config, mix *Mix, hz int, targets []*ta
 		}
 	}
 	return nil
+}
+
+// startPair starts extauthz (on cfg.PolicyDir) and the no-op server. The
+// caller closes both.
+func startPair(ctx context.Context, cfg *Config) (ex, noop *target, err error) {
+	c, err := StartExtauthz(ctx, cfg.ExtauthzBin, cfg.PolicyDir, cfg.ReadyTimeout, cfg.ExtauthzArgs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ex, err = newTarget(c, cfg.Conns, true); err != nil {
+		return nil, nil, err
+	}
+	n, err := StartNoop(ctx, cfg.NoopBin, cfg.ReadyTimeout)
+	if err != nil {
+		ex.close()
+		return nil, nil, err
+	}
+	if noop, err = newTarget(n, cfg.Conns, false); err != nil {
+		ex.close()
+		return nil, nil, err
+	}
+	return ex, noop, nil
 }
 
 // measure drives t with cfg.Requests checks of mix at concurrency conc and
@@ -271,23 +318,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // kills children started with ctx even if Stop is skipped
 
-	ex, err := StartExtauthz(ctx, cfg.ExtauthzBin, cfg.PolicyDir, cfg.ReadyTimeout, cfg.ExtauthzArgs...)
-	if err != nil {
-		return nil, err
-	}
-	exT, err := newTarget(ex, cfg.Conns, true)
+	exT, noT, err := startPair(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer exT.close()
-	noop, err := StartNoop(ctx, cfg.NoopBin, cfg.ReadyTimeout)
-	if err != nil {
-		return nil, err
-	}
-	noT, err := newTarget(noop, cfg.Conns, false)
-	if err != nil {
-		return nil, err
-	}
 	defer noT.close()
 
 	targets := []*target{exT, noT}
@@ -297,7 +332,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
-	if err := runLevels(ctx, &cfg, mix, hz, targets, &seq); err != nil {
+	if err := runLevels(ctx, &cfg, []*Mix{mix, mix}, hz, targets, &seq); err != nil {
 		return nil, err
 	}
 	for _, t := range targets {

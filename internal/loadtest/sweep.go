@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -128,25 +129,11 @@ func Sweep(ctx context.Context, cfg Config, dim Dim, sizes []int, base Scale, wo
 		targets, mixes, points = append(targets, t), append(mixes, m), append(points, p)
 	}
 
-	for _, conc := range cfg.Concurrency {
-		levels := make([][]Level, len(targets))
-		for range rounds {
-			for i, t := range targets {
-				l, err := measure(ctx, &cfg, mixes[i], conc, hz, t, &seq)
-				if err != nil {
-					return r, err
-				}
-				levels[i] = append(levels[i], l)
-			}
-		}
-		for i, t := range targets {
-			t.res.Levels = append(t.res.Levels, mergeRounds(levels[i]))
-		}
+	cfg.Rounds = rounds
+	if err := runLevels(ctx, &cfg, mixes, hz, targets, &seq); err != nil {
+		return r, err
 	}
 	for i, t := range targets {
-		if m, err := ReadProcMem(t.child.Pid()); err == nil {
-			t.res.PeakRSS = m.Peak
-		}
 		if i == 0 {
 			r.Noop = t.res
 		} else {
@@ -270,4 +257,12 @@ func (r *SweepReport) fixed() string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(d))
+	return s[len(s)/2]
 }
