@@ -168,7 +168,7 @@ var deniedStatusField, _ = proto.Marshal(&authv3.CheckResponse{Status: deniedSta
 func appendDenied(b, fields []byte, reqID *[2]string, body []byte, more ...byte) []byte {
 	size := len(fields) + len(more) + sizeBytesField(fieldDeniedBody, len(body))
 	if reqID != nil {
-		size += sizeHeaderOption(*reqID)
+		size += headerFieldSize(*reqID)
 	}
 	b = append(b, deniedStatusField...)
 	b = protowire.AppendTag(b, fieldCheckResponseDenied, protowire.BytesType)
@@ -228,8 +228,8 @@ func headerOptionSize(h [2]string) int {
 		protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
 }
 
-// sizeHeaderOption is the encoded size of a DeniedHttpResponse.headers field.
-func sizeHeaderOption(h [2]string) int {
+// headerFieldSize is the encoded size of a DeniedHttpResponse.headers field.
+func headerFieldSize(h [2]string) int {
 	return protowire.SizeTag(fieldDeniedHeaders) + protowire.SizeBytes(headerOptionSize(h))
 }
 
