@@ -72,7 +72,7 @@ func TestKey(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	code, out, _ := run(t, "", "validate", "--envoy", "../../envoy/envoy.yaml")
-	if code != 0 || !strings.Contains(out, "policy: ok") || !strings.Contains(out, "policy tests: ok") || !strings.Contains(out, "envoy ../../envoy/envoy.yaml: ok") {
+	if code != 0 || !strings.Contains(out, "policy: ok") || !strings.Contains(out, "memoized=true, client_ip_traced=true") || !strings.Contains(out, "policy tests: ok") || !strings.Contains(out, "envoy ../../envoy/envoy.yaml: ok") {
 		t.Fatalf("good (%d):\n%s", code, out)
 	}
 	dir := t.TempDir()

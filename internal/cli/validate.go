@@ -58,7 +58,7 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 				e, berr := server.Build(ctx, src)
 				if berr == nil {
 					eng = e
-					say("policy: ok (%s, version %s, %d routes, %d API keys, profiles %s, memoized=%v)", loader, e.Version, e.Routes.Len(), e.Keys.Len(), strings.Join(e.Profiles.Names(), ","), e.Policy.Pure())
+					say("policy: ok (%s, version %s, %d routes, %d API keys, profiles %s, memoized=%v, client_ip_traced=%v)", loader, e.Version, e.Routes.Len(), e.Keys.Len(), strings.Join(e.Profiles.Names(), ","), e.Policy.Pure(), e.Policy.Purity().TracesClientIP)
 					eng.Close()
 				}
 				err = berr
