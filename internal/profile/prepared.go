@@ -64,8 +64,8 @@ func (p *Profile) Prepare(d *decision.Decision) *Prepared {
 		slices.ContainsFunc(p.headers, headerPerRequest) || slices.ContainsFunc(r.headers, headerPerRequest) {
 		return nil
 	}
-	// Render with the per-request variables as markers: its headers, and
-	// the body split into fixed bytes and holes.
+	// Render's headers, the request id's value left blank; and the body
+	// rendered with the per-request variables left as holes.
 	out := p.Render(d, time.Time{})
 	pr := &Prepared{Status: out.Status, Headers: out.Headers, ReqID: -1, withReqID: d.RequestID != "", withID: d.ID != ""}
 	if pr.withReqID && !slices.ContainsFunc(p.headers, func(h header) bool { return h.name == p.reqIDHeader }) &&
@@ -73,78 +73,11 @@ func (p *Profile) Prepare(d *decision.Decision) *Prepared {
 		pr.ReqID = 1 // after content-type, as Render puts it
 		pr.Headers[1][1] = ""
 	}
-	v := newVars(d, r, time.Time{})
-	pr.lit = make([]byte, 0, len(out.Body))
-	pr.prepare(p.body, v.get)
+	pr.lit, _ = p.body.render(make([]byte, 0, len(out.Body)), newVars(d, r, time.Time{}).get, &pr.holes)
 	return pr
 }
 
 func headerPerRequest(h header) bool { return partsPerRequest(h.parts) }
-
-// prepare is node.render with the per-request variables left as holes.
-func (pr *Prepared) prepare(n *node, get lookup) bool {
-	switch n.kind {
-	case kVar:
-		if perRequest(n.name) {
-			if _, ok := get(n.name); !ok {
-				return false
-			}
-			pr.holes = append(pr.holes, hole{off: len(pr.lit), name: n.name, quoted: true})
-			return true
-		}
-	case kStr:
-		if !partsPerRequest(n.parts) {
-			break
-		}
-		mark, holes := len(pr.lit), len(pr.holes)
-		pr.lit = append(pr.lit, '"')
-		for _, p := range n.parts {
-			if p.name == "" {
-				pr.lit = appendEscaped(pr.lit, p.lit)
-				continue
-			}
-			v, ok := get(p.name)
-			if !ok {
-				pr.lit, pr.holes = pr.lit[:mark], pr.holes[:holes]
-				return false
-			}
-			if perRequest(p.name) {
-				pr.holes = append(pr.holes, hole{off: len(pr.lit), name: p.name})
-				continue
-			}
-			pr.lit = v.appendEscaped(pr.lit)
-		}
-		pr.lit = append(pr.lit, '"')
-		return true
-	case kObj, kArr:
-		open, end := byte('{'), byte('}')
-		if n.kind == kArr {
-			open, end = '[', ']'
-		}
-		pr.lit = append(pr.lit, open)
-		first := true
-		for i, m := range n.members {
-			mark, holes := len(pr.lit), len(pr.holes)
-			if !first {
-				pr.lit = append(pr.lit, ',')
-			}
-			if n.kind == kObj {
-				pr.lit = append(pr.lit, n.keys[i]...)
-				pr.lit = append(pr.lit, ':')
-			}
-			if !pr.prepare(m, get) {
-				pr.lit, pr.holes = pr.lit[:mark], pr.holes[:holes]
-				continue
-			}
-			first = false
-		}
-		pr.lit = append(pr.lit, end)
-		return true
-	}
-	var ok bool
-	pr.lit, ok = n.render(pr.lit, get)
-	return ok
-}
 
 // Fits reports whether d can be finished from pr: it has the same
 // per-request variables present as the decision pr was prepared for.

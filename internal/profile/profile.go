@@ -314,7 +314,7 @@ const (
 func (p *Profile) Render(d *decision.Decision, now time.Time) Response {
 	r := p.reason(d)
 	v := newVars(d, r, now)
-	body, _ := p.body.render(make([]byte, 0, 256), v.get)
+	body, _ := p.body.render(make([]byte, 0, 256), v.get, nil)
 
 	hs := make([][2]string, 0, 8)
 	hs = append(hs, [2]string{"content-type", p.contentType})
@@ -369,7 +369,7 @@ func newVars(d *decision.Decision, r *reasonT, now time.Time) *vars {
 		v.message, v.hasMessage = interpolate(r.message, v.get)
 	}
 	if r.details != nil {
-		if raw, ok := r.details.render(nil, v.get); ok {
+		if raw, ok := r.details.render(nil, v.get, nil); ok {
 			v.details = raw
 		}
 	}

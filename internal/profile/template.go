@@ -170,8 +170,10 @@ const (
 
 type lookup func(name string) (value, bool)
 
-// render appends n to dst; ok is false when a variable was absent.
-func (n *node) render(dst []byte, get lookup) ([]byte, bool) {
+// render appends n to dst; ok is false when a variable was absent. With
+// holes non-nil, the per-request variables (perRequest) are not resolved but
+// recorded in *holes at their offsets in dst (see Prepared).
+func (n *node) render(dst []byte, get lookup, holes *[]hole) ([]byte, bool) {
 	switch n.kind {
 	case kLit:
 		return append(dst, n.raw...), true
@@ -179,6 +181,10 @@ func (n *node) render(dst []byte, get lookup) ([]byte, bool) {
 		v, ok := get(n.name)
 		if !ok {
 			return dst, false
+		}
+		if holes != nil && perRequest(n.name) {
+			*holes = append(*holes, hole{off: len(dst), name: n.name, quoted: true})
+			return dst, true
 		}
 		switch v.kind {
 		case vInt:
@@ -188,50 +194,41 @@ func (n *node) render(dst []byte, get lookup) ([]byte, bool) {
 		}
 		return appendString(dst, v.s), true
 	case kStr:
-		return appendParts(dst, n.parts, get)
-	case kObj:
-		dst = append(dst, '{')
+		return appendParts(dst, n.parts, get, holes)
+	case kObj, kArr:
+		open, end := byte('{'), byte('}')
+		if n.kind == kArr {
+			open, end = '[', ']'
+		}
+		dst = append(dst, open)
 		first := true
 		for i, m := range n.members {
-			mark := len(dst)
+			mark, holeMark := len(dst), holeCount(holes)
 			if !first {
 				dst = append(dst, ',')
 			}
-			dst = append(dst, n.keys[i]...)
-			dst = append(dst, ':')
+			if n.kind == kObj {
+				dst = append(dst, n.keys[i]...)
+				dst = append(dst, ':')
+			}
 			var ok bool
-			if dst, ok = m.render(dst, get); !ok {
-				dst = dst[:mark]
+			if dst, ok = m.render(dst, get, holes); !ok {
+				dst = truncate(dst, mark, holes, holeMark)
 				continue
 			}
 			first = false
 		}
-		return append(dst, '}'), true
-	case kArr:
-		dst = append(dst, '[')
-		first := true
-		for _, m := range n.members {
-			mark := len(dst)
-			if !first {
-				dst = append(dst, ',')
-			}
-			var ok bool
-			if dst, ok = m.render(dst, get); !ok {
-				dst = dst[:mark]
-				continue
-			}
-			first = false
-		}
-		return append(dst, ']'), true
+		return append(dst, end), true
 	}
 	return dst, false
 }
 
 // appendParts appends parts as one JSON string, each part escaped on its own
 // (so a prepared rendering, which escapes per-request parts later, gives the
-// same bytes); ok is false when a variable is absent.
-func appendParts(dst []byte, parts []part, get lookup) ([]byte, bool) {
-	mark := len(dst)
+// same bytes); ok is false when a variable is absent. holes is as for
+// render.
+func appendParts(dst []byte, parts []part, get lookup, holes *[]hole) ([]byte, bool) {
+	mark, holeMark := len(dst), holeCount(holes)
 	dst = append(dst, '"')
 	for _, p := range parts {
 		if p.name == "" {
@@ -240,11 +237,30 @@ func appendParts(dst []byte, parts []part, get lookup) ([]byte, bool) {
 		}
 		v, ok := get(p.name)
 		if !ok {
-			return dst[:mark], false
+			return truncate(dst, mark, holes, holeMark), false
+		}
+		if holes != nil && perRequest(p.name) {
+			*holes = append(*holes, hole{off: len(dst), name: p.name})
+			continue
 		}
 		dst = v.appendEscaped(dst)
 	}
 	return append(dst, '"'), true
+}
+
+func holeCount(holes *[]hole) int {
+	if holes == nil {
+		return 0
+	}
+	return len(*holes)
+}
+
+// truncate drops what was rendered after mark, and the holes recorded there.
+func truncate(dst []byte, mark int, holes *[]hole, holeMark int) []byte {
+	if holes != nil {
+		*holes = (*holes)[:holeMark]
+	}
+	return dst[:mark]
 }
 
 // appendEscaped appends v as it reads inside a JSON string.
