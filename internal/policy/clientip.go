@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"path"
 	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -124,14 +123,9 @@ func clientIPRefs(c *ast.Compiler) int {
 // resolved against the policy's own rules. It returns the compiler and the
 // number of calls replaced.
 func compileTraced(src *Source) (*ast.Compiler, int, error) {
-	mods := map[string]*ast.Module{}
-	for _, name := range slices.Sorted(maps.Keys(src.Modules)) {
-		file := path.Join(src.Origin, name)
-		m, err := ast.ParseModuleWithOpts(file, src.Modules[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return nil, 0, err
-		}
-		mods[file] = m
+	mods, err := parseModules(src) // Compile consumed the first parse
+	if err != nil {
+		return nil, 0, err
 	}
 	rewrites := 0
 	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).

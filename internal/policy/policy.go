@@ -161,9 +161,9 @@ type Engine struct {
 	purity Purity
 }
 
-// Compile parses and compiles the modules against data (the document given to
-// the store; the caller may leave out sections it handles itself).
-func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, error) {
+// parseModules parses src's modules, named by origin and file; errors name
+// the file and line.
+func parseModules(src *Source) (map[string]*ast.Module, error) {
 	mods := map[string]*ast.Module{}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(src.Modules)) {
@@ -175,8 +175,15 @@ func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, er
 		}
 		mods[file] = m
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	return mods, errors.Join(errs...)
+}
+
+// Compile parses and compiles the modules against data (the document given to
+// the store; the caller may leave out sections it handles itself).
+func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, error) {
+	mods, err := parseModules(src)
+	if err != nil {
+		return nil, err
 	}
 	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
 	if c.Compile(mods); c.Failed() {

@@ -215,13 +215,14 @@ func (b *builder) str(v string) span {
 
 func (b *builder) build(h string, r Record) (rec, error) {
 	var errs []error
+	loc := func() string { return where(h, fmt.Sprintf("entry with id %q", r.ID)) } // only on error: it formats
 	fail := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", where(h, fmt.Sprintf("entry with id %q", r.ID)), field, fmt.Sprintf(format, a...)))
+		errs = append(errs, fmt.Errorf("%s.%s: %s", loc(), field, fmt.Sprintf(format, a...)))
 	}
 	var e rec
 	var ok bool
 	if e.digest, ok = digest(h); !ok {
-		errs = append(errs, fmt.Errorf("%s: key must be the lower-case hex SHA-256 of the API key (64 characters); plaintext keys are not accepted", where(h, fmt.Sprintf("entry with id %q", r.ID))))
+		errs = append(errs, fmt.Errorf("%s: key must be the lower-case hex SHA-256 of the API key (64 characters); plaintext keys are not accepted", loc()))
 	}
 	if r.ID == "" {
 		fail("id", "required")
