@@ -114,8 +114,11 @@ browser_api_key if {
 	facts.browser
 }
 
+# A public route takes any valid credential (an SDK that always sends its
+# key can call it); other routes only the kinds they list.
 wrong_auth_mode if {
 	identity
+	not route.public
 	not presented_as in route.auth
 }
 
@@ -135,8 +138,19 @@ tenant_check(th) := denial("tenant_header_missing", th, {"header": th.header}) i
 	not valid_format(th.format, values[th.key])
 } else := denial("tenant_forbidden", th, {"header": th.header, "value": values[th.key]}) if {
 	values[th.key]
-	not route.public
-	not values[th.key] in identity.tenants[th.dimension]
+	not anonymous_on_public_route
+	not holds(th.dimension, values[th.key])
+}
+
+# A credential holds a tenant only when it lists that value in that
+# dimension: a credential with no grant in a dimension holds nothing there.
+holds(dimension, value) if value in identity.tenants[dimension]
+
+# An anonymous caller on a public route names tenants nobody verifies; the
+# sidecar passes no tenant upstream for it.
+anonymous_on_public_route if {
+	route.public
+	not identity
 }
 
 denial(reason, th, details) := {"allow": false, "reason": reason, "variant": th.dimension, "details": details}

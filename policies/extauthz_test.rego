@@ -123,3 +123,34 @@ test_idempotency_key if {
 test_unknown_status_never_allows if {
 	not extauthz.decision.allow with input as json.patch(base, [{"op": "replace", "path": "/extauthz/credential/status", "value": "weird"}])
 }
+
+# A credential with no grant in a dimension holds nothing there: naming a
+# tenant in that dimension is refused, not waved through.
+test_no_grant_in_dimension_holds_nothing if {
+	reason(json.patch(base, [{"op": "replace", "path": "/extauthz/credential/identity/tenants", "value": {}}])) == "tenant_forbidden"
+	reason(json.patch(base, [{"op": "replace", "path": "/extauthz/credential/identity/tenants", "value": {"workspace": {"42"}}}])) == "tenant_forbidden"
+	ws := json.patch(base, [
+		{"op": "add", "path": "/extauthz/route/tenant_headers/-", "value": {"header": "X-Workspace-Id", "key": "x-workspace-id", "dimension": "workspace", "format": "any", "required": false}},
+		{"op": "add", "path": "/extauthz/tenant_values/x-workspace-id", "value": "ws_9"},
+	])
+	d := extauthz.decision with input as ws
+	d.reason == "tenant_forbidden"
+	d.variant == "workspace"
+	extauthz.decision.allow with input as json.patch(ws, [{"op": "add", "path": "/extauthz/credential/identity/tenants/workspace", "value": {"ws_9"}}])
+}
+
+# A public route takes anonymous callers and any valid credential; a
+# credential that is presented but fails verification is still refused.
+test_public_route_takes_valid_credentials if {
+	pub := json.patch(base, [
+		{"op": "replace", "path": "/extauthz/route/public", "value": true},
+		{"op": "replace", "path": "/extauthz/route/auth", "value": {"jwt"}},
+	])
+	extauthz.decision.allow with input as pub
+	reason(json.patch(pub, [{"op": "replace", "path": "/extauthz/credential/status", "value": "revoked"}])) == "key_revoked"
+	reason(json.patch(pub, [{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "43"}])) == "tenant_forbidden"
+	extauthz.decision.allow with input as json.patch(pub, [
+		{"op": "replace", "path": "/extauthz/credential", "value": {"kind": "none", "via": "", "status": "missing"}},
+		{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "43"},
+	])
+}

@@ -164,7 +164,7 @@ func TestDenyPerProfileHost(t *testing.T) {
 		},
 		"lowercase": func(b map[string]any) bool {
 			e, _ := b["error"].(map[string]any)
-			return e["code"] == "missing_api_key"
+			return e["code"] == "invalid_api_key"
 		},
 		"aisafe": func(b map[string]any) bool { return len(b) == 1 && b["detail"] == "Not authenticated" },
 	}

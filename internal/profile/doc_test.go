@@ -37,8 +37,8 @@ decides the reason; a *profile* decides what the client sees for it: the
 HTTP status, the headers and a compact JSON envelope in the exact shape an
 API documents. The profile is the policy's default one, or the route's, or
 the one the Envoy virtual host names in the ` + "`profile`" + ` context extension. The
-built-in profiles are ` + "`default`" + ` (extauthz's own envelope) and one per seed
-contract in /work/shared/seeds/, so the clients of each of those APIs get
+built-in profiles are ` + "`default`" + ` (extauthz's own envelope) and one per
+published API error contract it was built against, so the clients of each of those APIs get
 the errors its documentation describes.
 
 This page lists the reasons, the order in which they are checked, what each
@@ -61,6 +61,29 @@ const docInternalError = `
 computed (the policy failed, timed out or returned something malformed, a
 component panicked, the route or profile configuration is broken). The
 sidecar fails closed: such a request is denied, never allowed.
+
+### Public routes
+
+A route marked ` + "`public`" + ` needs no credential, and it still takes one:
+
+- with no credential the request is allowed anonymously; the sidecar removes
+  any client-sent identity headers and passes no tenant upstream, since
+  nobody vouches for one;
+- with a valid credential of any kind the request is allowed as that
+  identity (identity headers set upstream), and the tenant headers it names
+  must be held by the credential (` + "`tenant_forbidden`" + ` otherwise); the
+  route's scope and auth-kind lists do not apply;
+- a credential that is presented but fails verification (unknown, expired,
+  revoked, malformed, bad token) is refused with its 401, never silently
+  ignored.
+
+### Tenants
+
+A request that names a tenant in any dimension (a tenant header of the
+route) is allowed only if the credential holds that value in that
+dimension. A credential with no grant in a dimension holds nothing there:
+a token without the tenant claim, or a key without a ` + "`workspace`" + ` grant,
+is refused ` + "`tenant_forbidden`" + ` for any value of that header.
 `
 
 const docProfilesIntro = `## What each profile answers
@@ -160,7 +183,7 @@ type choice struct {
 // docProfile is one built-in profile's section.
 type docProfile struct {
 	name  string
-	seed  string // seed file under /work/shared/seeds/, "" for none
+	seed  string // the published contract the profile reproduces, "" for none
 	title string
 	about string // the contract in one paragraph
 	// codeIsReason: the codes are the reason names, so choices show the
@@ -252,10 +275,7 @@ var docProfiles = []docProfile{
 		chosen: []choice{
 			{[]string{"path_invalid", "tenant_header_missing", "tenant_header_invalid", "idempotency_key_missing"}, "The published 400: invalid_parameters with details {field, requirement}."},
 			{[]string{"route_not_found"}, "404 as in the status table; not_found is coined because the published code (session_not_found) names a resource. The message is the table's description."},
-			{[]string{"credentials_missing"}, "401 \"Invalid or missing API key\" is stated; missing_api_key is coined so a client can tell a missing key from a wrong one."},
-			{[]string{"credentials_malformed", "wrong_scheme", "key_suspended"}, "Answered with the published invalid_api_key and its message (\"invalid or has been revoked\")."},
-			{[]string{"key_expired"}, "expired_api_key is coined; the contract has no expiry code."},
-			{[]string{"token_invalid", "token_expired"}, "The contract documents x-api-key only; invalid_token and expired_token are coined for bearer tokens."},
+			{[]string{"credentials_missing", "credentials_malformed", "wrong_scheme", "key_expired", "key_suspended", "token_invalid", "token_expired"}, "The contract publishes one 401 for \"invalid or missing API key\": every 401 answers its published invalid_api_key and message; no code is coined for a 401."},
 			{[]string{"auth_unavailable"}, "503 from the status table (\"temporarily unavailable\"); service_unavailable is coined."},
 			{[]string{"browser_api_key", "wrong_auth_mode", "tenant_forbidden"}, "The table's 403 (\"You don't have permission to access this resource\") with a coined forbidden code."},
 			{[]string{"ip_not_allowed"}, "403 with the coined ip_not_allowed."},
@@ -421,7 +441,7 @@ func renderReasonsDoc(t *testing.T) string {
 		rows[dp.name] = map[string]docRow{}
 		fmt.Fprintf(&b, "\n### %s\n\n", dp.name)
 		if dp.seed != "" {
-			fmt.Fprintf(&b, "%s, seed contract `%s`. ", dp.title, dp.seed)
+			fmt.Fprintf(&b, "%s, reproducing a published error contract. ", dp.title)
 		}
 		fmt.Fprintf(&b, "Request id header: `%s`; realm `%s`.\n\n", p.reqIDHeader, p.realm)
 		fmt.Fprintf(&b, "%s\n\n", mdText(def.Description))

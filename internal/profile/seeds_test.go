@@ -243,8 +243,12 @@ func TestSeed002Aidelly(t *testing.T) {
 }
 
 func TestSeed003Lowercase(t *testing.T) {
-	exact(t, render(t, "lowercase", decision.Decision{Reason: decision.KeyInvalid}), 401,
-		`{"error": {"code": "invalid_api_key", "message": "The provided API key is invalid or has been revoked"}}`)
+	// The contract publishes one 401 for "invalid or missing API key".
+	for _, reason := range []decision.Reason{decision.KeyInvalid, decision.CredentialsMissing, decision.CredentialsMalformed,
+		decision.WrongScheme, decision.KeyExpired, decision.KeySuspended, decision.TokenInvalid, decision.TokenExpired} {
+		exact(t, render(t, "lowercase", decision.Decision{Reason: reason}), 401,
+			`{"error": {"code": "invalid_api_key", "message": "The provided API key is invalid or has been revoked"}}`)
+	}
 	r := render(t, "lowercase", decision.Decision{Reason: decision.RateLimited,
 		RateLimit: &decision.RateLimit{Limit: 100, Remaining: 0, Reset: 1697624400, RetryAfter: 60, WindowSeconds: 60, Window: "1 minute"}})
 	exact(t, r, 429, `{
