@@ -21,6 +21,7 @@ import (
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/facts"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/wire"
@@ -92,8 +93,8 @@ func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest, encode boo
 	start := time.Now()
 	d, r, resp, enc := s.check(ctx, req, encode)
 	if len(s.Observers) > 0 {
-		if r != nil && r.identity != nil {
-			d.KeyID, d.Subject = r.identity.KeyID, r.identity.Subject
+		if r != nil && r.identity() != nil {
+			d.KeyID, d.Subject = r.identity().KeyID, r.identity().Subject
 			d.Tenant = r.tenant
 		}
 		elapsed := time.Since(start)
@@ -118,7 +119,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode boo
 				s.log().Error("check panicked; denying", "decision_id", d.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 				// Keep what was resolved before the failure: the envelope still
 				// carries the API's request id and the API's own profile.
-				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: or(r.id, d.ID), Profile: r.profile, Route: d.Route, PolicyVersion: d.PolicyVersion}
+				*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: or(r.id, d.ID), Profile: r.f.Profile, Route: d.Route, PolicyVersion: d.PolicyVersion}
 				r = nil
 			}
 		}()
@@ -128,9 +129,9 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode boo
 		}
 		d.PolicyVersion = eng.Version
 		s.requestToInput(ctx, eng, req, now, d.ID, r)
-		d.RequestID, d.Profile = r.id, r.profile
-		if r.route != nil {
-			d.Route = r.route.ID
+		d.RequestID, d.Profile = r.id, r.f.Profile
+		if r.f.Route != nil {
+			d.Route = r.f.Route.ID
 		}
 		s.decide(ctx, eng, r, d, now)
 	}()
@@ -162,12 +163,11 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		return
 	}
 	memo := s.memoFor(eng)
-	var key memoKey
+	var key facts.Key
 	var out policy.Output
 	if memo != nil {
-		r.purity = eng.Policy.Purity()
-		key = r.memoKey()
-		r.memo = memo.get(key, r.clientIP)
+		key = r.f.Key(eng.Policy.Purity().Reads())
+		r.memo = memo.get(key, r.f.ClientIP)
 	}
 	if r.memo != nil {
 		out = r.memo.out
@@ -184,7 +184,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 			return
 		}
 		if memo != nil {
-			r.memo = memo.put(key, out, r.clientIP)
+			r.memo = memo.put(key, out, r.f.ClientIP)
 		}
 	}
 	reason := decision.Reason(out.Reason)
@@ -193,7 +193,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		s.fail(d, fmt.Errorf("policy returned unknown reason %q", out.Reason))
 	case out.Allow != (reason == decision.OK):
 		s.fail(d, fmt.Errorf("policy returned allow=%v with reason %q", out.Allow, out.Reason))
-	case out.Allow && r.identity == nil && (r.route == nil || !r.route.Req.Public):
+	case out.Allow && r.f.Identity() == nil && (r.f.Route == nil || !r.f.Route.Req.Public):
 		s.fail(d, errors.New("policy allowed an unauthenticated request on a non-public route"))
 	default:
 		d.Allow, d.Reason, d.Variant, d.Details, d.UpstreamHeaders = out.Allow, reason, out.Variant, out.Details, out.UpstreamHeaders

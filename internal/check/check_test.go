@@ -19,6 +19,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/facts"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -426,11 +427,13 @@ func TestMemoAcrossClientAddresses(t *testing.T) {
 	m := s.memo.Load()
 	variants := map[string]int{}
 	for k, e := range m.m {
-		if !k.ipTraced || k.clientIP.IsValid() {
+		if f := k.Facts(); !k.Traced() || f.ClientIP.IsValid() {
 			t.Errorf("key %+v holds the address", k)
 		}
 		for ; e != nil; e = e.next {
-			variants[k.tenantValue]++
+			f := k.Facts()
+			v, _ := f.Tenants.Get(0)
+			variants[v]++
 		}
 	}
 	if variants["7"] != 2 || variants["42"] != 1 {
@@ -451,15 +454,15 @@ func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
 	r.Attributes.Source.Address.GetSocketAddress().Address = "192.0.2.1"
 	decide(t, s, r)
 	m := s.memo.Load()
-	var kept memoKey
+	var kept facts.Key
 	for k := range m.m {
 		kept = k
 	}
-	if len(m.m) != 1 || kept.ipTraced || kept.clientIP != netip.MustParseAddr("192.0.2.1") {
+	if len(m.m) != 1 || kept.Traced() || kept.Facts().ClientIP != netip.MustParseAddr("192.0.2.1") {
 		t.Fatalf("memo after one request: %d keys, %+v", len(m.m), kept)
 	}
-	traced := kept
-	traced.ipTraced, traced.clientIP = true, netip.Addr{}
+	keptFacts := kept.Facts()
+	traced := keptFacts.Key(facts.Reads{ClientIPTraced: true})
 	if m.get(traced, netip.MustParseAddr("192.0.2.1")) == nil {
 		t.Fatal("a repeat from the same address misses the decision kept for it")
 	}
@@ -483,7 +486,7 @@ func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
 				t.Errorf("key %+v keeps %d tests", k, len(e.out.IPTests))
 			}
 		}
-		if !k.ipTraced && k.clientIP.IsValid() {
+		if !k.Traced() && k.Facts().ClientIP.IsValid() {
 			byAddr++
 		}
 	}

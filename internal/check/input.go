@@ -2,7 +2,6 @@ package check
 
 import (
 	"context"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -12,43 +11,35 @@ import (
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/credential"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/facts"
 	"github.com/extauthz/extauthz/internal/pathcanon"
-	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/route"
 )
 
-// request is what step one resolved about a CheckRequest.
+// request is what step one resolved about a CheckRequest: the facts the
+// policy is given, and what the sidecar keeps beside them.
 type request struct {
-	req       *authv3.CheckRequest
-	id        string // request id (x-request-id or generated)
-	method    string
-	path      pathcanon.Path
-	route     *route.Route
-	routeErr  error // bad context_extensions: fail closed
-	profile   string
-	cred      credential.Presented
-	status    authn.Status
-	identity  *authn.Identity
-	clientIP  netip.Addr
-	headers   map[string]string
-	setupFail bool // the request could not be understood at all (no HTTP attributes)
-	// Request facts the rulebook reads instead of raw headers.
-	tenantValues [][2]string // route's tenant headers present: lower-case name, value
-	browser      bool        // a browser signal is present (Origin, Sec-Fetch-*, Cookie)
-	idempotency  bool        // Idempotency-Key present and non-empty
-	ceKey        string      // the context_extensions overrides, for the decision cache key
-	purity       policy.Purity
+	req          *authv3.CheckRequest
+	f            facts.Facts
+	id           string // request id (x-request-id or generated); f.RequestID
+	path         pathcanon.Path
+	routeErr     error // bad context_extensions: fail closed
+	cred         credential.Presented
+	headers      map[string]string
+	setupFail    bool        // the request could not be understood at all (no HTTP attributes)
 	quotaHeaders [][2]string // rate-limit headers for the response (allowed, or IETF on 429)
 	memo         *memoEntry  // the remembered decision this request used, if any
-	tenant       string      // the tenant the request acts for (see actingTenant)
+	tenant       string      // the verified tenant the request acts for (facts.Facts.Tenant)
 	segs         [6]string   // storage for path.Segments of ordinary paths
 }
+
+// identity is the credential's identity, whatever its status.
+func (r *request) identity() *authn.Identity { return r.f.Credential.Identity }
 
 // browserSignals are request headers only browsers send on their own.
 var browserSignals = []string{"origin", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest", "cookie"}
 
-// requestToInput is step one: it resolves the facts the policy needs and
-// builds the policy input directly as an OPA value.
+// requestToInput is step one: it resolves the facts the policy needs.
 // The OPA value of the input is built only when the policy has to be
 // evaluated (request.value; see decide).
 // It fills r step by step, so that if anything fails midway the request id
@@ -57,10 +48,12 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	headers := h.GetHeaders()
-	*r = request{req: req, headers: headers, method: h.GetMethod(), id: s.requestID(headers)}
+	*r = request{req: req, headers: headers, id: s.requestID(headers)}
 	if r.id == "" {
 		r.id = decisionID
 	}
+	f := &r.f
+	f.RequestID, f.Method = r.id, h.GetMethod()
 	if h == nil {
 		r.setupFail = true
 	}
@@ -69,43 +62,43 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 		rawPath = headers[":path"]
 	}
 	r.path = pathcanon.ParseInto(rawPath, r.segs[:0])
+	f.Path, f.PathProblem = r.path.Canonical, r.path.Problem
 	ce := attrs.GetContextExtensions()
 
 	// Route: an Envoy route may name it; otherwise the prepared matcher.
 	if id, ok := ce[route.CERoute]; ok {
 		if rt, found := eng.Routes.ByID(id); found {
-			r.route = rt
+			f.Route = rt
 		} else {
 			r.routeErr = errUnknownRoute
 		}
 	} else if r.path.Problem == "" {
-		r.route = eng.Routes.Match(r.method, r.path.Segments)
+		f.Route = eng.Routes.Match(f.Method, r.path.Segments)
 	}
-	if r.route != nil && route.HasOverrides(ce) {
-		r.ceKey = ce[route.CEAuth] + "\x00" + ce[route.CEScopes] + "\x00" + ce[route.CETenantHeader] + "\x00" + ce[route.CETenantFormat] + "\x00" + ce[route.CETenantRequired]
-		r.route, r.routeErr = r.route.WithOverrides(ce)
+	if f.Route != nil && route.HasOverrides(ce) {
+		f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce)
 	}
-	if r.route != nil {
-		for _, th := range r.route.Req.TenantHeaders {
+	if f.Route != nil {
+		for i, th := range f.Route.Req.TenantHeaders {
 			if v, ok := headers[th.Key]; ok {
-				r.tenantValues = append(r.tenantValues, [2]string{th.Key, v})
+				f.Tenants.Set(i, v)
 			}
 		}
 	}
 	for _, h := range browserSignals {
 		if _, ok := headers[h]; ok {
-			r.browser = true
+			f.Browser = true
 			break
 		}
 	}
-	r.idempotency = headers["idempotency-key"] != ""
-	r.profile = eng.Settings.DefaultProfile
-	if r.route != nil && r.route.Req.Profile != "" {
-		r.profile = r.route.Req.Profile
+	f.IdempotencyKey = headers["idempotency-key"] != ""
+	f.Profile = eng.Settings.DefaultProfile
+	if f.Route != nil && f.Route.Req.Profile != "" {
+		f.Profile = f.Route.Req.Profile
 	}
 	if p, ok := ce[route.CEProfile]; ok {
 		if _, known := eng.Profiles.Get(p); known {
-			r.profile = p
+			f.Profile = p
 		} else {
 			r.routeErr = errUnknownProfile
 		}
@@ -113,30 +106,13 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 
 	// Credential: found, then verified.
 	r.cred = credential.Extract(headers, eng.Settings.APIKeyHeader)
-	r.status, r.identity = s.verify(ctx, eng, r.cred, now)
+	f.Credential.Kind, f.Credential.Via = r.cred.Kind, r.cred.Via
+	f.Credential.Status, f.Credential.Identity = s.verify(ctx, eng, r.cred, now)
 
 	// Client address.
 	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
-	r.clientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
-	r.tenant = actingTenant(r)
-}
-
-// actingTenant is the tenant the request acts for: the first non-empty tenant
-// header the route reads, else the credential's only tenant. Upstream headers,
-// metadata, quotas and logs all use it; the policy has checked it belongs to
-// the credential before any of them is used.
-func actingTenant(r *request) string {
-	for _, tv := range r.tenantValues {
-		if tv[1] != "" {
-			return tv[1]
-		}
-	}
-	if r.identity != nil {
-		if t := r.identity.Tenants[authn.DefaultDimension]; len(t) == 1 {
-			return t[0]
-		}
-	}
-	return ""
+	f.ClientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
+	r.tenant = f.Tenant()
 }
 
 // value is the policy input as an OPA value.
@@ -181,23 +157,7 @@ var (
 	kSocket       = ast.StringTerm("socketAddress")
 	kPortValue    = ast.StringTerm("portValue")
 	kCtxExt       = ast.StringTerm("contextExtensions")
-	kRequestID    = ast.StringTerm("request_id")
-	kClientIP     = ast.StringTerm("client_ip")
-	kPathProblem  = ast.StringTerm("path_problem")
-	kRoute        = ast.StringTerm("route")
-	kCredential   = ast.StringTerm("credential")
-	kKind         = ast.StringTerm("kind")
-	kVia          = ast.StringTerm("via")
-	kStatus       = ast.StringTerm("status")
-	kIdentity     = ast.StringTerm("identity")
-	kProfile      = ast.StringTerm("profile")
-	kTenantValues = ast.StringTerm("tenant_values")
-	kBrowser      = ast.StringTerm("browser")
-	kIdempotency  = ast.StringTerm("idempotency_key")
-	nullTerm      = ast.NullTerm()
 	emptyObjTerm  = ast.ObjectTerm()
-	emptyArrTerm  = ast.ArrayTerm()
-	emptyStrTerm  = ast.StringTerm("")
 	emptyQueryObj = ast.ObjectTerm()
 )
 
@@ -249,44 +209,11 @@ func buildInput(req *authv3.CheckRequest, r *request) ast.Value {
 		query = parseQuery(r.path.Query)
 	}
 
-	routeTerm := nullTerm
-	if r.route != nil {
-		routeTerm = ast.NewTerm(r.route.Value())
-	}
-	credItems := [][2]*ast.Term{
-		ast.Item(kKind, ast.StringTerm(string(r.cred.Kind))),
-		ast.Item(kVia, ast.StringTerm(string(r.cred.Via))),
-		ast.Item(kStatus, ast.StringTerm(string(r.status))),
-	}
-	if r.identity != nil {
-		credItems = append(credItems, ast.Item(kIdentity, ast.NewTerm(r.identity.Value())))
-	}
-	clientIP := emptyStrTerm
-	if r.clientIP.IsValid() {
-		clientIP = ast.StringTerm(r.clientIP.String())
-	}
-	tenantItems := make([][2]*ast.Term, len(r.tenantValues))
-	for i, tv := range r.tenantValues {
-		tenantItems[i] = ast.Item(ast.StringTerm(tv[0]), ast.StringTerm(tv[1]))
-	}
-	facts := ast.ObjectTerm(
-		ast.Item(kRequestID, ast.StringTerm(r.id)),
-		ast.Item(kMethod, ast.StringTerm(r.method)),
-		ast.Item(kPath, ast.StringTerm(r.path.Canonical)),
-		ast.Item(kPathProblem, ast.StringTerm(r.path.Problem)),
-		ast.Item(kClientIP, clientIP),
-		ast.Item(kRoute, routeTerm),
-		ast.Item(kProfile, ast.StringTerm(r.profile)),
-		ast.Item(kCredential, ast.ObjectTerm(credItems...)),
-		ast.Item(kTenantValues, ast.ObjectTerm(tenantItems...)),
-		ast.Item(kBrowser, ast.BooleanTerm(r.browser)),
-		ast.Item(kIdempotency, ast.BooleanTerm(r.idempotency)),
-	)
 	return ast.NewObject(
 		ast.Item(kAttributes, attributes),
 		ast.Item(kParsedPath, ast.ArrayTerm(segs...)),
 		ast.Item(kParsedQuery, query),
-		ast.Item(kExtauthz, facts),
+		ast.Item(kExtauthz, ast.NewTerm(r.f.Value())),
 	)
 }
 

@@ -62,13 +62,13 @@ func (s *Server) limiterFor(eng *engine.Engine) ratelimit.Limiter {
 // deny; quota headers for the upstream response go into r.quotaHeaders.
 func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision, now time.Time) {
 	lim := s.limiterFor(eng)
-	if lim == nil || r.identity == nil {
+	if lim == nil || r.f.Identity() == nil {
 		return
 	}
-	id := r.identity
+	id := r.f.Identity()
 	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: r.tenant, Subject: id.QuotaSubject()}
-	if r.route != nil {
-		sub.Route = r.route.ID
+	if r.f.Route != nil {
+		sub.Route = r.f.Route.ID
 	}
 	res, err := lim.Take(ctx, sub, now)
 	if err != nil {

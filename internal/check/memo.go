@@ -3,22 +3,22 @@ package check
 import (
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
-	"github.com/extauthz/extauthz/internal/authn"
-	"github.com/extauthz/extauthz/internal/credential"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/facts"
 	"github.com/extauthz/extauthz/internal/policy"
 )
 
 // The decision memo. When a policy provably reads nothing but
-// input.extauthz and data and calls no time- or I/O-dependent builtin
-// (policy.Engine.Pure), its decision is a function of the resolved facts, so
-// it is remembered per engine version, keyed by exactly those facts. A memo
+// input.extauthz and data, and calls only builtins known to be deterministic
+// and time-independent (policy.Engine.Pure), its decision is a function of
+// the facts it was given, so it is remembered per engine version, keyed by
+// those facts themselves (facts.Key: the same type as input.extauthz, less
+// what the policy provably does not read). A memo
 // never outlives its engine: a reload starts an empty one. Its size is capped:
 // when full it is cleared, so nothing a client sends can grow it.
 //
@@ -45,33 +45,10 @@ const (
 	maxMemoTests  = 1 << 18
 )
 
-type memoKey struct {
-	route       string
-	ce          string
-	profile     string
-	kind        credential.Kind
-	via         credential.Via
-	status      authn.Status
-	identity    string
-	pathProblem string
-	clientIP    netip.Addr // zero when ipTraced
-	ipTraced    bool       // the address is matched against each variant's tests
-	browser     bool
-	idempotency bool
-	// The tenant headers' values: one header's name and value in the
-	// first two fields (no allocation for the common case), more joined in
-	// tenants.
-	tenantName, tenantValue string
-	tenants                 string
-	method                  string
-	path                    string
-	noRoute                 bool
-}
-
 type memo struct {
 	eng   *engine.Engine
 	mu    sync.RWMutex
-	m     map[memoKey]*memoEntry
+	m     map[facts.Key]*memoEntry
 	tests int // address tests the entries in m carry; under mu
 }
 
@@ -94,11 +71,11 @@ type okParts struct {
 
 // get returns the decision remembered for k and, for a traced key, for
 // client address ip; nil when there is none.
-func (m *memo) get(k memoKey, ip netip.Addr) *memoEntry {
+func (m *memo) get(k facts.Key, ip netip.Addr) *memoEntry {
 	m.mu.RLock()
 	e := m.m[k]
 	m.mu.RUnlock()
-	if !k.ipTraced {
+	if !k.Traced() {
 		return e
 	}
 	b := ip.As16() // the bytes net.ParseIP gives for ip's text
@@ -109,22 +86,16 @@ func (m *memo) get(k memoKey, ip netip.Addr) *memoEntry {
 	}
 	// A decision with too many tests to share is kept by address.
 	m.mu.RLock()
-	e = m.m[byAddress(k, ip)]
+	e = m.m[k.WithAddress(ip)]
 	m.mu.RUnlock()
 	return e
 }
 
-// byAddress is traced key k for one address.
-func byAddress(k memoKey, ip netip.Addr) memoKey {
-	k.ipTraced, k.clientIP = false, ip
-	return k
-}
-
 // put remembers o for k (and, for a traced key, the requests whose address
 // answers o's tests alike; ip is this request's).
-func (m *memo) put(k memoKey, o policy.Output, ip netip.Addr) *memoEntry {
-	if k.ipTraced && len(o.IPTests) > maxTraceTests {
-		k, o.IPTests = byAddress(k, ip), nil
+func (m *memo) put(k facts.Key, o policy.Output, ip netip.Addr) *memoEntry {
+	if k.Traced() && len(o.IPTests) > maxTraceTests {
+		k, o.IPTests = k.WithAddress(ip), nil
 	}
 	e := &memoEntry{out: o}
 	m.mu.Lock()
@@ -137,7 +108,7 @@ func (m *memo) put(k memoKey, o policy.Output, ip netip.Addr) *memoEntry {
 	for v := m.m[k]; v != nil; v = v.next {
 		n, tests = n+1, tests+len(v.out.IPTests)
 	}
-	if k.ipTraced && n < maxVariants {
+	if k.Traced() && n < maxVariants {
 		e.next = m.m[k]
 	} else {
 		m.tests -= tests // the entries e replaces
@@ -155,52 +126,7 @@ func (s *Server) memoFor(eng *engine.Engine) *memo {
 	if m := s.memo.Load(); m != nil && m.eng == eng {
 		return m
 	}
-	m := &memo{eng: eng, m: make(map[memoKey]*memoEntry, 1024)}
+	m := &memo{eng: eng, m: make(map[facts.Key]*memoEntry, 1024)}
 	s.memo.Store(m)
 	return m
-}
-
-func (r *request) memoKey() memoKey {
-	k := memoKey{
-		ce: r.ceKey, profile: r.profile,
-		kind: r.cred.Kind, via: r.cred.Via, status: r.status,
-		pathProblem: r.path.Problem,
-		browser:     r.browser, idempotency: r.idempotency,
-	}
-	// An address the policy can trace: valid, and text net.ParseIP reads
-	// (no zone), as the policy sees it.
-	if r.purity.TracesClientIP && r.clientIP.IsValid() && r.clientIP.Zone() == "" {
-		k.ipTraced = true
-	} else {
-		k.clientIP = r.clientIP
-	}
-	if r.route != nil {
-		k.route = r.route.ID
-	} else {
-		k.noRoute = true
-	}
-	if pu := r.purity; pu.ReadsPath {
-		k.path = r.path.Canonical
-	}
-	if r.purity.ReadsMethod {
-		k.method = r.method
-	}
-	if r.identity != nil {
-		k.identity = r.identity.Key()
-	}
-	switch len(r.tenantValues) {
-	case 0:
-	case 1:
-		k.tenantName, k.tenantValue = r.tenantValues[0][0], r.tenantValues[0][1]
-	default:
-		var b strings.Builder
-		for _, tv := range r.tenantValues {
-			b.WriteString(tv[0])
-			b.WriteByte(0)
-			b.WriteString(tv[1])
-			b.WriteByte(0)
-		}
-		k.tenants = b.String()
-	}
-	return k
 }

@@ -113,7 +113,7 @@ func okPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *okParts {
 // policy output), so a memoized decision builds them once.
 func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts {
 	ih := eng.Settings.IdentityHeaders
-	id := r.identity
+	id := r.f.Identity()
 	var set []*corev3.HeaderValueOption
 	var remove []string
 	put := func(name, value string) {
@@ -177,16 +177,19 @@ func metadataFields(r *request, d *decision.Decision) map[string]*structpb.Value
 	if d.Route != "" {
 		f["route"] = structpb.NewStringValue(d.Route)
 	}
-	if r != nil && r.identity != nil && r.status == "valid" {
-		f["subject"] = structpb.NewStringValue(r.identity.Subject)
-		if r.identity.KeyID != "" {
-			f["key_id"] = structpb.NewStringValue(r.identity.KeyID)
+	if r == nil {
+		return f
+	}
+	if id := r.f.Identity(); id != nil {
+		f["subject"] = structpb.NewStringValue(id.Subject)
+		if id.KeyID != "" {
+			f["key_id"] = structpb.NewStringValue(id.KeyID)
 		}
 		if r.tenant != "" {
 			f["tenant"] = structpb.NewStringValue(r.tenant)
 		}
-		if r.identity.Plan != "" {
-			f["plan"] = structpb.NewStringValue(r.identity.Plan)
+		if id.Plan != "" {
+			f["plan"] = structpb.NewStringValue(id.Plan)
 		}
 	}
 	return f

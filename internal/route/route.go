@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -58,7 +61,12 @@ type Def struct {
 	Requirements
 }
 
-// Route is a compiled route.
+// MaxTenantHeaders bounds the tenant headers of one route.
+const MaxTenantHeaders = 4
+
+// Route is a compiled route. Within one table a *Route is the route's
+// identity: two requests with the same pointer face the same requirements
+// (Table.WithOverrides returns one pointer per distinct override).
 type Route struct {
 	ID  string
 	Req Requirements
@@ -73,6 +81,9 @@ type Table struct {
 	root     *trieNode
 	byID     map[string]*Route
 	fallback *Route
+
+	overridden sync.Map // overrideKey -> *Route; see WithOverrides
+	nOverrides atomic.Int32
 }
 
 type trieNode struct {
@@ -101,6 +112,10 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 			continue
 		}
 		where = fmt.Sprintf("routes[%d] (%s)", i, d.ID)
+		if d.ID == DefaultID {
+			errs = append(errs, fmt.Errorf("%s.id: %q is reserved for default_route", where, d.ID))
+			continue
+		}
 		if _, dup := t.byID[d.ID]; dup {
 			errs = append(errs, fmt.Errorf("%s.id: duplicate", where))
 			continue
@@ -120,7 +135,7 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 		var req Requirements
 		if err := strict(defaultRaw, &req); err != nil {
 			errs = append(errs, fmt.Errorf("default_route: %w", err))
-		} else if r, err := compile("default", req, profiles); err != nil {
+		} else if r, err := compile(DefaultID, req, profiles); err != nil {
 			errs = append(errs, prefixErr("default_route", err))
 		} else {
 			t.fallback = r
@@ -207,6 +222,10 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 			errs = append(errs, fmt.Errorf("auth[%d]: %q is not one of api_key, api_key_bearer, jwt", i, a))
 		}
 	}
+	if len(req.TenantHeaders) > MaxTenantHeaders {
+		errs = append(errs, fmt.Errorf("tenant_headers: %d headers; at most %d", len(req.TenantHeaders), MaxTenantHeaders))
+	}
+	seen := map[string]bool{}
 	for i := range req.TenantHeaders {
 		th := &req.TenantHeaders[i]
 		if th.Dimension == "" {
@@ -216,6 +235,10 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 			th.Format = FormatAny
 		}
 		th.Key = strings.ToLower(th.Header)
+		if seen[th.Key] {
+			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is listed twice", i, th.Header))
+		}
+		seen[th.Key] = true
 		if th.Header == "" || strings.ContainsAny(th.Header, " :,\r\n") {
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is not a header name", i, th.Header))
 		}
@@ -332,13 +355,56 @@ const (
 
 // HasOverrides reports whether ce changes requirements (beyond route/profile).
 func HasOverrides(ce map[string]string) bool {
-	for _, k := range []string{CEAuth, CEScopes, CETenantHeader, CETenantFormat, CETenantRequired} {
+	for _, k := range overrideKeys {
 		if _, ok := ce[k]; ok {
 			return true
 		}
 	}
 	return false
 }
+
+// DefaultID is the id of the default route; no route in data may take it.
+const DefaultID = "default"
+
+// maxOverridden bounds the overridden routes a table keeps (Envoy
+// configurations name a handful); past it WithOverrides builds afresh.
+const maxOverridden = 1024
+
+type overrideKey struct {
+	base *Route
+	spec string // the override keys present and their values
+}
+
+// WithOverrides is base.WithOverrides(ce), one *Route per distinct base and
+// override (an absent key and an empty one differ), so that the route
+// pointer stays the requirements' identity.
+func (t *Table) WithOverrides(base *Route, ce map[string]string) (*Route, error) {
+	var b strings.Builder
+	for _, k := range overrideKeys {
+		if v, ok := ce[k]; ok {
+			b.WriteString(strconv.Itoa(len(v)))
+			b.WriteByte(':')
+			b.WriteString(v)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	key := overrideKey{base, b.String()}
+	if r, ok := t.overridden.Load(key); ok {
+		return r.(*Route), nil
+	}
+	r, err := base.WithOverrides(ce)
+	if err != nil || t.nOverrides.Load() >= maxOverridden {
+		return r, err
+	}
+	if prev, loaded := t.overridden.LoadOrStore(key, r); loaded {
+		return prev.(*Route), nil
+	}
+	t.nOverrides.Add(1)
+	return r, nil
+}
+
+var overrideKeys = []string{CEAuth, CEScopes, CETenantHeader, CETenantFormat, CETenantRequired}
 
 // WithOverrides returns a route whose requirements are r's overridden by
 // context_extensions. The first tenant header (or a new one) takes the
