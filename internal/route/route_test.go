@@ -111,3 +111,31 @@ func BenchmarkMatch(b *testing.B) {
 		})
 	}
 }
+
+// The default route's id is reserved: a route of the same id would share
+// its identity in logs, metadata and the policy's input.
+func TestDefaultIDIsReserved(t *testing.T) {
+	_, err := Parse([]byte(`[{"id": "default", "path": "/x"}]`), []byte(`{"public": true}`), nil)
+	if err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Overridden routes are interned: one route per base and override, and an
+// absent override differs from an empty one.
+func TestOverridesAreInterned(t *testing.T) {
+	tb, err := Parse([]byte(`[{"id": "r", "path": "/x", "scopes": ["a"]}]`), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := tb.ByID("r")
+	a1, _ := tb.WithOverrides(base, map[string]string{"scopes": ""})
+	a2, _ := tb.WithOverrides(base, map[string]string{"scopes": ""})
+	b, _ := tb.WithOverrides(base, map[string]string{"auth": ""})
+	if a1 != a2 {
+		t.Error("the same override gives two routes")
+	}
+	if a1 == b || len(a1.Req.Scopes) != 0 || len(b.Req.Scopes) != 1 {
+		t.Errorf("scopes \"\" and auth \"\" confused: %+v %+v", a1.Req, b.Req)
+	}
+}
