@@ -79,7 +79,7 @@ func BenchmarkCheckNoMemo(b *testing.B) {
 func BenchmarkServe(b *testing.B) {
 	s := newServer(b, demoEngine(b))
 	s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	codec := wire.Codec()
+	codec := wire.Codec(0)
 	ctx := context.Background()
 	for _, c := range []struct {
 		name    string

@@ -146,6 +146,15 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode boo
 // decide is step two: evaluate the policy within the time budget and turn
 // anything but a well-formed decision into internal_error.
 func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision, now time.Time) {
+	switch r.problem {
+	case "":
+	case wire.TooLarge:
+		d.Allow, d.Reason = false, decision.RequestTooLarge
+		return
+	default:
+		d.Allow, d.Reason = false, decision.RequestInvalid
+		return
+	}
 	if r.setupFail {
 		s.fail(d, errors.New("CheckRequest has no HTTP attributes"))
 		return

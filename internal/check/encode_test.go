@@ -170,7 +170,7 @@ func TestCheckWireUnpreparedDeny(t *testing.T) {
 func TestAllocationBudget(t *testing.T) {
 	const budget = 8
 	s := newServer(t, demoEngine(t))
-	codec := wire.Codec()
+	codec := wire.Codec(0)
 	ctx := context.Background()
 	for _, c := range []struct {
 		name         string

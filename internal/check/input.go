@@ -1,10 +1,14 @@
 package check
 
 import (
+	"cmp"
 	"context"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -14,6 +18,7 @@ import (
 	"github.com/extauthz/extauthz/internal/facts"
 	"github.com/extauthz/extauthz/internal/pathcanon"
 	"github.com/extauthz/extauthz/internal/route"
+	"github.com/extauthz/extauthz/internal/wire"
 )
 
 // request is what step one resolved about a CheckRequest: the facts the
@@ -26,11 +31,35 @@ type request struct {
 	routeErr     error // bad context_extensions: fail closed
 	cred         credential.Presented
 	headers      map[string]string
-	setupFail    bool        // the request could not be understood at all (no HTTP attributes)
-	quotaHeaders [][2]string // rate-limit headers for the response (allowed, or IETF on 429)
-	memo         *memoEntry  // the remembered decision this request used, if any
-	tenant       string      // the verified tenant the request acts for (facts.Facts.Tenant)
-	segs         [6]string   // storage for path.Segments of ordinary paths
+	setupFail    bool         // the request could not be understood at all (no HTTP attributes)
+	problem      wire.Problem // it could not be taken as sent (bad UTF-8, too large, undecodable)
+	quotaHeaders [][2]string  // rate-limit headers for the response (allowed, or IETF on 429)
+	memo         *memoEntry   // the remembered decision this request used, if any
+	tenant       string       // the verified tenant the request acts for (facts.Facts.Tenant)
+	segs         [6]string    // storage for path.Segments of ordinary paths
+}
+
+// rawHeaders reads the headers Envoy sends as header_map (encode_raw_headers:
+// true) the way it would have filled the headers map: lower-case names,
+// repeated headers joined with ",". A raw value that is not UTF-8 is a
+// problem: the request is denied request_invalid.
+func rawHeaders(hm *corev3.HeaderMap) (map[string]string, wire.Problem) {
+	var problem wire.Problem
+	out := make(map[string]string, len(hm.GetHeaders()))
+	for _, hv := range hm.GetHeaders() {
+		k, v := strings.ToLower(hv.GetKey()), hv.GetValue()
+		if raw := hv.GetRawValue(); len(raw) > 0 {
+			if !utf8.Valid(raw) {
+				problem = wire.NotUTF8
+			}
+			v = string(raw)
+		}
+		if prev, ok := out[k]; ok {
+			v = prev + "," + v
+		}
+		out[k] = v
+	}
+	return out, problem
 }
 
 // identity is the credential's identity, whatever its status.
@@ -48,7 +77,13 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	headers := h.GetHeaders()
-	*r = request{req: req, headers: headers, id: s.requestID(headers)}
+	problem := wire.ProblemOf(req)
+	if len(headers) == 0 && h.GetHeaderMap() != nil { // Envoy's encode_raw_headers
+		var rawProblem wire.Problem
+		headers, rawProblem = rawHeaders(h.GetHeaderMap())
+		problem = cmp.Or(problem, rawProblem)
+	}
+	*r = request{req: req, headers: headers, id: s.requestID(headers), problem: problem}
 	if r.id == "" {
 		r.id = decisionID
 	}

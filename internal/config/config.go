@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/internal/grpcopts"
 )
 
 // Config is everything the server needs that is not policy.
@@ -32,6 +34,8 @@ type Config struct {
 	XFFTrustedHops int           `json:"xff_trusted_hops"` // must equal Envoy's xff_num_trusted_hops
 	EvalTimeout    time.Duration `json:"eval_timeout"`     // budget for one check (below Envoy's timeout)
 	DrainTimeout   time.Duration `json:"drain_timeout"`    // graceful stop
+
+	MaxRequestBytes int `json:"max_request_bytes"` // larger CheckRequests are denied request_too_large
 
 	TLSCert     string `json:"tls_cert"`      // gRPC server certificate (PEM)
 	TLSKey      string `json:"tls_key"`       // and key
@@ -53,6 +57,7 @@ func Defaults() Config {
 		ReloadInterval:  2 * time.Second,
 		EvalTimeout:     100 * time.Millisecond,
 		DrainTimeout:    10 * time.Second,
+		MaxRequestBytes: grpcopts.DefaultMaxRequestBytes,
 		LogLevel:        "info",
 		DecisionLog:     "all",
 		AllowSampleRate: 1,
@@ -142,6 +147,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the policy dir or bundle file is checked for changes; 0 disables (SIGHUP still reloads) [EXTAUTHZ_RELOAD_INTERVAL]")
 	fs.IntVar(&c.XFFTrustedHops, "xff-trusted-hops", c.XFFTrustedHops, "trusted proxies in front of Envoy; must equal Envoy's xff_num_trusted_hops [EXTAUTHZ_XFF_TRUSTED_HOPS]")
 	fs.DurationVar(&c.EvalTimeout, "eval-timeout", c.EvalTimeout, "budget for one check; keep it below Envoy's ext_authz timeout [EXTAUTHZ_EVAL_TIMEOUT]")
+	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", c.MaxRequestBytes, "CheckRequests (headers and buffered body) larger than this are denied request_too_large (413); set above Envoy's max_request_headers_kb plus with_request_body.max_request_bytes [EXTAUTHZ_MAX_REQUEST_BYTES]")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long in-flight checks may finish on SIGTERM [EXTAUTHZ_DRAIN_TIMEOUT]")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "gRPC TLS certificate (PEM) [EXTAUTHZ_TLS_CERT]")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "gRPC TLS private key (PEM) [EXTAUTHZ_TLS_KEY]")
@@ -194,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReloadInterval < 0 {
 		bad("reload-interval", "must not be negative")
+	}
+	if c.MaxRequestBytes < 64<<10 || c.MaxRequestBytes > 256<<20 {
+		bad("max-request-bytes", "%d is outside 64 KiB..256 MiB", c.MaxRequestBytes)
 	}
 	if c.XFFTrustedHops < 0 || c.XFFTrustedHops > 16 {
 		bad("xff-trusted-hops", "%d is outside 0..16", c.XFFTrustedHops)

@@ -9,6 +9,8 @@ type Reason string
 // Reasons, in precedence order (the first that applies wins; see Precedence).
 const (
 	OK                    Reason = "ok"
+	RequestInvalid        Reason = "request_invalid"
+	RequestTooLarge       Reason = "request_too_large"
 	PathInvalid           Reason = "path_invalid"
 	RouteNotFound         Reason = "route_not_found"
 	CredentialsMalformed  Reason = "credentials_malformed"
@@ -39,7 +41,7 @@ const (
 // internal_error is outside the order: it replaces any result that could not
 // be computed.
 var Precedence = []Reason{
-	PathInvalid, RouteNotFound,
+	RequestInvalid, RequestTooLarge, PathInvalid, RouteNotFound,
 	CredentialsMalformed, WrongScheme, CredentialsMissing,
 	KeyInvalid, KeyExpired, KeyRevoked, KeySuspended,
 	TokenInvalid, TokenExpired, AuthUnavailable,

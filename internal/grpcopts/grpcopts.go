@@ -11,13 +11,32 @@ import (
 	"github.com/extauthz/extauthz/internal/wire"
 )
 
-// Server returns the server options.
+// DefaultMaxRequestBytes is the size above which a CheckRequest is denied
+// request_too_large: above Envoy's default max_request_headers_kb (60 KiB)
+// plus a buffered body of a few MiB.
+const DefaultMaxRequestBytes = 8 << 20
+
+// Server returns the server options. A CheckRequest up to the limit
+// is answered as usual; a larger one, up to four times it, is still read
+// and answered with a deny (request_too_large); only beyond that does gRPC
+// refuse the message itself (Envoy then applies its status_on_error, 403 by
+// default: still a deny). Server uses DefaultMaxRequestBytes; see Limit.
 func Server() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(4 << 20), // a CheckRequest with a buffered body stays far below
+	return append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		wire.ServerOption(), // the proto codec, plus sending pre-encoded responses as they are
+	}, Limit(DefaultMaxRequestBytes)...)
+}
+
+// Limit sets the request size limit (see Server); given after Server's
+// options, it replaces theirs. maxRequestBytes <= 0 means the default.
+func Limit(maxRequestBytes int) []grpc.ServerOption {
+	if maxRequestBytes <= 0 {
+		maxRequestBytes = DefaultMaxRequestBytes
+	}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(4 * maxRequestBytes),
+		wire.ServerOption(maxRequestBytes), // the proto codec, plus pre-encoded responses and lenient CheckRequests
 	}
 }

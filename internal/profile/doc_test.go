@@ -124,6 +124,8 @@ const docGaps = `## Where the sidecar does not meet a contract
 
 // reasonMeaning is the one-line meaning of every reason.
 var reasonMeaning = map[decision.Reason]string{
+	decision.RequestInvalid:        "The CheckRequest cannot be read as sent: it does not decode, or a header, the path or another string is not valid UTF-8 (also raw header bytes sent with encode_raw_headers).",
+	decision.RequestTooLarge:       "The CheckRequest (headers and any buffered body) is larger than the sidecar's --max-request-bytes.",
 	decision.PathInvalid:           "The path is not in canonical form: path parameters (`;`), encoded slashes or backslashes, dot or empty segments, control characters, bad or double percent-escapes, a fragment, or too long.",
 	decision.RouteNotFound:         "No route of the policy matches the method and the canonical path.",
 	decision.CredentialsMalformed:  "A credential is present but unusable: empty, too long, bad characters, the header repeated, or both an API key and an Authorization header.",
@@ -150,6 +152,8 @@ var reasonMeaning = map[decision.Reason]string{
 
 // reasonStage is the step of the check each reason belongs to.
 var reasonStage = map[decision.Reason]string{
+	decision.RequestInvalid:        "request shape",
+	decision.RequestTooLarge:       "request shape",
 	decision.PathInvalid:           "request shape",
 	decision.RouteNotFound:         "request shape",
 	decision.CredentialsMalformed:  "authentication",
@@ -200,6 +204,7 @@ var docProfiles = []docProfile{
 		codeIsReason: true,
 		about:        "extauthz's own envelope; there is no seed contract, so every row is a choice. The code is the reason's name; statuses follow RFC 9110.",
 		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large"}, "400 request_invalid and 413 request_too_large (RFC 9110) for a CheckRequest the sidecar cannot read or that exceeds its size limit."},
 			{[]string{"path_invalid", "tenant_header_missing", "tenant_header_invalid", "idempotency_key_missing"}, "The client must fix the request; 400 rather than 428 for the missing Idempotency-Key because it is a malformed write, not a failed condition."},
 			{[]string{"route_not_found"}, "The route table has no such route."},
 			{[]string{"credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "token_invalid", "token_expired"}, "No acceptable credential: the client must authenticate (WWW-Authenticate)."},
@@ -218,6 +223,7 @@ var docProfiles = []docProfile{
 		stated: []string{"route_not_found", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "token_invalid", "token_expired", "wrong_scheme",
 			"auth_unavailable", "ip_not_allowed", "scope_missing", "internal_error"},
 		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large"}, "The contract's invalid_request code with 400 for an unreadable request and 413 for one too large."},
 			{[]string{"path_invalid"}, "The contract's 400/422 family is \"failed validation\"; 400 because the path cannot be matched against any route, with details.field \"path\"."},
 			{[]string{"credentials_malformed"}, "Read as the \"malformed\" credentials of the contract's 401 list."},
 			{[]string{"key_suspended"}, "The 401 list names invalid, expired and revoked keys only; a suspended key is answered like a revoked one (same code, own message and message_key)."},
@@ -237,6 +243,7 @@ var docProfiles = []docProfile{
 		stated: []string{"route_not_found", "credentials_missing", "key_invalid", "token_expired",
 			"tenant_header_missing", "tenant_header_invalid", "rate_limited", "internal_error"},
 		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large"}, "The contract's VALIDATION_ERROR envelope (400; 413 for a request too large) with a details entry on the request itself."},
 			{[]string{"path_invalid"}, "VALIDATION_ERROR in the shape of the published 400 example, details [{field \"path\", code INVALID_FORMAT}]."},
 			{[]string{"credentials_malformed", "wrong_scheme"}, "The contract shows wrong ways to send a key (no header name, API-Key:) without a code of their own; they are answered like a missing credential."},
 			{[]string{"key_expired", "key_revoked"}, "There is no expiry or revocation code for API keys (AUTH_TOKEN_EXPIRED is for JWTs); the catalogue's AUTH_INVALID_CREDENTIALS covers \"invalid ... API key\"."},
@@ -256,6 +263,7 @@ var docProfiles = []docProfile{
 		stated: []string{"credentials_missing", "credentials_malformed", "wrong_scheme", "key_invalid", "key_revoked", "key_expired", "auth_unavailable",
 			"tenant_forbidden", "tenant_forbidden.brand", "scope_missing", "idempotency_key_missing", "rate_limited"},
 		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large"}, "The catalogue's PUBLIC_API_QUERY_INVALID for an unreadable request (400) and one too large (413)."},
 			{[]string{"path_invalid"}, "The nearest 400 of the catalogue (PUBLIC_API_QUERY_INVALID: the request line is wrong); BODY_INVALID is for bodies."},
 			{[]string{"route_not_found"}, "PUBLIC_API_NOT_FOUND is not in the catalogue, which only has PUBLIC_API_POST_NOT_FOUND for posts; it is coined on the same PUBLIC_API_<thing>_NOT_FOUND pattern, with POST_NOT_FOUND's \"does not exist or is inaccessible\"."},
 			{[]string{"key_suspended"}, "Answered like a revoked key (\"wrong key, revoked key\")."},
@@ -273,6 +281,7 @@ var docProfiles = []docProfile{
 		about:  "Envelope `{\"error\":{code,message,details}}`. The contract publishes the statuses and four codes with their bodies (invalid_api_key, invalid_parameters, rate_limit_exceeded, internal_error; its 404 code session_not_found is resource-specific). Other codes are coined in the same lower-case snake_case style, messages in its tone.",
 		stated: []string{"key_invalid", "key_revoked", "rate_limited", "internal_error"},
 		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large"}, "The published 400 invalid_parameters, with 413 for a request too large."},
 			{[]string{"path_invalid", "tenant_header_missing", "tenant_header_invalid", "idempotency_key_missing"}, "The published 400: invalid_parameters with details {field, requirement}."},
 			{[]string{"route_not_found"}, "404 as in the status table; not_found is coined because the published code (session_not_found) names a resource. The message is the table's description."},
 			{[]string{"credentials_missing", "credentials_malformed", "wrong_scheme", "key_expired", "key_suspended", "token_invalid", "token_expired"}, "The contract publishes one 401 for \"invalid or missing API key\": every 401 answers its published invalid_api_key and message; no code is coined for a 401."},
@@ -290,6 +299,7 @@ var docProfiles = []docProfile{
 		stated: []string{"route_not_found", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "token_invalid", "token_expired",
 			"tenant_forbidden", "scope_missing", "rate_limited", "internal_error"},
 		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large"}, "The contract's {detail} shape: 400 for an unreadable request, 413 for one too large."},
 			{[]string{"path_invalid", "tenant_header_missing", "tenant_header_invalid", "idempotency_key_missing"}, "\"Malformed input\" is 400; 422 is for contents rejected after the shape was valid."},
 			{[]string{"credentials_malformed", "wrong_scheme"}, "An unusable credential is an invalid one of the 401 list."},
 			{[]string{"key_suspended"}, "The 401 list (missing, expired, invalid, revoked) has no suspended key; it is answered like a revoked one."},

@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	chk.Observers = []check.Observer{m, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
 	chk.LimiterOptions = ratelimit.Options{Metrics: m.RateLimit(), Logger: log}
 
-	var extra []grpc.ServerOption
+	extra := grpcopts.Limit(cfg.MaxRequestBytes)
 	if cfg.TLSCert != "" {
 		tc, err := TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
 		if err != nil {

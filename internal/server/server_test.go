@@ -21,6 +21,11 @@ import (
 
 func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient {
 	t.Helper()
+	return authv3.NewAuthorizationClient(startServerConn(t, network, addr))
+}
+
+func startServerConn(t *testing.T, network, addr string) *grpc.ClientConn {
+	t.Helper()
 	eng, err := BuildEngine(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +51,7 @@ func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return authv3.NewAuthorizationClient(conn)
+	return conn
 }
 
 func checkReq(headers map[string]string) *authv3.CheckRequest {

@@ -10,7 +10,7 @@ import (
 
 func TestEncodedIsSentVerbatim(t *testing.T) {
 	want := []byte{0x08, 0x07}
-	out, err := Codec().Marshal(Encoded(want))
+	out, err := Codec(0).Marshal(Encoded(want))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,18 +21,18 @@ func TestEncodedIsSentVerbatim(t *testing.T) {
 
 func TestMessagesUseTheProtoCodec(t *testing.T) {
 	msg := &rpcstatus.Status{Code: 7, Message: "denied"}
-	out, err := Codec().Marshal(msg)
+	out, err := Codec(0).Marshal(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var back rpcstatus.Status
-	if err := Codec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(out.Materialize())}, &back); err != nil {
+	if err := Codec(0).Unmarshal(mem.BufferSlice{mem.SliceBuffer(out.Materialize())}, &back); err != nil {
 		t.Fatal(err)
 	}
 	if !proto.Equal(&back, msg) {
 		t.Fatalf("round trip: got %v, want %v", &back, msg)
 	}
-	if Codec().Name() != "proto" {
-		t.Fatalf("name %q: clients ask for proto", Codec().Name())
+	if Codec(0).Name() != "proto" {
+		t.Fatalf("name %q: clients ask for proto", Codec(0).Name())
 	}
 }
