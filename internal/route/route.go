@@ -87,31 +87,48 @@ type trieNode struct {
 // Errors name the route index and field; every problem is reported.
 func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*Table, error) {
 	t := &Table{root: &trieNode{}, byID: map[string]*Route{}}
-	var defs []Def
+	var raws []json.RawMessage
 	if len(routesRaw) > 0 && string(routesRaw) != "null" {
-		if err := strict(routesRaw, &defs); err != nil {
-			return nil, fmt.Errorf("routes: %w", err)
+		if err := json.Unmarshal(routesRaw, &raws); err != nil {
+			return nil, fmt.Errorf("routes: must be an array of routes: %w", jsonErr(err))
 		}
 	}
 	var errs []error
-	for i, d := range defs {
+	firstOf := map[string]int{}
+	for i, raw := range raws {
 		where := fmt.Sprintf("routes[%d]", i)
+		var d Def
+		if err := strict(raw, &d); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, jsonErr(err)))
+			continue
+		}
 		if d.ID == "" {
 			errs = append(errs, fmt.Errorf("%s.id: required", where))
 			continue
 		}
-		where = fmt.Sprintf("routes[%d] (%s)", i, d.ID)
-		if _, dup := t.byID[d.ID]; dup {
-			errs = append(errs, fmt.Errorf("%s.id: duplicate", where))
+		named := func(err error) error { return prefixErr(where, err, fmt.Sprintf(" (route %q)", d.ID)) }
+		if j, dup := firstOf[d.ID]; dup {
+			errs = append(errs, fmt.Errorf("%s.id: %q is already the id of routes[%d]", where, d.ID, j))
+			continue
+		}
+		firstOf[d.ID] = i
+		var merrs []error
+		for j, m := range d.Methods {
+			if !httpMethods[strings.ToUpper(m)] {
+				merrs = append(merrs, fmt.Errorf("methods[%d]: unknown method %q (known: %s)", j, m, methodList))
+			}
+		}
+		if len(merrs) > 0 {
+			errs = append(errs, named(errors.Join(merrs...)))
 			continue
 		}
 		r, err := compile(d.ID, d.Requirements, profiles)
 		if err != nil {
-			errs = append(errs, prefixErr(where, err))
+			errs = append(errs, named(err))
 			continue
 		}
 		if err := t.insert(d, r); err != nil {
-			errs = append(errs, prefixErr(where, err))
+			errs = append(errs, named(err))
 			continue
 		}
 		t.byID[d.ID] = r
@@ -119,9 +136,9 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	if len(defaultRaw) > 0 && string(defaultRaw) != "null" {
 		var req Requirements
 		if err := strict(defaultRaw, &req); err != nil {
-			errs = append(errs, fmt.Errorf("default_route: %w", err))
+			errs = append(errs, fmt.Errorf("default_route: %w", jsonErr(err)))
 		} else if r, err := compile("default", req, profiles); err != nil {
-			errs = append(errs, prefixErr("default_route", err))
+			errs = append(errs, prefixErr("default_route", err, ""))
 		} else {
 			t.fallback = r
 		}
@@ -132,10 +149,26 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	return t, nil
 }
 
-func prefixErr(where string, err error) error {
+// httpMethods are the methods a route may name (any case).
+var httpMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true,
+	"OPTIONS": true, "TRACE": true, "CONNECT": true,
+}
+
+const methodList = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT"
+
+// jsonErr drops encoding/json's "json: " from an error.
+func jsonErr(err error) error {
+	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok {
+		return errors.New(msg)
+	}
+	return err
+}
+
+func prefixErr(where string, err error, suffix string) error {
 	var out []error
 	for _, e := range unjoin(err) {
-		out = append(out, fmt.Errorf("%s.%w", where, e))
+		out = append(out, fmt.Errorf("%s.%w%s", where, e, suffix))
 	}
 	return errors.Join(out...)
 }
@@ -205,6 +238,11 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 	for i, a := range req.Auth {
 		if a != AuthAPIKey && a != AuthAPIKeyBearer && a != AuthJWT {
 			errs = append(errs, fmt.Errorf("auth[%d]: %q is not one of api_key, api_key_bearer, jwt", i, a))
+		}
+	}
+	for i, sc := range req.Scopes {
+		if strings.TrimSpace(sc) == "" {
+			errs = append(errs, fmt.Errorf("scopes[%d]: empty scope", i))
 		}
 	}
 	for i := range req.TenantHeaders {
@@ -305,6 +343,9 @@ func (t *Table) ByID(id string) (*Route, bool) {
 	r, ok := t.byID[id]
 	return r, ok
 }
+
+// HasDefault reports whether unmatched requests get the default route.
+func (t *Table) HasDefault() bool { return t.fallback != nil }
 
 // Len is the number of routes.
 func (t *Table) Len() int { return len(t.byID) }
