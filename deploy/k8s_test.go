@@ -2,10 +2,15 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"flag"
+	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/internal/envoyconfig"
+	"github.com/extauthz/extauthz/internal/server"
 )
 
 // manifests decodes every document of deploy/k8s/*.yaml into k8s.io/api
@@ -272,6 +278,136 @@ func TestK8sConfigMaps(t *testing.T) {
 	}
 	if !json.Valid([]byte(policy.Data["data.json"])) {
 		t.Errorf("extauthz-policy data.json is not valid JSON: %q", policy.Data["data.json"])
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite generated manifests (k8s/configmap-policy.yaml)")
+
+// policyFiles are the files of policies/ that the policy ConfigMap ships.
+func policyFiles(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, pat := range []string{"*.rego", "data.json"} {
+		names, err := filepath.Glob(filepath.Join("..", "policies", pat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			b, err := os.ReadFile(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[filepath.Base(n)] = string(b)
+		}
+	}
+	if _, ok := out["extauthz.rego"]; !ok {
+		t.Fatal("policies/extauthz.rego not found")
+	}
+	return out
+}
+
+const policyConfigMapHeader = `# Policy for the extauthz sidecar, mounted at /etc/extauthz/policy
+# (--policy-dir): the default rulebook, its Rego tests and the demo data.
+# Replace data.json (routes, API keys by hash, tenants, limits) with your own
+# before serving real traffic; a version without routes or credentials is
+# refused.
+# GENERATED from policies/: edit those files, then run
+#   go test ./deploy -run TestK8sPolicyConfigMap -update
+# (the test fails while the two differ).
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: extauthz-policy
+  labels:
+    app.kubernetes.io/name: orders-api
+data:
+`
+
+func renderPolicyConfigMap(files map[string]string) []byte {
+	var b bytes.Buffer
+	b.WriteString(policyConfigMapHeader)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		body := files[name]
+		chomp := "|"
+		if !strings.HasSuffix(body, "\n") {
+			chomp = "|-"
+		} else if strings.HasSuffix(body, "\n\n") {
+			chomp = "|+"
+		}
+		fmt.Fprintf(&b, "  %s: %s\n", name, chomp)
+		for _, line := range strings.SplitAfter(body, "\n") {
+			switch {
+			case line == "":
+			case strings.TrimSpace(line) == "":
+				b.WriteString("\n")
+			default:
+				b.WriteString("    " + line)
+			}
+		}
+		if !strings.HasSuffix(body, "\n") {
+			b.WriteString("\n")
+		}
+	}
+	return b.Bytes()
+}
+
+// TestK8sPolicyConfigMap: the policy ConfigMap ships exactly the files of
+// policies/ (the default rulebook, its tests and data.json), so the two
+// cannot drift, and mounted as Kubernetes mounts it (a ..data symlink to a
+// timestamped directory, the files as symlinks into it) it loads and
+// builds. -update regenerates it.
+func TestK8sPolicyConfigMap(t *testing.T) {
+	files := policyFiles(t)
+	cmPath := filepath.Join("k8s", "configmap-policy.yaml")
+	if *update {
+		if err := os.WriteFile(cmPath, renderPolicyConfigMap(files), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cm := loadManifests(t).configMaps["extauthz-policy"]
+	if cm == nil {
+		t.Fatal("no ConfigMap extauthz-policy")
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if got, ok := cm.Data[name]; !ok {
+			t.Errorf("ConfigMap extauthz-policy lacks policies/%s", name)
+		} else if got != files[name] {
+			t.Errorf("ConfigMap extauthz-policy data[%s] differs from policies/%s", name, name)
+		}
+	}
+	for name := range cm.Data {
+		if _, ok := files[name]; !ok {
+			t.Errorf("ConfigMap extauthz-policy data[%s] is not in policies/", name)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("regenerate: go test ./deploy -run TestK8sPolicyConfigMap -update")
+	}
+
+	// Mount it as the kubelet does and load it as the server would.
+	dir := t.TempDir()
+	ts := "..2026_12_04_10_00_00.000000001"
+	if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range cm.Data {
+		if err := os.WriteFile(filepath.Join(dir, ts, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(ts, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := server.BuildEngine(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("the mounted ConfigMap does not load: %v", err)
+	}
+	defer eng.Close()
+	if eng.Routes.Len() == 0 || eng.Keys.Len() == 0 {
+		t.Errorf("mounted ConfigMap: %d routes, %d API keys", eng.Routes.Len(), eng.Keys.Len())
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
+	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoysim"
@@ -36,6 +37,10 @@ The request, one of:
   --request checkrequest.json     (a CheckRequest in protobuf JSON, as Envoy sends it)
 Plus --context key=value (Envoy route context_extensions, repeatable).
 
+Exit status: 0 when the request is allowed, 2 when it is denied, 1 on an
+error (bad flags, a policy that does not load, a request Envoy itself would
+refuse).
+
 Flags:
 `
 
@@ -50,8 +55,6 @@ var ruleOf = map[decision.Reason]string{
 
 func runCheck(ctx context.Context, args []string, env Env) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() { fmt.Fprint(env.Stderr, checkUsage); fs.PrintDefaults() }
 	var headers, ctxExt multi
 	policyDir := fs.String("policy-dir", "", "policy directory (default: the embedded policy)")
 	bundleFile := fs.String("bundle-file", "", "OPA bundle file instead of a policy dir")
@@ -65,8 +68,13 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	asJSON := fs.Bool("json", false, "print the explanation as JSON")
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
 	fs.Var(&ctxExt, "context", "context extension key=value (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := config.ParseAll(fs, args); errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(env.Stdout, checkUsage)
+		fs.SetOutput(env.Stdout)
+		fs.PrintDefaults()
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("%w\n(extauthz help check lists the flags)", err)
 	}
 
 	var req *authv3.CheckRequest
@@ -108,9 +116,8 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 		req.Attributes.ContextExtensions[k] = v
 	}
 
-	s, _, _ := source.New(*policyDir, *bundleFile, "", nil).Load(ctx)
-	if s == nil {
-		_, _, err = source.New(*policyDir, *bundleFile, "", nil).Load(ctx)
+	s, _, err := source.New(*policyDir, *bundleFile, "", nil).Load(ctx)
+	if err != nil {
 		return err
 	}
 	eng, err := server.Build(ctx, s)
@@ -124,10 +131,14 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	srv.Timeout = 2 * time.Second
 	ex := srv.Explain(ctx, req)
 	if *asJSON {
-		return printJSON(env.Stdout, ex)
+		err = printJSON(env.Stdout, ex)
+	} else {
+		printExplanation(env.Stdout, eng, ex)
 	}
-	printExplanation(env.Stdout, eng, ex)
-	return nil
+	if err == nil && !ex.Decision.Allow {
+		return exitError(2) // denied
+	}
+	return err
 }
 
 // envoyRequest builds the CheckRequest Envoy would send for r through the
@@ -196,6 +207,12 @@ func printExplanation(w io.Writer, eng *engine.Engine, ex check.Explanation) {
 		}
 		for _, h := range ok.GetHeadersToRemove() {
 			fmt.Fprintf(w, "  remove %s\n", h)
+		}
+		if add := ok.GetResponseHeadersToAdd(); len(add) > 0 {
+			fmt.Fprintln(w, "and adds to the response the client receives:")
+			for _, h := range add {
+				fmt.Fprintf(w, "  %s: %s\n", h.GetHeader().GetKey(), h.GetHeader().GetValue())
+			}
 		}
 		return
 	}

@@ -5,6 +5,8 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,6 +59,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	case "demo":
 		err = runDemo(ctx, rest, env)
 	case "help", "-h", "--help":
+		if cmd == "help" && len(rest) > 0 {
+			return help(ctx, rest[0], env)
+		}
 		fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
 		return 0
 	default:
@@ -76,6 +81,22 @@ func Main(ctx context.Context, args []string, env Env) int {
 	return 0
 }
 
+// help prints one command's help.
+func help(ctx context.Context, cmd string, env Env) int {
+	switch cmd {
+	case "serve":
+		fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
+		return 0
+	case "check", "validate", "demo":
+		return Main(ctx, []string{cmd, "--help"}, env)
+	case "key":
+		fmt.Fprint(env.Stdout, keyUsage)
+		return 0
+	}
+	fmt.Fprintf(env.Stderr, "extauthz help: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
@@ -85,7 +106,7 @@ var errUsage = fmt.Errorf("usage")
 func serve(ctx context.Context, args []string, env Env) error {
 	cfg, err := config.Load("extauthz", args, env.Getenv)
 	if err != nil {
-		if strings.Contains(err.Error(), "help requested") {
+		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
 			return nil
 		}

@@ -28,13 +28,13 @@ func TestCheckAllowAndDeny(t *testing.T) {
 	}
 	code, out, _ = run(t, "", "check", "--curl", "curl -s -H 'X-API-Key: xa_demo_7Qm2vK9pL4sT8wZ1' -H 'X-Tenant-Id: abc' http://dialektai.localhost/v1/orders", "--context", "profile=dialektai")
 	for _, want := range []string{"decision:   DENY", "reason:     tenant_header_invalid (tenant)", "decided by: rule tenant_check", "HTTP/1.1 403 Forbidden", `"error_code":"AUTH_INSUFFICIENT_PERMISSIONS"`, `"message":"Received: 'abc'"`} {
-		if code != 0 || !strings.Contains(out, want) {
-			t.Errorf("deny output lacks %q:\n%s", want, out)
+		if code != 2 || !strings.Contains(out, want) {
+			t.Errorf("deny (%d) output lacks %q:\n%s", code, want, out)
 		}
 	}
 	// A CheckRequest as Envoy sends it, from stdin.
 	code, out, _ = run(t, `{"attributes":{"source":{"address":{"socketAddress":{"address":"127.0.0.1"}}},"request":{"http":{"method":"GET","path":"/v1/orders","headers":{":path":"/v1/orders",":method":"GET"}}}}}`, "check", "--request", "-", "--json")
-	if code != 0 || !strings.Contains(out, `"reason": "credentials_missing"`) || !strings.Contains(out, `"allow": false`) {
+	if code != 2 || !strings.Contains(out, `"reason": "credentials_missing"`) || !strings.Contains(out, `"allow": false`) {
 		t.Errorf("request JSON:\n%s", out)
 	}
 	// Envoy itself rejects escaped slashes before asking extauthz.
@@ -82,7 +82,7 @@ func TestValidate(t *testing.T) {
 	b, _ := os.ReadFile("../../envoy/envoy.yaml")
 	os.WriteFile(weak, bytes.Replace(b, []byte("failure_mode_allow: false"), []byte("failure_mode_allow: true"), 1), 0o600)
 	code, out, _ = run(t, "", "validate", "--policy-dir", dir, "--envoy", weak)
-	for _, want := range []string{"policy: FAIL", `routes[0] (x).auth[0]`, "FAIL", "failure_mode_allow"} {
+	for _, want := range []string{"policy: FAIL", `routes[0].auth[0]`, "FAIL", "failure_mode_allow"} {
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("bad (%d) lacks %q:\n%s", code, want, out)
 		}
@@ -98,5 +98,148 @@ func TestUnknownCommandAndHelp(t *testing.T) {
 	}
 	if code, _, errOut := run(t, "", "--grpc-addr", ""); code != 1 || !strings.Contains(errOut, "grpc-addr: required") {
 		t.Errorf("bad config: %d %s", code, errOut)
+	}
+}
+
+// check's exit status tells allow (0), deny (2) and error (1) apart, and its
+// output shows the quota headers the client receives.
+func TestCheckExitStatusAndQuotaHeaders(t *testing.T) {
+	code, out, errOut := run(t, "", "check", "--path", "/v1/orders", "-H", "X-API-Key: xa_demo_readonly_K3n8Vb", "-H", "X-Tenant-Id: 42")
+	if code != 0 || !strings.Contains(out, "decision:   ALLOW") {
+		t.Fatalf("allow (%d):\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"and adds to the response the client receives:", "  x-ratelimit-limit: 100", "  x-ratelimit-remaining: 99"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("allow output lacks %q:\n%s", want, out)
+		}
+	}
+	if code, out, _ := run(t, "", "check", "--path", "/v1/orders"); code != 2 || !strings.Contains(out, "decision:   DENY") {
+		t.Errorf("deny: %d\n%s", code, out)
+	}
+	if code, _, errOut := run(t, "", "check", "--policy-dir", t.TempDir()); code != 1 || !strings.Contains(errOut, "no .rego files") {
+		t.Errorf("error: %d %s", code, errOut)
+	}
+	// Every bad flag is reported, not only the first.
+	code, _, errOut = run(t, "", "check", "--bogus", "1", "--xff-trusted-hops", "x", "--pth", "/")
+	for _, want := range []string{"unknown flag -bogus", `invalid value "x" for flag -xff-trusted-hops`, "unknown flag -pth"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("bad flags (%d) lack %q:\n%s", code, want, errOut)
+		}
+	}
+}
+
+func TestHelpPerCommand(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "check"}, "Usage: extauthz check [flags]"},
+		{[]string{"check", "--help"}, "Usage: extauthz check [flags]"},
+		{[]string{"help", "validate"}, "Usage: extauthz validate"},
+		{[]string{"validate", "--help"}, "Usage: extauthz validate"},
+		{[]string{"validate", "-h"}, "-xff-trusted-hops"},
+		{[]string{"help", "key"}, "extauthz key create"},
+		{[]string{"key", "create", "--help"}, "-scope"},
+		{[]string{"help", "demo"}, "Usage: extauthz demo"},
+		{[]string{"help", "serve"}, "-grpc-addr"},
+		{[]string{"serve", "--help"}, "-grpc-addr"},
+	}
+	for _, c := range cases {
+		code, out, errOut := run(t, "", c.args...)
+		if code != 0 || !strings.Contains(out, c.want) || strings.Contains(out, "config: FAIL") {
+			t.Errorf("%q: %d, stdout lacks %q:\n%s%s", c.args, code, c.want, out, errOut)
+		}
+	}
+	if code, _, errOut := run(t, "", "help", "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("help frobnicate: %d %s", code, errOut)
+	}
+	// serve reports every bad flag too.
+	code, _, errOut := run(t, "", "--bogus", "--log-level", "loud", "--eval-timeout", "x")
+	for _, want := range []string{"unknown flag -bogus", "eval-timeout"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("serve bad flags (%d) lack %q:\n%s", code, want, errOut)
+		}
+	}
+}
+
+// validate checks an Envoy file against the sidecar's --xff-trusted-hops
+// and the policy's routes and profiles.
+func TestValidateEnvoyAgainstSettingsAndPolicy(t *testing.T) {
+	code, out, _ := run(t, "", "validate", "--xff-trusted-hops", "1", "--envoy", "../../envoy/envoy.yaml")
+	if code != 1 || !strings.Contains(out, "xff_num_trusted_hops: 0, but the sidecar's --xff-trusted-hops is 1; they must be equal") {
+		t.Errorf("hops (%d):\n%s", code, out)
+	}
+	b, _ := os.ReadFile("../../envoy/envoy.yaml")
+	cfg := string(b)
+	edits := []struct{ from, to, want string }{
+		{"route: orders-read\n", "route: orders-raed\n", `.context_extensions.route: unknown route id "orders-raed"`},
+		{"context_extensions: {profile: aidial}", "context_extensions: {profile: aidail}", `.context_extensions.profile: unknown profile "aidail"`},
+		// calls has no tenant headers: tenant_required alone cannot apply.
+		{"route: orders-read\n                        scopes: \"orders:read\"", "route: calls\n                        tenant_required: \"true\"", `sets tenant_required/tenant_format, but policy route "calls" has no tenant_headers`},
+		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_format: roman", `on policy route "orders-read": context_extensions: tenant_headers[0].format: "roman" is not one of`},
+	}
+	for _, e := range edits {
+		if !strings.Contains(cfg, e.from) {
+			t.Fatalf("envoy/envoy.yaml lacks %q: update the test", e.from)
+		}
+		f := filepath.Join(t.TempDir(), "envoy.yaml")
+		os.WriteFile(f, []byte(strings.Replace(cfg, e.from, e.to, 1)), 0o600)
+		code, out, _ := run(t, "", "validate", "--envoy", f)
+		if code != 1 || !strings.Contains(out, e.want) || !strings.Contains(out, "internal_error") && !strings.Contains(e.want, "profile") {
+			t.Errorf("%s -> %s (%d): lacks %q:\n%s", e.from, e.to, code, e.want, out)
+		}
+	}
+}
+
+// A policy's own tests run with its data.json, one line per test, details
+// of failures, and coverage on request.
+func TestValidateRunsPolicyTestsWithData(t *testing.T) {
+	dir := t.TempDir()
+	rego, _ := os.ReadFile("../../policies/extauthz.rego")
+	data, _ := os.ReadFile("../../policies/data.json")
+	os.WriteFile(filepath.Join(dir, "extauthz.rego"), rego, 0o600)
+	os.WriteFile(filepath.Join(dir, "data.json"), data, 0o600)
+	tests := `package extauthz_own_test
+
+import data.extauthz
+
+test_reads_routes if count(data.extauthz.routes) == 7
+
+test_reads_api_keys if data.extauthz.api_keys["401c100ee890ccb08be251351e7d5bd06a48af11ee9e71f56ac7d69039cdd758"].id == "demo-orders"
+
+test_reads_tenants if data.extauthz.tenants["7"].allowed_cidrs == ["10.0.0.0/8"]
+`
+	os.WriteFile(filepath.Join(dir, "own_test.rego"), []byte(tests), 0o600)
+	code, out, _ := run(t, "", "validate", "--policy-dir", dir, "--coverage")
+	for _, want := range []string{
+		"  PASS  data.extauthz_own_test.test_reads_routes", "  PASS  data.extauthz_own_test.test_reads_api_keys", "  PASS  data.extauthz_own_test.test_reads_tenants",
+		"own_test.rego:5", "coverage " + dir + "/extauthz.rego: ", "policy tests: ok (3 passed)",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("passing (%d) lacks %q:\n%s", code, want, out)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "own_test.rego"), []byte(tests+"\ntest_fails if count(data.extauthz.routes) == 3\n"), 0o600)
+	code, out, _ = run(t, "", "validate", "--policy-dir", dir)
+	for _, want := range []string{"  FAIL  data.extauthz_own_test.test_fails", "details of the failures:", "count(data.extauthz.routes) == 3", "policy tests: FAIL (3 passed, 1 failed)"} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("failing (%d) lacks %q:\n%s", code, want, out)
+		}
+	}
+	if strings.Contains(out, "coverage") {
+		t.Errorf("coverage without --coverage:\n%s", out)
+	}
+}
+
+// validate refuses what the server would refuse: a version without routes
+// or credentials.
+func TestValidateRefusesEmptyData(t *testing.T) {
+	dir := t.TempDir()
+	rego, _ := os.ReadFile("../../policies/extauthz.rego")
+	os.WriteFile(filepath.Join(dir, "extauthz.rego"), rego, 0o600)
+	os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"extauthz": {"routes": []}}`), 0o600)
+	code, out, _ := run(t, "", "validate", "--policy-dir", dir)
+	if code != 1 || !strings.Contains(out, "policy: FAIL") || !strings.Contains(out, "refused: no routes") {
+		t.Errorf("empty (%d):\n%s", code, out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/config"
 )
 
 type multi []string
@@ -27,6 +29,10 @@ const keyUsage = `Usage:
 `
 
 func runKey(args []string, env Env) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
+		fmt.Fprint(env.Stdout, keyUsage)
+		return nil
+	}
 	if len(args) == 0 {
 		fmt.Fprint(env.Stderr, keyUsage)
 		return errUsage
@@ -67,7 +73,13 @@ func keyCreate(args []string, env Env) error {
 	fs.Var(&tenants, "tenant", "tenant id (repeatable)")
 	fs.Var(&scopes, "scope", "scope (repeatable)")
 	fs.Var(&cidrs, "cidr", "allowed client CIDR (repeatable)")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseAll(fs, args); errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(env.Stdout, keyUsage+"\nkey create flags:\n")
+		fs.SetOutput(env.Stdout)
+		fs.PrintDefaults()
+		return nil
+	} else if err != nil {
+		fmt.Fprintf(env.Stderr, "extauthz key create:\n%s\n", indent(err))
 		return errUsage
 	}
 	if *id == "" {

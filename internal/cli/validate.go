@@ -2,46 +2,97 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoyconfig"
 	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/route"
 	"github.com/extauthz/extauthz/internal/server"
 	"github.com/extauthz/extauthz/internal/source"
 )
 
+const validateUsage = `Usage: extauthz validate [--envoy FILE]... [--coverage] [-v] [server flags]
+Checks everything the server would load, without serving:
+  - the server flags, file and EXTAUTHZ_* variables (every problem at once);
+  - the policy and its data.json (every error with file and field), and that
+    the server would not refuse the version (no data.json, no routes or no
+    credentials, unless extauthz.settings.allow_empty is true);
+  - the policy's own *_test.rego tests, run with its data.json as
+    'opa test DIR' does (a PASS/FAIL line per test, details on failure);
+  - each Envoy file: schema, hardening, xff_num_trusted_hops equal to
+    --xff-trusted-hops, and every route's context_extensions against the
+    policy (known route ids and profiles, valid requirement overrides).
+Exits 0 when all is well, 1 otherwise.
+
+Flags:
+  --envoy FILE   an Envoy bootstrap to check (repeatable)
+  --coverage     also print the policy tests' coverage of each policy file
+  -v             on a failed test, also print its evaluation trace
+
+Server flags (as for 'extauthz serve'; --policy-dir or --bundle-file picks the policy):
+`
+
 // runValidate checks, without serving: the configuration (all flags/env/file
 // problems), the policy and its data (every error with file and field), the
-// policy's own _test.rego tests, and Envoy config files (schema + hardening).
+// policy's own _test.rego tests, and Envoy config files (schema + hardening,
+// and their agreement with the configuration and the policy).
 func runValidate(ctx context.Context, args []string, env Env) error {
-	var envoyFiles multi
+	var envoyFiles []string
 	var rest []string
+	coverage, verbose := false, false
+	var argErrs []error
 	for i := 0; i < len(args); i++ {
+		a := args[i]
 		switch {
-		case args[i] == "--envoy" || args[i] == "-envoy":
+		case a == "--envoy" || a == "-envoy":
 			if i+1 < len(args) {
 				envoyFiles = append(envoyFiles, args[i+1])
 				i++
+			} else {
+				argErrs = append(argErrs, errors.New("--envoy needs a file"))
 			}
-		case strings.HasPrefix(args[i], "--envoy="):
-			envoyFiles = append(envoyFiles, strings.TrimPrefix(args[i], "--envoy="))
+		case strings.HasPrefix(a, "--envoy=") || strings.HasPrefix(a, "-envoy="):
+			_, v, _ := strings.Cut(a, "=")
+			envoyFiles = append(envoyFiles, v)
+		case a == "--coverage" || a == "-coverage":
+			coverage = true
+		case a == "-v" || a == "--v" || a == "--verbose":
+			verbose = true
 		default:
-			rest = append(rest, args[i])
+			rest = append(rest, a)
 		}
 	}
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	_ = fs
 	var problems []error
 	say := func(format string, a ...any) { fmt.Fprintf(env.Stdout, format+"\n", a...) }
 
 	cfg, err := config.Load("extauthz validate", rest, env.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(env.Stdout, validateUsage+config.Usage("extauthz"))
+		return nil
+	}
+	if err == nil {
+		err = errors.Join(argErrs...)
+	} else if len(argErrs) > 0 {
+		err = errors.Join(append(argErrs, err)...)
+	}
+	var eng *engine.Engine
 	if err != nil {
 		problems = append(problems, fmt.Errorf("config: %w", err))
 		say("config: FAIL\n%s", indent(err))
@@ -54,28 +105,42 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 			loader := source.New(cfg.PolicyDir, cfg.BundleFile, "", verify)
 			src, _, err := loader.Load(ctx)
 			if err == nil {
-				var eng interface{ Close() }
-				e, berr := server.Build(ctx, src)
-				if berr == nil {
-					eng = e
-					say("policy: ok (%s, version %s, %d routes, %d API keys, profiles %s, memoized=%v, client_ip_traced=%v)", loader, e.Version, e.Routes.Len(), e.Keys.Len(), strings.Join(e.Profiles.Names(), ","), e.Policy.Pure(), e.Policy.Purity().TracesClientIP)
-					eng.Close()
+				eng, err = server.Build(ctx, src)
+				if err == nil {
+					defer eng.Close()
+					err = eng.Servable() // the engine still serves the Envoy checks below
 				}
-				err = berr
+				if err == nil {
+					say("policy: ok (%s, version %s, %d routes, %d API keys, profiles %s, memoized=%v, client_ip_traced=%v)", loader, eng.Version, eng.Routes.Len(), eng.Keys.Len(), strings.Join(eng.Profiles.Names(), ","), eng.Policy.Pure(), eng.Policy.Purity().TracesClientIP)
+				}
 			}
 			if err != nil {
 				problems = append(problems, err)
 				say("policy: FAIL\n%s", indent(err))
-			} else if n, err := regoTests(ctx, src); err != nil {
-				problems = append(problems, err)
-				say("policy tests: FAIL\n%s", indent(err))
-			} else if n > 0 {
-				say("policy tests: ok (%d passed)", n)
+			}
+			if src != nil && len(src.Tests) > 0 {
+				// The tests run even when the data did not validate: they
+				// may say more about what is wrong.
+				say("policy tests:")
+				pass, fail, err := regoTests(ctx, src, env.Stdout, verbose, coverage)
+				switch {
+				case err != nil:
+					problems = append(problems, err)
+					say("policy tests: FAIL\n%s", indent(err))
+				case fail > 0:
+					problems = append(problems, fmt.Errorf("%d policy tests failed", fail))
+					say("policy tests: FAIL (%d passed, %d failed)", pass, fail)
+				default:
+					say("policy tests: ok (%d passed)", pass)
+				}
 			}
 		}
 	}
 	for _, f := range envoyFiles {
 		warnings, err := envoyconfig.ValidateFileStrict(f)
+		if err == nil {
+			err = envoyAgrees(f, cfg, eng)
+		}
 		for _, w := range warnings {
 			say("envoy %s: warning: %s", f, w)
 		}
@@ -92,39 +157,224 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 	return nil
 }
 
-// regoTests runs the policy's _test.rego files with OPA's tester.
-func regoTests(ctx context.Context, src *policy.Source) (int, error) {
-	if len(src.Tests) == 0 {
-		return 0, nil
-	}
-	mods := map[string]*ast.Module{}
-	for name, text := range src.Modules {
-		m, err := ast.ParseModuleWithOpts(name, text, ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return 0, err
-		}
-		mods[name] = m
-	}
-	for name, text := range src.Tests {
-		m, err := ast.ParseModuleWithOpts(name, text, ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return 0, err
-		}
-		mods[name] = m
-	}
-	ch, err := tester.NewRunner().SetModules(mods).RunTests(ctx, nil)
+// envoyAgrees checks an Envoy file against the sidecar's settings and
+// policy: xff_num_trusted_hops must equal --xff-trusted-hops (or client
+// addresses, and so IP allowlists, are taken from the wrong hop), and each
+// route's context_extensions must name known route ids and profiles and
+// override requirements validly (or every request on it fails closed with
+// internal_error). eng may be nil (the policy did not load): then only the
+// hops are checked.
+func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
+	b, err := os.ReadFile(file)
 	if err != nil {
+		return err
+	}
+	facts, err := envoyconfig.FactsOf(b)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	bad := func(p, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %s", file, p, fmt.Sprintf(format, a...)))
+	}
+	for _, h := range facts.XFFHops {
+		if int(h.Hops) != cfg.XFFTrustedHops {
+			bad(h.Path, "%d, but the sidecar's --xff-trusted-hops is %d; they must be equal", h.Hops, cfg.XFFTrustedHops)
+		}
+	}
+	if eng == nil {
+		return errors.Join(errs...)
+	}
+	for _, rc := range facts.Contexts {
+		ce := rc.Extensions
+		p := rc.Path + ".context_extensions"
+		if name, ok := ce[route.CEProfile]; ok {
+			if _, known := eng.Profiles.Get(name); !known {
+				bad(p+".profile", "unknown profile %q (policy profiles: %s)", name, strings.Join(eng.Profiles.Names(), ", "))
+			}
+		}
+		id, named := ce[route.CERoute]
+		if !named {
+			continue // the route is matched by path at run time
+		}
+		rt, found := eng.Routes.ByID(id)
+		if !found {
+			bad(p+".route", "unknown route id %q: every request on this route fails closed (internal_error)", id)
+			continue
+		}
+		if !route.HasOverrides(ce) {
+			continue
+		}
+		_, th := ce[route.CETenantHeader]
+		_, tf := ce[route.CETenantFormat]
+		_, tr := ce[route.CETenantRequired]
+		if (tf || tr) && !th && len(rt.Req.TenantHeaders) == 0 {
+			bad(p, "sets tenant_required/tenant_format, but policy route %q has no tenant_headers and no tenant_header is given: every request on this route fails closed (internal_error)", id)
+			continue
+		}
+		if _, err := rt.WithOverrides(ce); err != nil {
+			bad(p, "on policy route %q: %v: every request on this route fails closed (internal_error)", id, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// regoTests runs the policy's _test.rego files with OPA's tester, over the
+// policy's data (as `opa test DIR` does), printing a PASS/FAIL line per test
+// and details of failures to w, and with coverage the coverage of each
+// policy file.
+func regoTests(ctx context.Context, src *policy.Source, w io.Writer, verbose, coverage bool) (pass, fail int, err error) {
+	mods := map[string]*ast.Module{}
+	var errs []error
+	for _, set := range []map[string]string{src.Modules, src.Tests} {
+		for _, name := range slices.Sorted(maps.Keys(set)) {
+			file := path.Join(src.Origin, name)
+			m, err := ast.ParseModuleWithOpts(file, set[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			mods[file] = m
+		}
+	}
+	if len(errs) > 0 {
+		return 0, 0, errors.Join(errs...)
+	}
+	data, err := testData(src.Data)
+	if err != nil {
+		return 0, 0, err
+	}
+	var cov *cover.Cover
+	r := tester.NewRunner().SetModules(mods).SetStore(inmem.NewFromObject(data)).
+		SetDefaultRegoVersion(ast.RegoV1).CapturePrintOutput(true)
+	if coverage {
+		cov = cover.New()
+		r.SetCoverageQueryTracer(cov)
+	} else {
+		r.EnableTracing(true) // the failing expression and, with -v, the trace
+	}
+	ch, err := r.RunTests(ctx, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	// A line per test; the failures again, in detail, through OPA's own
+	// reporter (the failing expression, its local variables, the output of
+	// print, with -v the trace).
+	var results, failed []*tester.Result
+	for res := range ch {
+		results = append(results, res)
+	}
+	slices.SortFunc(results, func(a, b *tester.Result) int {
+		if a.Location == nil || b.Location == nil || a.Location.File != b.Location.File {
+			return strings.Compare(a.Package+"."+a.Name, b.Package+"."+b.Name)
+		}
+		return a.Location.Row - b.Location.Row
+	})
+	for _, res := range results {
+		outcome := "PASS"
+		switch {
+		case res.Skip:
+			outcome = "SKIP"
+		case res.Pass():
+			pass++
+		case res.Error != nil:
+			outcome = "ERROR"
+			fail++
+			failed = append(failed, res)
+		default:
+			outcome = "FAIL"
+			fail++
+			failed = append(failed, res)
+		}
+		loc := ""
+		if res.Location != nil {
+			loc = fmt.Sprintf(" %s:%d", res.Location.File, res.Location.Row)
+		}
+		fmt.Fprintf(w, "  %-5s %s.%s (%s)%s\n", outcome, res.Package, res.Name, res.Duration.Round(time.Microsecond), loc)
+	}
+	if len(failed) > 0 {
+		fmt.Fprintln(w, "  details of the failures:")
+		detail := make(chan *tester.Result, len(failed))
+		for _, res := range failed {
+			detail <- res
+		}
+		close(detail)
+		rep := tester.PrettyReporter{Output: &indentWriter{w: w, prefix: "    "}, Verbose: verbose, FailureLine: true, LocalVars: true}
+		if err := rep.Report(detail); err != nil {
+			return pass, fail, err
+		}
+	}
+	if cov != nil {
+		report := cov.Report(mods)
+		for _, file := range slices.Sorted(maps.Keys(report.Files)) {
+			if _, isPolicy := src.Modules[path.Base(file)]; !isPolicy || path.Dir(file) != path.Clean(src.Origin) {
+				continue
+			}
+			fr := report.Files[file]
+			var lines []string
+			for _, rg := range fr.NotCovered {
+				l := fmt.Sprint(rg.Start.Row)
+				if rg.End.Row != rg.Start.Row {
+					l = fmt.Sprintf("%d-%d", rg.Start.Row, rg.End.Row)
+				}
+				if !slices.Contains(lines, l) {
+					lines = append(lines, l)
+				}
+			}
+			msg := fmt.Sprintf("  coverage %s: %.1f%% (%d of %d lines)", file, fr.Coverage, fr.CoveredLines, fr.CoveredLines+fr.NotCoveredLines)
+			if len(lines) > 0 {
+				msg += "; not covered: lines " + strings.Join(lines, ", ")
+			}
+			fmt.Fprintln(w, msg)
+		}
+	}
+	return pass, fail, nil
+}
+
+// testData is the policy's data document as OPA's store takes it: the
+// sections the sidecar keeps raw (API keys) decoded too.
+func testData(d map[string]any) (map[string]any, error) {
+	out := maps.Clone(d)
+	root, ok := d["extauthz"].(map[string]any)
+	if !ok {
+		return out, nil
+	}
+	r := maps.Clone(root)
+	for k, v := range r {
+		raw, isRaw := v.(json.RawMessage)
+		if !isRaw {
+			continue
+		}
+		var x any
+		if err := json.Unmarshal(raw, &x); err != nil {
+			return nil, fmt.Errorf("data.json: extauthz.%s: %w", k, err)
+		}
+		r[k] = x
+	}
+	out["extauthz"] = r
+	return out, nil
+}
+
+// indentWriter prefixes every line.
+type indentWriter struct {
+	w      io.Writer
+	prefix string
+	mid    bool
+}
+
+func (iw *indentWriter) Write(p []byte) (int, error) {
+	var b strings.Builder
+	for _, c := range string(p) {
+		if !iw.mid && c != '\n' {
+			b.WriteString(iw.prefix)
+		}
+		b.WriteRune(c)
+		iw.mid = c != '\n'
+	}
+	if _, err := io.WriteString(iw.w, b.String()); err != nil {
 		return 0, err
 	}
-	n := 0
-	var fails []error
-	for r := range ch {
-		n++
-		if r.Fail || r.Error != nil {
-			fails = append(fails, fmt.Errorf("%s: %s failed %v", r.Location, r.Name, r.Error))
-		}
-	}
-	return n, errors.Join(fails...)
+	return len(p), nil
 }
 
 func indent(err error) string {

@@ -106,16 +106,56 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 			}
 		}
 	})
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	if err := ParseAll(fs, args); errors.Is(err, flag.ErrHelp) {
+		return c, flag.ErrHelp
+	} else if err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
 	return c, c.Validate()
+}
+
+// ParseAll parses args into fs like fs.Parse, but goes on after a bad flag
+// and reports every problem (unknown flags, bad values, stray arguments),
+// joined. It returns flag.ErrHelp alone when -h, -help or --help is given.
+// fs must be ContinueOnError; its output is not written to.
+func ParseAll(fs *flag.FlagSet, args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			return flag.ErrHelp
+		}
+	}
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	defer fs.SetOutput(out)
+	var errs []error
+	for rest := args; ; {
+		err := fs.Parse(rest)
+		if err == nil {
+			if fs.NArg() > 0 {
+				errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
+			}
+			break
+		}
+		msg, _ := strings.CutPrefix(err.Error(), "flag provided but not defined: ")
+		if msg != err.Error() {
+			err = fmt.Errorf("unknown flag %s", msg)
+		}
+		errs = append(errs, err)
+		prev := rest
+		rest = fs.Args()
+		// An unknown -name without =value: its value, if it has one, is next.
+		if bad := prev[len(prev)-len(rest)-1]; strings.HasPrefix(err.Error(), "unknown flag ") &&
+			!strings.Contains(bad, "=") && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+			rest = rest[1:]
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Usage prints the flags.

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,5 +52,27 @@ func TestUsageListsEveryFlag(t *testing.T) {
 		if !strings.Contains(u, f) {
 			t.Errorf("usage lacks %s", f)
 		}
+	}
+}
+
+// Every bad flag is reported, not only the first.
+func TestLoadReportsEveryBadFlag(t *testing.T) {
+	_, err := Load("t", []string{"--bogus", "1", "--xff-trusted-hops", "x", "--grpc-adr=:1", "--eval-timeout", "soon", "--log-level", "loud"}, env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"unknown flag -bogus", `invalid value "x" for flag -xff-trusted-hops`, "unknown flag -grpc-adr", `invalid value "soon" for flag -eval-timeout`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "unexpected arguments") {
+		t.Errorf("the unknown flag's value was taken for an argument:\n%v", err)
+	}
+	if _, err := Load("t", []string{"--log-level", "debug", "stray"}, env(nil)); err == nil || !strings.Contains(err.Error(), `unexpected arguments: ["stray"]`) {
+		t.Errorf("stray argument: %v", err)
+	}
+	if _, err := Load("t", []string{"--bogus", "--help"}, env(nil)); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("help: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -46,6 +47,10 @@ type Settings struct {
 	// (default false: they are removed on allow).
 	KeepCredentials bool            `json:"keep_credentials,omitempty"`
 	IdentityHeaders IdentityHeaders `json:"identity_headers"`
+	// AllowEmpty lets a version without routes or without credentials
+	// serve (it denies every protected request); by default such a version
+	// is refused as a deployment mistake (see Servable).
+	AllowEmpty bool `json:"allow_empty,omitempty"`
 }
 
 // DefaultSettings are used for every field data leaves unset.
@@ -70,6 +75,8 @@ type Engine struct {
 	Tokens   Tokens            // may be nil
 	Limits   *ratelimit.Config // quotas (extauthz.limits); nil = none
 
+	hasData bool // data.json gave an extauthz object
+	issuers int  // extauthz.jwt.issuers entries
 	closers []func()
 }
 
@@ -96,11 +103,13 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	}
 	var errs []error
 	e := &Engine{Origin: src.Origin, Version: version(src)}
+	_, e.hasData = src.Data["extauthz"].(map[string]any)
+	at := src.Origin + ": data.json: extauthz." // errors name the file and field
 
 	e.Settings = DefaultSettings
 	if raw := sections["settings"]; raw != nil {
 		if err := strict(raw, &e.Settings); err != nil {
-			errs = append(errs, fmt.Errorf("%s: extauthz.settings: %w", src.Origin, err))
+			errs = append(errs, fmt.Errorf("%ssettings: %w", at, jsonErr(err)))
 		}
 		fillDefaults(&e.Settings)
 	}
@@ -108,10 +117,10 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 
 	defs, err := profile.ParseDefinitions(sections["profiles"])
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s: extauthz.%w", src.Origin, err))
+		errs = append(errs, fmt.Errorf("%s%w", at, err))
 	}
 	if e.Profiles, err = profile.NewSet(defs); err != nil {
-		errs = append(errs, fmt.Errorf("%s: extauthz.%w", src.Origin, err))
+		errs = append(errs, fmt.Errorf("%s%w", at, err))
 	}
 	hasProfile := func(n string) bool {
 		if e.Profiles == nil {
@@ -121,18 +130,48 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		return ok
 	}
 	if !hasProfile(e.Settings.DefaultProfile) {
-		errs = append(errs, fmt.Errorf("%s: extauthz.settings.default_profile: unknown profile %q", src.Origin, e.Settings.DefaultProfile))
+		errs = append(errs, fmt.Errorf("%ssettings.default_profile: unknown profile %q", at, e.Settings.DefaultProfile))
 	}
 	if e.Keys, err = apikey.Parse(sections["api_keys"]); err != nil {
-		errs = append(errs, prefix(src.Origin+": extauthz.", err))
+		errs = append(errs, prefix(at, err))
 	}
 	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
-		errs = append(errs, prefix(src.Origin+": extauthz.", err))
+		errs = append(errs, prefix(at, err))
 	}
 	if raw := sections["limits"]; raw != nil {
 		if e.Limits, err = ratelimit.ParseConfig(raw); err != nil {
-			errs = append(errs, prefix(src.Origin+": extauthz.", err))
+			var ce *ratelimit.ConfigError
+			if errors.As(err, &ce) {
+				for _, p := range ce.Problems {
+					errs = append(errs, fmt.Errorf("%s%s", at, p))
+				}
+			} else {
+				errs = append(errs, prefix(at, err))
+			}
 		}
+	}
+	if e.Keys != nil && (sections["limits"] == nil || e.Limits != nil) {
+		// A key's plan that names no plan would get no quota at all.
+		var plans map[string]ratelimit.Plan
+		if e.Limits != nil {
+			plans = e.Limits.Plans
+		}
+		known := func(p string) bool { _, ok := plans[p]; return ok }
+		if err := e.Keys.CheckPlans(known, 20); err != nil {
+			names := "none defined"
+			if len(plans) > 0 {
+				names = "known: " + strings.Join(slices.Sorted(maps.Keys(plans)), ", ")
+			}
+			errs = append(errs, prefix(at, suffix(err, " (extauthz.limits.plans: "+names+")")))
+		}
+	}
+	if err := checkTenants(sections["tenants"]); err != nil {
+		errs = append(errs, prefix(at, err))
+	}
+	if raw := sections["jwt"]; raw != nil {
+		var j struct{ Issuers []json.RawMessage }
+		_ = json.Unmarshal(raw, &j)
+		e.issuers = len(j.Issuers)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -151,7 +190,7 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			baseDir = ""
 		}
 		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"], baseDir); err != nil {
-			return nil, fmt.Errorf("%s: extauthz.jwt.%w", src.Origin, err)
+			return nil, fmt.Errorf("%s: data.json: extauthz.jwt.%w", src.Origin, err)
 		}
 		e.closers = append(e.closers, e.Tokens.Close)
 	}
@@ -251,6 +290,91 @@ func version(src *policy.Source) string {
 	b, _ := json.Marshal(data)
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// Servable refuses a version that would deny every request because of a
+// deployment mistake rather than by intent: no data.json (or no extauthz
+// object in it), no routes (nor a default route), or no credentials (no API
+// keys and no JWT issuers). extauthz.settings.allow_empty: true lets such a
+// version serve. Reloads and startup call it; a refused version never
+// replaces the serving one.
+func (e *Engine) Servable() error {
+	if !e.hasData {
+		return fmt.Errorf("%s: refused: no data.json with an \"extauthz\" object (routes, credentials): every request would be denied", e.Origin)
+	}
+	if e.Settings.AllowEmpty {
+		return nil
+	}
+	var why []string
+	if e.Routes == nil || (e.Routes.Len() == 0 && !e.Routes.HasDefault()) {
+		why = append(why, "no routes (extauthz.routes is empty and there is no default_route)")
+	}
+	if (e.Keys == nil || e.Keys.Len() == 0) && e.issuers == 0 {
+		why = append(why, "no credentials (no extauthz.api_keys and no extauthz.jwt.issuers)")
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: data.json: refused: %s; every request would be denied (set extauthz.settings.allow_empty: true to serve it anyway)", e.Origin, strings.Join(why, " and "))
+}
+
+// checkTenants validates extauthz.tenants: tenant id -> {"allowed_cidrs":
+// [CIDR, ...]}. Other fields of a tenant are left to the policy.
+func checkTenants(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var tenants map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &tenants); err != nil {
+		return errors.New("tenants: must be an object of tenant id -> {\"allowed_cidrs\": [...]}")
+	}
+	var errs []error
+	for _, id := range slices.Sorted(maps.Keys(tenants)) {
+		where := fmt.Sprintf("tenants[%q]", id)
+		var t map[string]json.RawMessage
+		if err := json.Unmarshal(tenants[id], &t); err != nil || t == nil {
+			errs = append(errs, fmt.Errorf("%s: must be an object", where))
+			continue
+		}
+		c, ok := t["allowed_cidrs"]
+		if !ok || string(c) == "null" {
+			continue
+		}
+		var cidrs []string
+		if err := json.Unmarshal(c, &cidrs); err != nil {
+			errs = append(errs, fmt.Errorf("%s.allowed_cidrs: must be an array of CIDRs", where))
+			continue
+		}
+		for i, s := range cidrs {
+			if _, err := netip.ParsePrefix(s); err != nil {
+				errs = append(errs, fmt.Errorf("%s.allowed_cidrs[%d]: not a CIDR: %q", where, i, s))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jsonErr drops encoding/json's "json: " from an error.
+func jsonErr(err error) error {
+	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok {
+		return errors.New(msg)
+	}
+	return err
+}
+
+func suffix(err error, s string) error {
+	var out []error
+	for _, e := range unjoinAll(err) {
+		out = append(out, fmt.Errorf("%w%s", e, s))
+	}
+	return errors.Join(out...)
+}
+
+func unjoinAll(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func strict(raw []byte, v any) error {

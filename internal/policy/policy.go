@@ -13,6 +13,7 @@ import (
 	"maps"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -34,7 +35,10 @@ type Source struct {
 }
 
 // LoadFS reads every *.rego and data.json at the top of fsys. Errors name the
-// file (and line for JSON).
+// file (and line for JSON). Names starting with "." are skipped (a
+// Kubernetes ConfigMap volume keeps its ..data symlink and timestamped
+// directories there); symlinks are followed, and those that lead to a
+// directory are skipped like directories.
 func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 	src := &Source{Origin: origin, Modules: map[string]string{}, Tests: map[string]string{}, Data: map[string]any{}}
 	ents, err := fs.ReadDir(fsys, ".")
@@ -44,8 +48,18 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 	var errs []error
 	for _, e := range ents {
 		name := e.Name()
-		if e.IsDir() {
+		if e.IsDir() || strings.HasPrefix(name, ".") || !policyFile(name) {
 			continue
+		}
+		if !e.Type().IsRegular() { // a symlink: follow it
+			st, err := fs.Stat(fsys, name)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
+				continue
+			}
+			if st.IsDir() {
+				continue
+			}
 		}
 		b, err := fs.ReadFile(fsys, name)
 		if err != nil {
@@ -72,8 +86,31 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 	return src, errors.Join(errs...)
 }
 
-// LoadDir reads a policy directory.
-func LoadDir(dir string) (*Source, error) { return LoadFS(os.DirFS(dir), dir) }
+func policyFile(name string) bool { return strings.HasSuffix(name, ".rego") || name == "data.json" }
+
+// LoadDir reads a policy directory. In a Kubernetes ConfigMap volume (a
+// ..data symlink to the current timestamped directory) it reads that
+// directory, so that all files come from one version.
+func LoadDir(dir string) (*Source, error) {
+	root, err := ResolveDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return LoadFS(os.DirFS(root), dir)
+}
+
+// ResolveDir is the directory that holds dir's current files: the target of
+// dir/..data when dir is a Kubernetes ConfigMap (or Secret) volume, else dir.
+func ResolveDir(dir string) (string, error) {
+	data := filepath.Join(dir, "..data")
+	if _, err := os.Lstat(data); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return dir, nil
+		}
+		return "", err
+	}
+	return filepath.EvalSymlinks(data)
+}
 
 // RawSections are sections of data.extauthz kept as raw JSON: the sidecar
 // parses them into its own indexes (API keys can number millions), and they

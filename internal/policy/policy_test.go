@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -100,5 +102,39 @@ func TestEvalShapes(t *testing.T) {
 	out, err := e.Eval(context.Background(), ast.NewObject())
 	if err != nil || out.Reason != "scope_missing" || out.Variant != "v" || out.Details["scope"] != "a b" || out.Details["n"] != "3" {
 		t.Errorf("%+v %v", out, err)
+	}
+}
+
+// A Kubernetes ConfigMap volume: dot-entries skipped, file symlinks
+// followed, everything read from the directory ..data points at.
+func TestLoadDirConfigMapLayout(t *testing.T) {
+	dir := t.TempDir()
+	ts := filepath.Join(dir, "..2026_12_04_10_00_00.1")
+	if err := os.Mkdir(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(ts, "p.rego"), []byte("package extauthz\ndecision := 1\n"), 0o644)
+	os.WriteFile(filepath.Join(ts, "data.json"), []byte(`{"extauthz": {"routes": []}}`), 0o644)
+	os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data"))
+	for _, n := range []string{"p.rego", "data.json"} {
+		os.Symlink(filepath.Join("..data", n), filepath.Join(dir, n))
+	}
+	os.WriteFile(filepath.Join(dir, ".editor.rego"), []byte("not rego"), 0o644)
+	os.Symlink("..data", filepath.Join(dir, "sub.rego")) // a symlink to a directory is skipped
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.Modules) != 1 || src.Modules["p.rego"] == "" || src.Data["extauthz"] == nil || src.Origin != dir {
+		t.Errorf("loaded %+v", src)
+	}
+	// Without ..data: through the file symlinks.
+	plain := t.TempDir()
+	for _, n := range []string{"p.rego", "data.json"} {
+		os.Symlink(filepath.Join(ts, n), filepath.Join(plain, n))
+	}
+	os.Symlink(ts, filepath.Join(plain, "..2026_dir"))
+	if src, err := LoadDir(plain); err != nil || len(src.Modules) != 1 || src.Data["extauthz"] == nil {
+		t.Errorf("symlinked files: %+v, %v", src, err)
 	}
 }

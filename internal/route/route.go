@@ -98,35 +98,52 @@ type trieNode struct {
 // Errors name the route index and field; every problem is reported.
 func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*Table, error) {
 	t := &Table{root: &trieNode{}, byID: map[string]*Route{}}
-	var defs []Def
+	var raws []json.RawMessage
 	if len(routesRaw) > 0 && string(routesRaw) != "null" {
-		if err := strict(routesRaw, &defs); err != nil {
-			return nil, fmt.Errorf("routes: %w", err)
+		if err := json.Unmarshal(routesRaw, &raws); err != nil {
+			return nil, fmt.Errorf("routes: must be an array of routes: %w", jsonErr(err))
 		}
 	}
 	var errs []error
-	for i, d := range defs {
+	firstOf := map[string]int{}
+	for i, raw := range raws {
 		where := fmt.Sprintf("routes[%d]", i)
+		var d Def
+		if err := strict(raw, &d); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, jsonErr(err)))
+			continue
+		}
 		if d.ID == "" {
 			errs = append(errs, fmt.Errorf("%s.id: required", where))
 			continue
 		}
-		where = fmt.Sprintf("routes[%d] (%s)", i, d.ID)
+		named := func(err error) error { return prefixErr(where, err, fmt.Sprintf(" (route %q)", d.ID)) }
 		if d.ID == DefaultID {
 			errs = append(errs, fmt.Errorf("%s.id: %q is reserved for default_route", where, d.ID))
 			continue
 		}
-		if _, dup := t.byID[d.ID]; dup {
-			errs = append(errs, fmt.Errorf("%s.id: duplicate", where))
+		if j, dup := firstOf[d.ID]; dup {
+			errs = append(errs, fmt.Errorf("%s.id: %q is already the id of routes[%d]", where, d.ID, j))
+			continue
+		}
+		firstOf[d.ID] = i
+		var merrs []error
+		for j, m := range d.Methods {
+			if !httpMethods[strings.ToUpper(m)] {
+				merrs = append(merrs, fmt.Errorf("methods[%d]: unknown method %q (known: %s)", j, m, methodList))
+			}
+		}
+		if len(merrs) > 0 {
+			errs = append(errs, named(errors.Join(merrs...)))
 			continue
 		}
 		r, err := compile(d.ID, d.Requirements, profiles)
 		if err != nil {
-			errs = append(errs, prefixErr(where, err))
+			errs = append(errs, named(err))
 			continue
 		}
 		if err := t.insert(d, r); err != nil {
-			errs = append(errs, prefixErr(where, err))
+			errs = append(errs, named(err))
 			continue
 		}
 		t.byID[d.ID] = r
@@ -134,9 +151,9 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	if len(defaultRaw) > 0 && string(defaultRaw) != "null" {
 		var req Requirements
 		if err := strict(defaultRaw, &req); err != nil {
-			errs = append(errs, fmt.Errorf("default_route: %w", err))
+			errs = append(errs, fmt.Errorf("default_route: %w", jsonErr(err)))
 		} else if r, err := compile(DefaultID, req, profiles); err != nil {
-			errs = append(errs, prefixErr("default_route", err))
+			errs = append(errs, prefixErr("default_route", err, ""))
 		} else {
 			t.fallback = r
 		}
@@ -147,10 +164,26 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	return t, nil
 }
 
-func prefixErr(where string, err error) error {
+// httpMethods are the methods a route may name (any case).
+var httpMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true,
+	"OPTIONS": true, "TRACE": true, "CONNECT": true,
+}
+
+const methodList = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT"
+
+// jsonErr drops encoding/json's "json: " from an error.
+func jsonErr(err error) error {
+	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok {
+		return errors.New(msg)
+	}
+	return err
+}
+
+func prefixErr(where string, err error, suffix string) error {
 	var out []error
 	for _, e := range unjoin(err) {
-		out = append(out, fmt.Errorf("%s.%w", where, e))
+		out = append(out, fmt.Errorf("%s.%w%s", where, e, suffix))
 	}
 	return errors.Join(out...)
 }
@@ -226,6 +259,11 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 		errs = append(errs, fmt.Errorf("tenant_headers: %d headers; at most %d", len(req.TenantHeaders), MaxTenantHeaders))
 	}
 	seen := map[string]bool{}
+	for i, sc := range req.Scopes {
+		if strings.TrimSpace(sc) == "" {
+			errs = append(errs, fmt.Errorf("scopes[%d]: empty scope", i))
+		}
+	}
 	for i := range req.TenantHeaders {
 		th := &req.TenantHeaders[i]
 		if th.Dimension == "" {
@@ -328,6 +366,9 @@ func (t *Table) ByID(id string) (*Route, bool) {
 	r, ok := t.byID[id]
 	return r, ok
 }
+
+// HasDefault reports whether unmatched requests get the default route.
+func (t *Table) HasDefault() bool { return t.fallback != nil }
 
 // Len is the number of routes.
 func (t *Table) Len() int { return len(t.byID) }

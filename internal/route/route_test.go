@@ -70,14 +70,17 @@ func TestDefaultRoute(t *testing.T) {
 func TestParseErrorsNameTheField(t *testing.T) {
 	cases := []struct{ js, want string }{
 		{`[{"path": "/a"}]`, `routes[0].id: required`},
-		{`[{"id": "a", "path": "/a"}, {"id": "a", "path": "/b"}]`, `routes[1] (a).id: duplicate`},
-		{`[{"id": "a", "path": "a"}]`, `routes[0] (a).path: "a" must start with /`},
+		{`[{"id": "a", "path": "/a"}, {"id": "a", "path": "/b"}]`, `routes[1].id: "a" is already the id of routes[0]`},
+		{`[{"id": "a", "path": "a"}]`, `routes[0].path: "a" must start with / (route "a")`},
 		{`[{"id": "a", "path": "/a/../b"}]`, `not canonical`},
-		{`[{"id": "a", "path": "/a", "auth": ["password"]}]`, `routes[0] (a).auth[0]: "password" is not one of`},
-		{`[{"id": "a", "path": "/a", "tenant_headers": [{"header": "X-T", "format": "roman"}]}]`, `routes[0] (a).tenant_headers[0].format`},
-		{`[{"id": "a", "path": "/a", "tenant_headers": [{"header": ""}]}]`, `routes[0] (a).tenant_headers[0].header`},
+		{`[{"id": "a", "path": "/a", "auth": ["password"]}]`, `routes[0].auth[0]: "password" is not one of`},
+		{`[{"id": "a", "path": "/a", "tenant_headers": [{"header": "X-T", "format": "roman"}]}]`, `routes[0].tenant_headers[0].format`},
+		{`[{"id": "a", "path": "/a", "tenant_headers": [{"header": ""}]}]`, `routes[0].tenant_headers[0].header`},
 		{`[{"id": "a", "path": "/a", "methods": ["GET"]}, {"id": "b", "path": "/a", "methods": ["get"]}]`, `GET /a is already routed`},
-		{`[{"id": "a", "path": "/a", "scope": ["x"]}]`, `unknown field "scope"`},
+		{`[{"id": "a", "path": "/a"}, {"id": "b", "path": "/b"}, {"id": "c", "path": "/c", "scopse": ["x"]}]`, `routes[2]: unknown field "scopse"`},
+		{`[{"id": "a", "path": "/a"}, {"id": "b", "path": "/b", "methods": ["GET", "GIT"]}]`, `routes[1].methods[1]: unknown method "GIT"`},
+		{`[{"id": "a", "path": "/a", "scopes": ["read", ""]}]`, `routes[0].scopes[1]: empty scope (route "a")`},
+		{`{"id": "a"}`, `routes: must be an array`},
 	}
 	for _, c := range cases {
 		_, err := Parse(json.RawMessage(c.js), nil, nil)
@@ -85,8 +88,14 @@ func TestParseErrorsNameTheField(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.js, err, c.want)
 		}
 	}
+	if _, err := Parse(nil, json.RawMessage(`{"scopes": [""]}`), nil); err == nil || !strings.Contains(err.Error(), `default_route.scopes[0]: empty scope`) {
+		t.Errorf("default route scope: %v", err)
+	}
+	if _, err := Parse(json.RawMessage(`[{"id": "a", "path": "/a", "methods": ["get"]}]`), nil, nil); err != nil {
+		t.Errorf("lower-case method: %v", err)
+	}
 	_, err := Parse(json.RawMessage(`[{"id": "a", "path": "/a", "profile": "nope"}]`), nil, func(string) bool { return false })
-	if err == nil || !strings.Contains(err.Error(), `routes[0] (a).profile: unknown profile "nope"`) {
+	if err == nil || !strings.Contains(err.Error(), `routes[0].profile: unknown profile "nope" (route "a")`) {
 		t.Errorf("profile: %v", err)
 	}
 }

@@ -377,7 +377,7 @@ func TestJWKSFetchMetrics(t *testing.T) {
 	dir := t.TempDir()
 	rego, _ := fs.ReadFile(policies.FS, "extauthz.rego")
 	os.WriteFile(filepath.Join(dir, "extauthz.rego"), rego, 0o600)
-	os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"extauthz": {"jwt": {"issuers": [
+	os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"extauthz": {"routes": [{"id": "a", "path": "/a", "auth": ["jwt"]}], "jwt": {"issuers": [
 	  {"issuer": "https://good.example", "audiences": ["a"], "jwks_url": "`+good.URL+`"},
 	  {"issuer": "https://down.example", "audiences": ["a"], "jwks_url": "http://127.0.0.1:1/jwks"}]}}}`), 0o600)
 	r := startRun(t, func(c *config.Config) { c.PolicyDir = dir })

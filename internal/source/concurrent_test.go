@@ -37,6 +37,9 @@ func TestReloadUnderConcurrentChecks(t *testing.T) {
 		}
 	}
 	write(versions[0])
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"extauthz": {"settings": {"allow_empty": true}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	r, h := newReloader(&Dir{Path: dir})
 	ctx := context.Background()
 	if err := r.Reload(ctx); err != nil {

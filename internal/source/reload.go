@@ -58,6 +58,14 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	if err == nil {
 		eng, err = r.Build(ctx, src)
 	}
+	if err == nil {
+		// A version that would deny everything by mistake (no data.json, no
+		// routes, no credentials) is refused like a broken one.
+		if err = eng.Servable(); err != nil {
+			eng.Close()
+			eng = nil
+		}
+	}
 	if err != nil {
 		st.LastError = err.Error()
 		r.status.Store(&st)

@@ -49,8 +49,11 @@ func (e *Embedded) Load(context.Context) (*policy.Source, bool, error) {
 }
 
 // Dir is a policy directory (*.rego and data.json). It notices changes by a
-// fingerprint of names, sizes and modification times, which also catches
-// Kubernetes ConfigMap symlink swaps.
+// fingerprint of names, sizes and modification times. In a Kubernetes
+// ConfigMap volume it reads the directory the ..data symlink points at, so
+// one version is never mixed with the next, and the fingerprint includes
+// that target, so an atomic swap (..data_tmp renamed over ..data) is seen
+// even when no size or time changed.
 type Dir struct {
 	Path string
 	last string
@@ -60,19 +63,30 @@ func (d *Dir) String() string { return d.Path }
 
 // Load reads the directory when it changed.
 func (d *Dir) Load(context.Context) (*policy.Source, bool, error) {
-	fp, err := fingerprint(d.Path)
-	if err != nil {
-		return nil, false, fmt.Errorf("%s: %w", d.Path, err)
+	for try := 0; ; try++ {
+		root, err := policy.ResolveDir(d.Path)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", d.Path, err)
+		}
+		fp, err := fingerprint(root)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", d.Path, err)
+		}
+		if fp == d.last {
+			return nil, false, nil
+		}
+		src, err := policy.LoadFS(os.DirFS(root), d.Path)
+		// A swap while reading (Kubernetes removes the old directory right
+		// after it): read the new version instead.
+		if now, rerr := policy.ResolveDir(d.Path); rerr == nil && now != root && try < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		d.last = fp
+		return src, true, nil
 	}
-	if fp == d.last {
-		return nil, false, nil
-	}
-	src, err := policy.LoadDir(d.Path)
-	if err != nil {
-		return nil, false, err
-	}
-	d.last = fp
-	return src, true, nil
 }
 
 func fingerprint(dir string) (string, error) {
@@ -81,7 +95,11 @@ func fingerprint(dir string) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00", dir)
 	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
 		st, err := os.Stat(filepath.Join(dir, e.Name())) // follows symlinks
 		if err != nil || st.IsDir() {
 			continue

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,9 +22,15 @@ import (
 
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/policies"
 )
 
 const goodRego = "package extauthz\ndecision := {\"allow\": false, \"reason\": \"route_not_found\"}\n"
+
+// allowEmpty is policy data that serves without routes or credentials.
+func allowEmpty() map[string]any {
+	return map[string]any{"extauthz": map[string]any{"settings": map[string]any{"allow_empty": true}}}
+}
 
 func build(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
 	return engine.Build(ctx, src, engine.Options{})
@@ -43,7 +50,7 @@ func TestDirReloadKeepsLastGood(t *testing.T) {
 		}
 	}
 	write("p.rego", goodRego)
-	write("data.json", `{"extauthz": {"routes": []}}`)
+	write("data.json", `{"extauthz": {"settings": {"allow_empty": true}, "routes": []}}`)
 	r, h := newReloader(&Dir{Path: dir})
 	ctx := context.Background()
 	if err := r.Reload(ctx); err != nil {
@@ -68,11 +75,11 @@ func TestDirReloadKeepsLastGood(t *testing.T) {
 	write("p.rego", goodRego)
 	write("data.json", `{"extauthz": {"routes": [{"id": "x", "path": "/a", "auth": ["magic"]}]}}`)
 	err = r.Reload(ctx)
-	if err == nil || !strings.Contains(err.Error(), `routes[0] (x).auth[0]`) || h.Current().Version != v1 {
+	if err == nil || !strings.Contains(err.Error(), `routes[0].auth[0]`) || h.Current().Version != v1 {
 		t.Fatalf("bad data: %v", err)
 	}
 	// A good change is swapped in and clears the error.
-	write("data.json", `{"extauthz": {"routes": [{"id": "x", "path": "/a"}]}}`)
+	write("data.json", `{"extauthz": {"settings": {"allow_empty": true}, "routes": [{"id": "x", "path": "/a"}]}}`)
 	if err := r.Reload(ctx); err != nil || h.Current().Version == v1 || r.Status().LastError != "" {
 		t.Fatalf("good change: %v %+v", err, r.Status())
 	}
@@ -97,7 +104,7 @@ func regoBundle(rego string, data map[string]any) bundle.Bundle {
 func TestBundleFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bundle.tar.gz")
-	os.WriteFile(path, tarball(t, regoBundle(goodRego, map[string]any{"extauthz": map[string]any{}})), 0o600)
+	os.WriteFile(path, tarball(t, regoBundle(goodRego, allowEmpty())), 0o600)
 	r, h := newReloader(&BundleFile{Path: path})
 	if err := r.Reload(context.Background()); err != nil {
 		t.Fatal(err)
@@ -111,7 +118,7 @@ func TestBundleFile(t *testing.T) {
 }
 
 func TestBundleURLWithETag(t *testing.T) {
-	good := tarball(t, regoBundle(goodRego, map[string]any{}))
+	good := tarball(t, regoBundle(goodRego, allowEmpty()))
 	var body atomic.Pointer[[]byte]
 	body.Store(&good)
 	var gets, notModified atomic.Int32
@@ -153,7 +160,7 @@ func TestSignedBundles(t *testing.T) {
 	otherPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(other)})
 
 	sign := func(priv []byte) []byte {
-		b := regoBundle(goodRego, map[string]any{"extauthz": map[string]any{}})
+		b := regoBundle(goodRego, allowEmpty())
 		if err := b.GenerateSignature(bundle.NewSigningConfig(string(priv), "RS256", ""), "extauthz", false); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +174,7 @@ func TestSignedBundles(t *testing.T) {
 	}{
 		"signed with the trusted key": {sign(privPEM), true},
 		"signed with another key":     {sign(otherPEM), false},
-		"unsigned":                    {tarball(t, regoBundle(goodRego, map[string]any{})), false},
+		"unsigned":                    {tarball(t, regoBundle(goodRego, allowEmpty())), false},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".tar.gz")
 		os.WriteFile(path, c.body, 0o600)
@@ -182,5 +189,55 @@ func TestSignedBundles(t *testing.T) {
 func TestRedactURL(t *testing.T) {
 	if got := redact("https://user:pw@bundles.example/b.tar.gz?token=x"); got != "https://bundles.example/b.tar.gz" {
 		t.Errorf("%s", got)
+	}
+}
+
+// An rm-then-copy deploy (data.json gone for a moment), an emptied data.json
+// or a typo is refused at reload: the last good version keeps serving and
+// the status reports why.
+func TestReloadRefusesEmptyOrMistypedVersions(t *testing.T) {
+	dir := t.TempDir()
+	rego, _ := fs.ReadFile(policies.FS, "extauthz.rego")
+	data, _ := fs.ReadFile(policies.FS, "data.json")
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("extauthz.rego", string(rego))
+	write("data.json", string(data))
+	r, h := newReloader(&Dir{Path: dir})
+	ctx := context.Background()
+	if err := r.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v1 := h.Current().Version
+	refused := func(step, want string) {
+		t.Helper()
+		err := r.Reload(ctx)
+		if err == nil || !strings.Contains(err.Error(), want) || h.Current().Version != v1 {
+			t.Fatalf("%s: %v (serving %s, want %s)", step, err, h.Current().Version, v1)
+		}
+		if st := r.Status(); st.Version != v1 || !strings.Contains(st.LastError, want) {
+			t.Fatalf("%s: status %+v", step, st)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "data.json")); err != nil {
+		t.Fatal(err)
+	}
+	refused("data.json removed", "refused: no data.json")
+	write("data.json", `{}`)
+	refused("data.json {}", "refused: no data.json")
+	write("data.json", `{"extauthz": {"routes": []}}`)
+	refused("no routes, no credentials", "refused: no routes")
+	write("data.json", strings.Replace(string(data), `"plan": "starter"`, `"plan": "startr"`, 1))
+	refused("plan typo", `.plan: unknown plan "startr"`)
+	write("data.json", strings.Replace(string(data), `"10.0.0.0/8"]}`, `"10.0.0.0/40"]}`, 1))
+	refused("tenant CIDR typo", `data.json: extauthz.tenants["7"].allowed_cidrs[0]: not a CIDR: "10.0.0.0/40"`)
+	// Meant to be empty: served.
+	write("data.json", `{"extauthz": {"settings": {"allow_empty": true}}}`)
+	if err := r.Reload(ctx); err != nil || h.Current().Version == v1 || r.Status().LastError != "" {
+		t.Fatalf("allow_empty: %v %+v", err, r.Status())
 	}
 }

@@ -108,7 +108,14 @@ func Parse(raw json.RawMessage) (*Store, error) {
 		h, _ := tok.(string)
 		var r Record
 		if err := dec.Decode(&r); err != nil {
-			return nil, fmt.Errorf("%s: %w", where(h, fmt.Sprintf("entry %d", n+1)), err)
+			var se *json.SyntaxError
+			if errors.As(err, &se) {
+				return nil, fmt.Errorf("%s: %w", where(h, fmt.Sprintf("entry %d", n+1)), err)
+			}
+			// The decoder has read the whole record: report and go on.
+			msg, _ := strings.CutPrefix(err.Error(), "json: ")
+			errs = append(errs, fmt.Errorf("%s: %s", where(h, fmt.Sprintf("entry %d", n+1)), msg))
+			continue
 		}
 		e, err := b.build(h, r)
 		if err != nil {
@@ -263,6 +270,28 @@ func (b *builder) build(h string, r Record) (rec, error) {
 	}
 	e.scopes, e.cidrs = b.list(r.Scopes), b.list(r.AllowedCIDRs)
 	return e, nil
+}
+
+// CheckPlans reports every record whose plan known rejects, naming the
+// record (at most max of them, then a count of the rest).
+func (s *Store) CheckPlans(known func(string) bool, max int) error {
+	var errs []error
+	bad := 0
+	for i := range s.recs {
+		e := &s.recs[i]
+		if e.plan.n == 0 {
+			continue
+		}
+		if p := s.str(e.plan); !known(p) {
+			if bad++; bad <= max {
+				errs = append(errs, fmt.Errorf("api_keys[%q].plan: unknown plan %q", short(hex.EncodeToString(e.digest[:])), p))
+			}
+		}
+	}
+	if bad > max {
+		errs = append(errs, fmt.Errorf("api_keys: %d more keys with an unknown plan", bad-max))
+	}
+	return errors.Join(errs...)
 }
 
 // ParseTenants reads a tenants value: a list of ids (dimension "tenant") or

@@ -76,11 +76,11 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{`{"` + Hash("x") + `": {"id":"a","expires_at":"tomorrow"}}`, `.expires_at: not an RFC 3339 time`},
 		{`{"` + Hash("x") + `": {"id":"a","allowed_cidrs":["10.0.0.0/8","nope"]}}`, `.allowed_cidrs[1]: not a CIDR`},
 		{`{"` + Hash("x") + `": {"id":"a","tenants":"42"}}`, `.tenants: want a list`},
-		{`{"` + Hash("x") + `": {"id":"a","colour":"red"}}`, `unknown field "colour"`},
+		{`{"` + Hash("x") + `": {"id":"a","colour":"red"}}`, `api_keys["` + Hash("x")[:12] + `…"]: unknown field "colour"`},
 		{`{"` + Hash("x") + `": {"id":"a"}, "` + Hash("y") + `": {"id":"a"}}`, `.id: "a" already used`},
 		{`{"` + Hash("x") + `": {"id":"a"}, "` + Hash("x") + `": {"id":"b"}}`, `api_keys["` + Hash("x")[:12] + `…"]: listed twice`},
-		{`{"` + Hash("x") + `": {"id":"a","scopes":"orders:read"}}`, `api_keys["` + Hash("x")[:12] + `…"]: json: cannot unmarshal string`},
-		{`{"xa_live_secret": {"id":"a","scopes":"orders:read"}}`, `api_keys[<entry 1>]: json: cannot unmarshal`},
+		{`{"` + Hash("x") + `": {"id":"a","scopes":"orders:read"}}`, `api_keys["` + Hash("x")[:12] + `…"]: cannot unmarshal string`},
+		{`{"xa_live_secret": {"id":"a","scopes":"orders:read"}}`, `api_keys[<entry 1>]: cannot unmarshal`},
 		{`["` + Hash("x") + `"]`, `api_keys: must be an object`},
 		{`{"` + Hash("x") + `": {"id":"a"}`, `api_keys: `},
 	}
@@ -92,6 +92,35 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		if err != nil && (strings.Contains(err.Error(), "plaintext-key") || strings.Contains(err.Error(), "xa_live_secret")) {
 			t.Errorf("Parse(%s) error echoes a plaintext key: %v", c.js, err)
 		}
+	}
+}
+
+// A key's plan must be one the limits define: an unknown one (a typo) would
+// leave the key without any quota.
+func TestCheckPlans(t *testing.T) {
+	js := `{"` + Hash("x") + `": {"id":"a","plan":"starter"}, "` + Hash("y") + `": {"id":"b","plan":"gold"}, "` + Hash("z") + `": {"id":"c"}}`
+	s, err := Parse(json.RawMessage(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := func(p string) bool { return p == "starter" }
+	err = s.CheckPlans(known, 10)
+	if err == nil || err.Error() != `api_keys["`+Hash("y")[:12]+`…"].plan: unknown plan "gold"` {
+		t.Errorf("CheckPlans: %v", err)
+	}
+	js = `{"` + Hash("x") + `": {"id":"a","plan":"p1"}, "` + Hash("y") + `": {"id":"b","plan":"p2"}, "` + Hash("z") + `": {"id":"c","plan":"p3"}}`
+	s, _ = Parse(json.RawMessage(js))
+	if err := s.CheckPlans(known, 1); err == nil || !strings.Contains(err.Error(), "api_keys: 2 more keys with an unknown plan") {
+		t.Errorf("CheckPlans capped: %v", err)
+	}
+}
+
+// Field errors of several records are all reported, not just the first.
+func TestParseReportsEveryRecordsUnknownField(t *testing.T) {
+	js := `{"` + Hash("x") + `": {"id":"a","scopse":["r"]}, "` + Hash("y") + `": {"id":"b","plna":"free"}}`
+	_, err := Parse(json.RawMessage(js))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "scopse"`) || !strings.Contains(err.Error(), `unknown field "plna"`) {
+		t.Errorf("Parse: %v", err)
 	}
 }
 

@@ -1,0 +1,143 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/policies"
+)
+
+// demoSource is the shipped policy with its data changed by edit (applied
+// to policies/data.json decoded as plain JSON).
+func demoSource(t *testing.T, edit func(x map[string]any)) *policy.Source {
+	t.Helper()
+	src, err := policy.LoadFS(policies.FS, "pol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := fs.ReadFile(policies.FS, "data.json")
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(data["extauthz"].(map[string]any))
+	}
+	b, _ = json.Marshal(data)
+	fsys := map[string]string{"extauthz.rego": src.Modules["extauthz.rego"], "data.json": string(b)}
+	return loadMap(t, fsys)
+}
+
+func loadMap(t *testing.T, files map[string]string) *policy.Source {
+	t.Helper()
+	m := fstest.MapFS{}
+	for k, v := range files {
+		m[k] = &fstest.MapFile{Data: []byte(v)}
+	}
+	src, err := policy.LoadFS(m, "pol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func build(t *testing.T, src *policy.Source) (*Engine, error) {
+	t.Helper()
+	e, err := Build(context.Background(), src, Options{})
+	if e != nil {
+		t.Cleanup(e.Close)
+	}
+	return e, err
+}
+
+func routes(x map[string]any) []any { return x["routes"].([]any) }
+
+func routeAt(x map[string]any, i int) map[string]any { return routes(x)[i].(map[string]any) }
+
+// Typos in data that used to load and silently change behaviour are errors
+// naming the file and the field path, with array indexes.
+func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
+	readonly := apikey.Hash("xa_demo_readonly_K3n8Vb")
+	cases := []struct {
+		name string
+		edit func(x map[string]any)
+		want string
+	}{
+		{"unknown plan", func(x map[string]any) {
+			x["api_keys"].(map[string]any)[readonly].(map[string]any)["plan"] = "startr"
+		}, `pol: data.json: extauthz.api_keys["` + readonly[:12] + `…"].plan: unknown plan "startr" (extauthz.limits.plans: known: free, professional, starter)`},
+		{"plan without limits", func(x map[string]any) { delete(x, "limits") },
+			`.plan: unknown plan "starter" (extauthz.limits.plans: none defined)`},
+		{"tenant CIDR", func(x map[string]any) {
+			x["tenants"].(map[string]any)["7"].(map[string]any)["allowed_cidrs"] = []any{"10.0.0.0/8", "10.0.0.0/40"}
+		}, `pol: data.json: extauthz.tenants["7"].allowed_cidrs[1]: not a CIDR: "10.0.0.0/40"`},
+		{"tenant not an object", func(x map[string]any) { x["tenants"].(map[string]any)["9"] = "10.0.0.0/8" },
+			`pol: data.json: extauthz.tenants["9"]: must be an object`},
+		{"route method", func(x map[string]any) { routeAt(x, 3)["methods"] = []any{"GIT"} },
+			`pol: data.json: extauthz.routes[3].methods[0]: unknown method "GIT"`},
+		{"empty scope", func(x map[string]any) { routeAt(x, 1)["scopes"] = []any{"orders:read", ""} },
+			`pol: data.json: extauthz.routes[1].scopes[1]: empty scope (route "orders-read")`},
+		{"unknown route field", func(x map[string]any) { routeAt(x, 2)["scopse"] = []any{"x"} },
+			`pol: data.json: extauthz.routes[2]: unknown field "scopse"`},
+		{"unknown settings field", func(x map[string]any) { x["settings"].(map[string]any)["allow_emtpy"] = true },
+			`pol: data.json: extauthz.settings: unknown field "allow_emtpy"`},
+		{"limits problem", func(x map[string]any) { x["limits"].(map[string]any)["headers"] = "nope" },
+			`pol: data.json: extauthz.limits.headers: "nope" is not one of`},
+	}
+	for _, c := range cases {
+		_, err := build(t, demoSource(t, c.edit))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v\nwant %q", c.name, err, c.want)
+		}
+	}
+	if _, err := build(t, demoSource(t, nil)); err != nil {
+		t.Fatalf("shipped data: %v", err)
+	}
+}
+
+// A version that would deny everything by mistake is refused unless
+// settings.allow_empty says it is meant.
+func TestServable(t *testing.T) {
+	rego, _ := fs.ReadFile(policies.FS, "extauthz.rego")
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  string // "" = servable
+	}{
+		{"shipped", nil, ""},
+		{"no data.json", map[string]string{}, `pol: refused: no data.json`},
+		{"empty object", map[string]string{"data.json": `{}`}, `pol: refused: no data.json`},
+		{"empty extauthz", map[string]string{"data.json": `{"extauthz": {}}`}, `pol: data.json: refused: no routes (extauthz.routes is empty and there is no default_route) and no credentials`},
+		{"no routes", map[string]string{"data.json": `{"extauthz": {"routes": [], "api_keys": {"` + apikey.Hash("k") + `": {"id": "k"}}}}`}, `refused: no routes`},
+		{"default route only", map[string]string{"data.json": `{"extauthz": {"default_route": {"scopes": ["x"]}, "api_keys": {"` + apikey.Hash("k") + `": {"id": "k"}}}}`}, ""},
+		{"no credentials", map[string]string{"data.json": `{"extauthz": {"routes": [{"id": "a", "path": "/a"}]}}`}, `refused: no credentials (no extauthz.api_keys and no extauthz.jwt.issuers)`},
+		{"jwt only", map[string]string{"data.json": `{"extauthz": {"routes": [{"id": "a", "path": "/a"}], "jwt": {"issuers": [{"issuer": "x"}]}}}`}, ""},
+		{"allowed empty", map[string]string{"data.json": `{"extauthz": {"settings": {"allow_empty": true}}}`}, ""},
+	}
+	for _, c := range cases {
+		var src *policy.Source
+		if c.files == nil {
+			src = demoSource(t, nil)
+		} else {
+			c.files["extauthz.rego"] = string(rego)
+			src = loadMap(t, c.files)
+		}
+		e, err := build(t, src)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		err = e.Servable()
+		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+		if err != nil && c.want != `pol: refused: no data.json` && !strings.Contains(err.Error(), "allow_empty: true") {
+			t.Errorf("%s: the error does not name the setting: %v", c.name, err)
+		}
+	}
+}

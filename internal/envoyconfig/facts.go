@@ -1,0 +1,99 @@
+package envoyconfig
+
+import (
+	"maps"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Facts are the parts of an Envoy bootstrap that must agree with the
+// sidecar's own settings and policy; `extauthz validate --envoy` checks them.
+type Facts struct {
+	// XFFHops: each HTTP connection manager's xff_num_trusted_hops, which
+	// must equal the sidecar's --xff-trusted-hops.
+	XFFHops []XFFHops
+	// Contexts: for each route checked by ext_authz, the context_extensions
+	// Envoy sends (route configuration, virtual host and route levels
+	// merged, the more specific winning). Routes with none are left out.
+	Contexts []RouteContext
+}
+
+// XFFHops is one HTTP connection manager's setting.
+type XFFHops struct {
+	Path string // field path of xff_num_trusted_hops
+	Hops uint32
+}
+
+// RouteContext is the context_extensions one Envoy route sends.
+type RouteContext struct {
+	Path       string            // field path of the route
+	Extensions map[string]string // merged context_extensions
+}
+
+// FactsOf reads Facts from an Envoy bootstrap given as YAML (or JSON).
+func FactsOf(yamlBytes []byte) (Facts, error) {
+	b, err := Parse(yamlBytes)
+	if err != nil {
+		return Facts{}, err
+	}
+	var f Facts
+	for _, r := range httpConnectionManagers(b) {
+		if len(extAuthzFilters(r)) == 0 {
+			continue
+		}
+		f.XFFHops = append(f.XFFHops, XFFHops{Path: r.path.field("xff_num_trusted_hops").String(), Hops: r.hcm.GetXffNumTrustedHops()})
+		rc := r.hcm.GetRouteConfig()
+		if rc == nil {
+			continue
+		}
+		rcPath := r.path.field("route_config")
+		base := contextOf(rc.GetTypedPerFilterConfig(), nil)
+		for vi, vh := range rc.GetVirtualHosts() {
+			vp := rcPath.field("virtual_hosts").index(vi)
+			vctx := contextOf(vh.GetTypedPerFilterConfig(), base)
+			for ri, rt := range vh.GetRoutes() {
+				rctx, disabled := routeContext(rt, vctx)
+				if disabled || len(rctx) == 0 {
+					continue
+				}
+				f.Contexts = append(f.Contexts, RouteContext{Path: vp.field("routes").index(ri).String(), Extensions: rctx})
+			}
+		}
+	}
+	return f, nil
+}
+
+// routeContext merges a route's ExtAuthzPerRoute over the inherited
+// context; disabled reports ext_authz switched off for the route.
+func routeContext(rt *routev3.Route, inherited map[string]string) (map[string]string, bool) {
+	for _, a := range rt.GetTypedPerFilterConfig() {
+		per := &extauthzv3.ExtAuthzPerRoute{}
+		if unpack(a, per) && per.GetDisabled() {
+			return nil, true
+		}
+	}
+	return contextOf(rt.GetTypedPerFilterConfig(), inherited), false
+}
+
+// contextOf is inherited overlaid with the context_extensions of every
+// ExtAuthzPerRoute in m.
+func contextOf(m map[string]*anypb.Any, inherited map[string]string) map[string]string {
+	out := maps.Clone(inherited)
+	for _, k := range sortedKeys(m) {
+		per := &extauthzv3.ExtAuthzPerRoute{}
+		if !unpack(m[k], per) {
+			continue
+		}
+		ce := per.GetCheckSettings().GetContextExtensions()
+		if len(ce) == 0 {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		maps.Copy(out, ce)
+	}
+	return out
+}
