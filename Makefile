@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: help run demo test vet fmt-check rego-test golden bench bench-scale load load-compare load-smoke e2e-docker fuzz build
+.PHONY: help run demo test lint vet fmt-check rego-test golden bench bench-scale load load-compare load-smoke e2e-docker fuzz build
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,6 +18,13 @@ test: fmt-check vet ## the whole test suite: gofmt, go vet, go test -race (Rego 
 
 vet:
 	$(GO) vet $(PKGS)
+
+STATICCHECK_VERSION ?= v0.8.2
+GOVULNCHECK_VERSION ?= v1.9.0
+lint: fmt-check vet ## gofmt, go vet, staticcheck, govulncheck (offline database, scripts/vulndb.sh) and go mod tidy
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) -db "$$(bash scripts/vulndb.sh)" $(PKGS)
+	$(GO) mod tidy -diff
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

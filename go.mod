@@ -2,6 +2,8 @@ module github.com/extauthz/extauthz
 
 go 1.26.8
 
+toolchain go1.26.11
+
 require (
 	github.com/MicahParks/jwkset v0.11.3
 	github.com/MicahParks/keyfunc/v3 v3.8.2
