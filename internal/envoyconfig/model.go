@@ -128,7 +128,8 @@ func speaksHTTP2(c *clusterv3.Cluster) bool {
 			return true
 		}
 	}
-	return c.GetHttp2ProtocolOptions() != nil //nolint:staticcheck // deprecated field is still honoured by Envoy
+	//lint:ignore SA1019 the deprecated field is still honoured by Envoy
+	return c.GetHttp2ProtocolOptions() != nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

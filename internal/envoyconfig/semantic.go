@@ -92,7 +92,8 @@ func hasRouter(r hcmRef) bool {
 
 func (s *semanticCtx) extAuthz(p fieldPath, cfg *extauthzv3.ExtAuthz) {
 	switch cfg.GetTransportApiVersion() {
-	case corev3.ApiVersion_V2: //nolint:staticcheck // detecting the deprecated value is the point
+	//lint:ignore SA1019 detecting the deprecated value is the point
+	case corev3.ApiVersion_V2:
 		s.errorf(p.field("transport_api_version"), "transport_api_version V2 is rejected by Envoy; use V3")
 	case corev3.ApiVersion_AUTO:
 		s.warnf(p.field("transport_api_version"), "transport_api_version unset (AUTO): fine on Envoy >= 1.31, set V3 for older releases")
