@@ -187,12 +187,7 @@ allowlists contains cidrs if {
 
 ip_not_allowed if {
 	some cidrs in allowlists
-	not client_in(cidrs)
-}
-
-client_in(cidrs) if {
-	some c in cidrs
-	net.cidr_contains(c, facts.client_ip)
+	not extauthz.client_in(cidrs, facts.client_ip)
 }
 
 missing_scopes := [s | some s in route.scopes; not s in identity.scopes]

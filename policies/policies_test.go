@@ -8,6 +8,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/tester"
+
+	_ "github.com/extauthz/extauthz/internal/policy" // the extauthz.client_in builtin
 )
 
 // TestRego runs every _test.rego beside the rules with OPA's tester.

@@ -149,6 +149,8 @@ var policyVariants = []policyVariant{
 	facts.method == "HEAD"`)},
 	{name: "ip blocklist", pure: true, edit: beforeAllow(`} else := deny("ip_not_allowed") if {
 	net.cidr_contains("10.9.0.0/16", facts.client_ip)`)},
+	{name: "ip blocklist through extauthz.client_in", pure: true, edit: beforeAllow(`} else := deny("ip_not_allowed") if {
+	extauthz.client_in({"10.9.0.0/16", "2001:db8::/48"}, facts.client_ip)`)},
 	{name: "client address compared as text", pure: true, edit: beforeAllow(`} else := deny("ip_not_allowed") if {
 	startswith(facts.client_ip, "10.0.")`)},
 	{name: "helper package, every and comprehensions", pure: true,

@@ -93,7 +93,7 @@ var keyedFields = func() map[string]bool {
 // Reads is what a policy provably reads of the facts that need not always be
 // keyed; what it does not read is left out of the memo key.
 type Reads struct {
-	Path, Method bool
+	Path, Method, ClientIP bool
 	// ClientIPTraced: the policy only tests the client address against
 	// networks through a recording builtin, so the key leaves the address
 	// out and each remembered decision carries the tests it made.
@@ -119,7 +119,10 @@ func (f *Facts) Key(r Reads) Key {
 	}
 	// An address the policy traces must be text net.ParseIP reads the same
 	// (valid, no zone); any other is keyed as it is.
-	if r.ClientIPTraced && f.ClientIP.IsValid() && f.ClientIP.Zone() == "" {
+	switch {
+	case !r.ClientIP && !r.ClientIPTraced:
+		k.f.ClientIP = netip.Addr{}
+	case r.ClientIPTraced && f.ClientIP.IsValid() && f.ClientIP.Zone() == "":
 		k.f.ClientIP, k.traced = netip.Addr{}, true
 	}
 	return k

@@ -49,7 +49,7 @@ func change(t *testing.T, f *Facts, i int, other *route.Route) {
 func TestEveryFactReachesThePolicyAndTheKey(t *testing.T) {
 	a, b := testRoutes(t)
 	typ := reflect.TypeFor[Facts]()
-	all := Reads{Path: true, Method: true}
+	all := Reads{Path: true, Method: true, ClientIP: true}
 	for i := range typ.NumField() {
 		name := typ.Field(i).Name
 		base := Facts{Route: a}

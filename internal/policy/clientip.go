@@ -2,39 +2,48 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"maps"
 	"net"
-	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/types"
 )
 
-// Client-address tracing. A rulebook usually looks at the client address
-// only to test it against allowlists: net.cidr_contains(cidr,
-// input.extauthz.client_ip). When every use of the address in a pure policy
-// is such a test, Compile rewrites each into a call of clientIPIn, which
-// makes the same test and records it. A decision then depends on the
+// Client-address tests a policy author can see. A rulebook usually looks at
+// the client address only to test it against allowlists; it says so by
+// calling the builtin
+//
+//	extauthz.client_in(cidrs, input.extauthz.client_ip)
+//
+// which is true when the address lies in any of cidrs (an array or set of
+// CIDR strings) and records each test it makes. When every use of the
+// address in a memoizable policy is such a call, a decision depends on the
 // address only through the tests its evaluation made: evaluation is
-// deterministic, so another address that gives the same answer to each of
-// those tests (IPTrace.Matches) gets the same decision. The sidecar's memo
-// can then hold one decision per credential, tenant and route for every
-// client address that falls the same way in its allowlists, instead of one
-// per address — most decisions test none, and hold for every address.
+// deterministic, so another address that answers each of those tests alike
+// (IPTrace.Matches) gets the same decision. The sidecar's memo then holds
+// one decision per credential, tenant and route for every client address
+// that falls the same way in its allowlists, instead of one per address.
+// Any other use of the address (net.cidr_contains included) is just as
+// correct, and memoized per address.
 
-// clientIPBuiltin is the name the rewritten policy calls.
-const clientIPBuiltin = "extauthz_client_ip_in"
+// ClientInBuiltin is the builtin's name.
+const ClientInBuiltin = "extauthz.client_in"
 
-var clientIPFunc = &rego.Function{Name: clientIPBuiltin, Decl: types.NewFunction(types.Args(types.S), types.B)}
+var clientInRef = ast.MustParseRef(ClientInBuiltin)
 
-var (
-	cidrContainsRef = ast.MustParseRef("net.cidr_contains")
-	clientIPRef     = ast.MustParseRef("input.extauthz.client_ip")
-	clientIPCallRef = ast.Ref{ast.VarTerm(clientIPBuiltin)}
-)
+func init() {
+	rego.RegisterBuiltin2(&rego.Function{
+		Name: ClientInBuiltin,
+		Decl: types.NewFunction(types.Args(
+			types.Named("cidrs", types.NewAny(types.NewArray(nil, types.S), types.NewSet(types.S))).Description("networks in CIDR notation"),
+			types.Named("address", types.S).Description("the client address, input.extauthz.client_ip"),
+		), types.Named("result", types.B).Description("whether address lies in any of cidrs")),
+		Description: "Whether the client address lies in any of the networks; the sidecar records the tests to share decisions across addresses.",
+	}, clientIn)
+}
+
+var clientIPRef = ast.MustParseRef("input.extauthz.client_ip")
 
 // IPTest is one test of the client address an evaluation made: whether it
 // lies in a network.
@@ -60,48 +69,72 @@ func (t IPTrace) Matches(ip net.IP) bool {
 
 type traceKey struct{}
 
-// ipTrace is the tracing state of one evaluation.
-type ipTrace struct {
-	ip    net.IP // nil: the address is not an IP; every test fails as net.cidr_contains would
-	tests IPTrace
-}
+// ipTrace collects the tests of one evaluation.
+type ipTrace struct{ tests IPTrace }
 
-// clientIPIn is net.cidr_contains(cidr, input.extauthz.client_ip), recorded.
-// Its errors are net.cidr_contains's for those operands (an error makes the
-// call undefined, as for any built-in).
-func clientIPIn(bctx rego.BuiltinContext, a *ast.Term) (*ast.Term, error) {
-	t, _ := bctx.Context.Value(traceKey{}).(*ipTrace)
-	s, ok := a.Value.(ast.String)
-	if !ok {
-		return nil, fmt.Errorf("operand 1 must be string but got %s", ast.ValueName(a.Value))
-	}
-	_, n, err := net.ParseCIDR(string(s))
-	if err != nil {
-		return nil, err
-	}
-	if t == nil || t.ip == nil {
-		return nil, errors.New("client_ip is not a valid textual representation of an IP address")
-	}
-	in := n.Contains(t.ip)
-	t.tests = append(t.tests, IPTest{net: n, In: in})
-	return ast.InternedTerm(in), nil
-}
-
-// withIPTrace returns ctx carrying a trace for input's client address.
-func withIPTrace(ctx context.Context, input ast.Value) (context.Context, *ipTrace) {
+// withIPTrace returns ctx carrying a trace for one evaluation.
+func withIPTrace(ctx context.Context) (context.Context, *ipTrace) {
 	t := &ipTrace{}
-	if v, err := input.Find(clientIPRef[1:]); err == nil {
-		if s, ok := v.(ast.String); ok {
-			t.ip = net.ParseIP(string(s))
-		}
-	}
 	return context.WithValue(ctx, traceKey{}, t), t
 }
 
-// clientIPRefs counts the references to input.extauthz.client_ip in the
-// compiled modules (imports resolved, local variables told apart).
-func clientIPRefs(c *ast.Compiler) int {
-	refs := 0
+// clientIn implements extauthz.client_in. It tests the networks in order
+// (a set's sorted order) and stops at the first that holds the address, as
+// `some c in cidrs; net.cidr_contains(c, address)` would; an address that
+// is not an IP lies in none. A network that does not parse is an error (the
+// call is then undefined, as for any builtin).
+func clientIn(bctx rego.BuiltinContext, cidrs, addr *ast.Term) (*ast.Term, error) {
+	s, ok := addr.Value.(ast.String)
+	if !ok {
+		return nil, fmt.Errorf("operand 2 must be string but got %s", ast.ValueName(addr.Value))
+	}
+	ip := net.ParseIP(string(s))
+	t, _ := bctx.Context.Value(traceKey{}).(*ipTrace)
+	found := false
+	test := func(c *ast.Term) error {
+		cs, ok := c.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("operand 1 must hold strings but holds %s", ast.ValueName(c.Value))
+		}
+		_, n, err := net.ParseCIDR(string(cs))
+		if err != nil {
+			return err
+		}
+		found = ip != nil && n.Contains(ip)
+		if t != nil {
+			t.tests = append(t.tests, IPTest{net: n, In: found})
+		}
+		return nil
+	}
+	var list *ast.Array
+	switch v := cidrs.Value.(type) {
+	case *ast.Array:
+		list = v
+	case ast.Set:
+		list = v.Sorted()
+	default:
+		return nil, fmt.Errorf("operand 1 must be array or set but got %s", ast.ValueName(cidrs.Value))
+	}
+	for i := 0; i < list.Len() && !found; i++ {
+		if err := test(list.Elem(i)); err != nil {
+			return nil, err
+		}
+	}
+	return ast.InternedTerm(found), nil
+}
+
+// clientIPUses counts, in compiled modules, the references to
+// input.extauthz.client_ip and those among them that are the address
+// operand of an extauthz.client_in call (imports resolved, so a user
+// function or an alias named like the builtin is not it). The compiler may
+// first copy the reference into a local variable of its own
+// (__localN__ = input.extauthz.client_ip) that the call then takes; such a
+// copy counts when the variable is used nowhere else.
+func clientIPUses(c *ast.Compiler) (refs, traced int) {
+	isClientIP := func(t *ast.Term) bool {
+		r, ok := t.Value.(ast.Ref)
+		return ok && r.Equal(clientIPRef)
+	}
 	for _, m := range c.Modules {
 		ast.WalkRefs(m, func(r ast.Ref) bool {
 			if r.HasPrefix(clientIPRef) {
@@ -109,79 +142,39 @@ func clientIPRefs(c *ast.Compiler) int {
 			}
 			return false
 		})
-	}
-	return refs
-}
-
-// compileTraced parses src's modules again and compiles them with every
-// net.cidr_contains(x, input.extauthz.client_ip) replaced by
-// extauthz_client_ip_in(x). The rewrite runs as a compiler stage once
-// references are resolved and local variables renamed, so it sees the
-// built-in where the policy calls the built-in — not a user function
-// reached through an import alias or a rule named like it — and the
-// address wherever an import alias names it; and what it inserts is not
-// resolved against the policy's own rules. It returns the compiler and the
-// number of calls replaced.
-func compileTraced(src *Source) (*ast.Compiler, int, error) {
-	mods, err := parseModules(src) // Compile consumed the first parse
-	if err != nil {
-		return nil, 0, err
-	}
-	rewrites := 0
-	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).
-		WithBuiltins(map[string]*ast.Builtin{clientIPBuiltin: {Name: clientIPBuiltin, Decl: clientIPFunc.Decl}}).
-		WithStageAfterID(ast.StageRewriteLocalVars, ast.CompilerStageDefinition{
-			Name: "TraceClientIP", MetricName: "compile_stage_trace_client_ip",
-			Stage: func(c *ast.Compiler) *ast.Error {
-				for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
-					rewrites += rewriteClientIPTests(c.Modules[name])
-				}
-				return nil
-			},
-		})
-	if c.Compile(mods); c.Failed() {
-		return nil, 0, c.Errors
-	}
-	return c, rewrites, nil
-}
-
-// rewriteClientIPTests rewrites module m (references resolved) in place and
-// returns how many calls it replaced.
-func rewriteClientIPTests(m *ast.Module) int {
-	n := 0
-	ast.WalkExprs(m, func(x *ast.Expr) bool {
-		if ts, ok := x.Terms.([]*ast.Term); ok && x.IsCall() && x.Operator().Equal(cidrContainsRef) && len(ts) == 3 && isClientIP(ts[2]) {
-			x.Terms = []*ast.Term{ast.NewTerm(clientIPCallRef.Copy()), ts[1]}
-			n++
-		}
-		return false
-	})
-	ast.WalkTerms(m, func(t *ast.Term) bool {
-		if call, ok := t.Value.(ast.Call); ok && len(call) == 3 && call[0].Value.Compare(cidrContainsRef) == 0 && isClientIP(call[2]) {
-			t.Value = ast.Call{ast.NewTerm(clientIPCallRef.Copy()), call[1]}
-			n++
-		}
-		return false
-	})
-	return n
-}
-
-func isClientIP(t *ast.Term) bool {
-	r, ok := t.Value.(ast.Ref)
-	return ok && r.Equal(clientIPRef)
-}
-
-// clientIPCalls counts the calls of extauthz_client_ip_in in compiled
-// modules.
-func clientIPCalls(c *ast.Compiler) int {
-	n := 0
-	for _, m := range c.Modules {
+		copies := map[ast.Var]bool{} // compiler locals holding the address
+		uses := map[ast.Var]int{}
 		ast.WalkExprs(m, func(x *ast.Expr) bool {
-			if x.IsCall() && x.Operator().Equal(clientIPCallRef) {
-				n++
+			if ts, ok := x.Terms.([]*ast.Term); ok && x.IsEquality() && len(ts) == 3 && isClientIP(ts[2]) {
+				if v, ok := ts[1].Value.(ast.Var); ok && v.IsGenerated() {
+					copies[v] = true
+				}
+			}
+			return false
+		})
+		ast.WalkVars(m, func(v ast.Var) bool {
+			uses[v]++
+			return false
+		})
+		address := func(t *ast.Term) bool {
+			if isClientIP(t) {
+				return true
+			}
+			v, ok := t.Value.(ast.Var)
+			return ok && copies[v] && uses[v] == 2 // the copy and this call
+		}
+		ast.WalkExprs(m, func(x *ast.Expr) bool {
+			if ts, ok := x.Terms.([]*ast.Term); ok && x.IsCall() && x.Operator().Equal(clientInRef) && len(ts) >= 3 && address(ts[2]) {
+				traced++
+			}
+			return false
+		})
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if call, ok := t.Value.(ast.Call); ok && len(call) == 3 && call[0].Value.Compare(clientInRef) == 0 && address(call[2]) {
+				traced++
 			}
 			return false
 		})
 	}
-	return n
+	return refs, traced
 }

@@ -35,29 +35,32 @@ func compileWith(t *testing.T, rego string, data map[string]any) *Engine {
 	return e
 }
 
-func TestClientIPTracedOnlyWhenEveryUseIsACIDRTest(t *testing.T) {
+func TestClientIPTracedOnlyWhenEveryUseIsClientIn(t *testing.T) {
 	cases := []struct {
 		name, head, test string
 		traced           bool
 	}{
-		{"alias", "import input.extauthz as facts", "net.cidr_contains(c, facts.client_ip)", true},
-		{"default alias", "import input.extauthz", "net.cidr_contains(c, extauthz.client_ip)", true},
-		{"plain ref", "", "net.cidr_contains(c, input.extauthz.client_ip)", true},
-		{"assigned result", "", "x := net.cidr_contains(c, input.extauthz.client_ip)\n\tx", true},
+		{"alias", "import input.extauthz as facts", "extauthz.client_in([c], facts.client_ip)", true},
+		{"a set", "import input.extauthz as facts", "extauthz.client_in({c}, facts.client_ip)", true},
+		{"the list from data", "import input.extauthz as facts", "extauthz.client_in(data.cidrs, facts.client_ip)\n\tc", true},
+		{"plain ref", "", "extauthz.client_in([c], input.extauthz.client_ip)", true},
+		{"assigned result", "", "x := extauthz.client_in([c], input.extauthz.client_ip)\n\tx", true},
+		{"net.cidr_contains: correct, keyed per address", "", "net.cidr_contains(c, input.extauthz.client_ip)", false},
 		{"compared", "", "input.extauthz.client_ip == c", false},
-		{"through a variable", "", "ip := input.extauthz.client_ip\n\tnet.cidr_contains(c, ip)", false},
-		{"other built-in", "", "count(net.cidr_contains_matches([c], [input.extauthz.client_ip])) > 0", false},
+		{"through a variable used only there", "", "ip := input.extauthz.client_ip\n\textauthz.client_in([c], ip)", true},
+		{"through a variable used elsewhere too", "", "ip := input.extauthz.client_ip\n\textauthz.client_in([c], ip)\n\tip != \"10.0.0.1\"", false},
 		{"string test", "", "startswith(input.extauthz.client_ip, c)", false},
-		{"address as the network", "", "net.cidr_contains(input.extauthz.client_ip, c)", false},
+		{"address as the network", "", "extauthz.client_in([input.extauthz.client_ip], c)", false},
 	}
 	for _, c := range cases {
 		e := compileWith(t, allowlistRule(c.head, c.test), map[string]any{"cidrs": []any{"10.0.0.0/8"}})
-		if p := e.Purity(); !p.Pure || p.TracesClientIP != c.traced {
+		if p := e.Purity(); !p.Pure || p.TracesClientIP != c.traced || !p.ReadsClientIP {
 			t.Errorf("%s: %+v, want traced=%v", c.name, p, c.traced)
 		}
 	}
-	// A policy that never reads the address has nothing to trace.
-	if p := compileWith(t, "package extauthz\ndecision := {\"allow\": false, \"reason\": \"x\"}", map[string]any{}).Purity(); p.TracesClientIP {
+	// A policy that never reads the address has nothing to trace, and the
+	// address is left out of its memo key.
+	if p := compileWith(t, "package extauthz\ndecision := {\"allow\": false, \"reason\": \"x\"}", map[string]any{}).Purity(); p.TracesClientIP || p.ReadsClientIP {
 		t.Errorf("no address read: %+v", p)
 	}
 }
@@ -94,7 +97,7 @@ func TestTracedDecisionsMatchPlainOnes(t *testing.T) {
 		}
 		return fmt.Sprintf("10.%d.0.0/%d", rng.IntN(4), 14+rng.IntN(3))
 	}
-	rule := allowlistRule("import input.extauthz as facts", "net.cidr_contains(c, facts.client_ip)")
+	rule := allowlistRule("import input.extauthz as facts", "extauthz.client_in([c], facts.client_ip)")
 	for range 40 {
 		var cidrs []any
 		for range 1 + rng.IntN(3) {
@@ -105,7 +108,7 @@ func TestTracedDecisionsMatchPlainOnes(t *testing.T) {
 		if !traced.Purity().TracesClientIP {
 			t.Fatal("not traced")
 		}
-		plain := compileWith(t, rule+"\nkeep_plain := input.extauthz.client_ip == \"\"\n", data) // an extra use: not traced
+		plain := compileWith(t, allowlistRule("import input.extauthz as facts", "net.cidr_contains(c, facts.client_ip)"), data) // not traced
 		if plain.Purity().TracesClientIP {
 			t.Fatal("plain policy traced")
 		}
@@ -165,8 +168,7 @@ import input.extauthz as facts
 decision := {"allow": false, "reason": "credentials_missing"} if facts.credential.status == "missing"
 decision := {"allow": true, "reason": "ok"} if {
 	facts.credential.status != "missing"
-	some c in data.cidrs
-	net.cidr_contains(c, facts.client_ip)
+	extauthz.client_in(data.cidrs, facts.client_ip)
 }`, map[string]any{"cidrs": []any{"10.0.0.0/8"}})
 	out, err := e.Eval(context.Background(), ast.MustParseTerm(`{"extauthz": {"client_ip": "192.0.2.1", "credential": {"status": "missing"}}}`).Value)
 	if err != nil || out.Reason != "credentials_missing" || len(out.IPTests) != 0 || !out.IPTests.Matches(net.ParseIP("203.0.113.7")) {
@@ -174,18 +176,19 @@ decision := {"allow": true, "reason": "ok"} if {
 	}
 }
 
-// TestTracingSeesWhatTheCompilerResolves: the rewrite acts on the built-in
-// only where the policy calls the built-in, and what it inserts cannot be
-// captured by the policy's own rules (cases from a security review). Every
-// case must decide as the plain policy does.
+// TestTracingSeesWhatTheCompilerResolves: only a call of the builtin itself
+// is traced — not a user function reached through an import alias named
+// extauthz, nor a rule named client_in. Every case must decide as its
+// rules say.
 func TestTracingSeesWhatTheCompilerResolves(t *testing.T) {
 	decisions := `
 decision := {"allow": true, "reason": "ok"} if allowed
 decision := {"allow": false, "reason": "ip_not_allowed"} if not allowed
 `
-	quarantine := `package lib.netutil
-cidr_contains(cidr, ip) if {
-	net.cidr_contains(cidr, ip)
+	quarantine := `package lib
+client_in(cidrs, ip) if {
+	some c in cidrs
+	net.cidr_contains(c, ip)
 	not net.cidr_contains("10.66.0.0/16", ip)
 }
 `
@@ -193,26 +196,29 @@ cidr_contains(cidr, ip) if {
 		name    string
 		modules map[string]string
 		want    map[string]string // address -> reason
+		traced  bool
 	}{
-		{"user function through an import alias named net", map[string]string{
+		{"the builtin", map[string]string{
+			"p.rego": "package extauthz\n" + `allowed if extauthz.client_in(["10.0.0.0/8"], input.extauthz.client_ip)` + decisions,
+		}, map[string]string{"10.1.2.3": "ok", "10.66.1.1": "ok", "192.0.2.1": "ip_not_allowed"}, true},
+		{"user function through an import alias named extauthz", map[string]string{
 			"lib.rego": quarantine,
-			"p.rego": "package extauthz\nimport data.lib.netutil as net\n" +
-				`allowed if net.cidr_contains("10.0.0.0/8", input.extauthz.client_ip)` + decisions,
-		}, map[string]string{"10.1.2.3": "ok", "10.66.1.1": "ip_not_allowed", "192.0.2.1": "ip_not_allowed"}},
-		{"package rule named net.cidr_contains", map[string]string{
+			"p.rego": "package extauthz\nimport data.lib as extauthz\n" +
+				`allowed if extauthz.client_in(["10.0.0.0/8"], input.extauthz.client_ip)` + decisions,
+		}, map[string]string{"10.1.2.3": "ok", "10.66.1.1": "ip_not_allowed", "192.0.2.1": "ip_not_allowed"}, false},
+		{"package rule named client_in", map[string]string{
 			"p.rego": "package extauthz\n" +
-				"net.cidr_contains(cidr, ip) if {\n\tcidr == \"10.0.0.0/8\"\n\tstartswith(ip, \"10.1.\")\n}\n" +
-				`allowed if net.cidr_contains("10.0.0.0/8", input.extauthz.client_ip)` + decisions,
-		}, map[string]string{"10.1.2.3": "ok", "10.2.0.1": "ip_not_allowed"}},
-		{"rule named like the tracer", map[string]string{
-			"p.rego": "package extauthz\nextauthz_client_ip_in(_) := true\n" +
-				`allowed if net.cidr_contains("10.0.0.0/8", input.extauthz.client_ip)` + decisions,
-		}, map[string]string{"10.1.2.3": "ok", "1.2.3.4": "ip_not_allowed"}},
+				"client_in(cidrs, ip) if {\n\tstartswith(ip, \"10.1.\")\n}\n" +
+				`allowed if client_in(["10.0.0.0/8"], input.extauthz.client_ip)` + decisions,
+		}, map[string]string{"10.1.2.3": "ok", "10.2.0.1": "ip_not_allowed"}, false},
 	}
 	for _, c := range cases {
 		e, err := Compile(context.Background(), &Source{Origin: "dir", Modules: c.modules}, map[string]any{})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
+		}
+		if e.Purity().TracesClientIP != c.traced {
+			t.Errorf("%s: traced=%v, want %v", c.name, e.Purity().TracesClientIP, c.traced)
 		}
 		for a, want := range c.want {
 			out, err := e.Eval(context.Background(), input(a))

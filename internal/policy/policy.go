@@ -227,22 +227,10 @@ func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, er
 		return nil, c.Errors
 	}
 	purity := analyse(c)
-	if refs := clientIPRefs(c); purity.Pure && refs > 0 {
-		// Trace the client address when every reference to it is the
-		// address operand of a net.cidr_contains call: the rewrite replaced
-		// as many calls as the compiler sees references, none is left, the
-		// compiled policy calls the tracer exactly that often, and it is
-		// still pure (see clientip.go). Anything else keeps
-		// the plain policy, memoized per address.
-		if traced, rewrites, err := compileTraced(src); err == nil && rewrites == refs && clientIPRefs(traced) == 0 &&
-			clientIPCalls(traced) == rewrites && analyse(traced).Pure {
-			c, purity.TracesClientIP = traced, true
-		}
-	}
+	refs, traced := clientIPUses(c)
+	purity.ReadsClientIP = refs > 0
+	purity.TracesClientIP = purity.Pure && refs > 0 && refs == traced
 	opts := []func(*rego.Rego){rego.Query(Query), rego.Compiler(c), rego.Store(inmem.NewFromObject(data))}
-	if purity.TracesClientIP {
-		opts = append(opts, rego.Function1(clientIPFunc, clientIPIn))
-	}
 	pq, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", Query, err)
@@ -281,7 +269,7 @@ var (
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
 	var trace *ipTrace
 	if e.purity.TracesClientIP {
-		ctx, trace = withIPTrace(ctx, input)
+		ctx, trace = withIPTrace(ctx)
 	}
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {

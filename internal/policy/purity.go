@@ -15,9 +15,9 @@ type Purity struct {
 	Pure bool
 	Why  string // the first reason it is not pure
 	// Facts read beyond the always-keyed ones.
-	ReadsPath, ReadsMethod bool
-	// TracesClientIP: the policy reads the client address only to test it
-	// against CIDRs, and each evaluation reports those tests
+	ReadsPath, ReadsMethod, ReadsClientIP bool
+	// TracesClientIP: the policy reads the client address only through
+	// extauthz.client_in, and each evaluation reports its tests
 	// (Output.IPTests): a decision holds for every address that answers
 	// them alike (see clientip.go).
 	TracesClientIP bool
@@ -25,7 +25,7 @@ type Purity struct {
 
 // Reads is what the memo key must hold of the facts (facts.Facts.Key).
 func (p Purity) Reads() facts.Reads {
-	return facts.Reads{Path: p.ReadsPath, Method: p.ReadsMethod, ClientIPTraced: p.TracesClientIP}
+	return facts.Reads{Path: p.ReadsPath, Method: p.ReadsMethod, ClientIP: p.ReadsClientIP, ClientIPTraced: p.TracesClientIP}
 }
 
 // pureBuiltins are the builtins known to be deterministic and independent of
@@ -34,7 +34,7 @@ func (p Purity) Reads() facts.Reads {
 // Anything not listed is impure, including builtins added by later OPA
 // versions, until it is reviewed and listed here.
 var pureBuiltins = func() map[string]bool {
-	m := map[string]bool{clientIPBuiltin: true}
+	m := map[string]bool{ClientInBuiltin: true}
 	for _, n := range []string{
 		// operators, comparison, assignment, membership
 		"eq", "equal", "neq", "lt", "lte", "gt", "gte", "assign", "plus", "minus", "mul", "div", "rem",

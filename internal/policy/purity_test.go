@@ -11,7 +11,7 @@ import (
 // source, the network, files or the environment.
 func TestPureBuiltinsAreDeterministic(t *testing.T) {
 	for name := range pureBuiltins {
-		if name == clientIPBuiltin {
+		if name == ClientInBuiltin {
 			continue
 		}
 		b, ok := ast.BuiltinMap[name]
