@@ -1,8 +1,9 @@
 // Package cache is a small, typed, size-bounded TTL cache over
-// github.com/patrickmn/go-cache (security.md B5).
+// github.com/patrickmn/go-cache.
 //
-// go-cache has no size bound and its own janitor can only be stopped by a
-// finalizer, so this wrapper
+// go-cache (unmaintained since 2019, no go.mod) has no size bound, its
+// janitor sweeps the whole map under the write lock, and that janitor can
+// only be stopped by a finalizer, so this wrapper
 //   - enforces an entry cap itself (when full it purges expired entries once,
 //     at most once per purgeEvery, and otherwise refuses the insert),
 //   - creates go-cache with cleanup interval 0 and drives expiry from its own

@@ -3,8 +3,9 @@
 // With TrustedHops 0 (Envoy is the edge, use_remote_address: true) the client
 // is the CheckRequest's source address, the TCP peer. With N trusted hops the
 // client is the (N+1)-th entry from the right of x-forwarded-for, because Envoy
-// has already appended the peer it saw (envoy-ext-authz.md §4.2). Anything a
-// client can write itself is never trusted beyond that.
+// (use_remote_address: true) has already appended the peer it saw; see
+// docs/envoy.md. Anything a client can write itself is never trusted beyond
+// that.
 package clientip
 
 import (

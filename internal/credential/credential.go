@@ -1,6 +1,9 @@
 // Package credential finds the credential a request presents and refuses
-// every presentation that could be read two ways (security.md B2 #6, B6 #2
-// and #6): duplicates, comma-joined values, oversized or non-token bytes.
+// every presentation that could be read two ways: duplicates (Envoy joins a
+// repeated header's values with ","), comma-joined values, oversized or
+// non-token bytes, an API key and a bearer token together. A checker and an
+// upstream that read different values of one header is a known ext_authz
+// bypass class (see docs/envoy.md).
 package credential
 
 import "strings"

@@ -1,7 +1,7 @@
 // Package envoyconfig lints Envoy bootstrap files that front the extauthz
 // sidecar, without running Envoy.
 //
-// The pipeline (docs: reference envoy-ext-authz.md §6):
+// The pipeline:
 //
 //  1. YAML → JSON (sigs.k8s.io/yaml);
 //  2. strict protojson into bootstrapv3.Bootstrap: unknown or misspelt fields,

@@ -16,7 +16,8 @@ import (
 var unprotectedPaths = []string{"/healthz", "/readyz"}
 
 // CheckHardening asserts the security invariants for every HTTP connection
-// manager that has an ext_authz filter (reference security.md B2, B6) and
+// manager that has an ext_authz filter (docs/envoy.md says what each one
+// protects against) and
 // that at least one has one. Each error is a *FieldError with a Path (no
 // File or Line: ValidateNamed adds them).
 //

@@ -447,7 +447,8 @@ func capString(s string, n int) string {
 }
 
 // sanitizeHeader keeps printable ASCII only and caps the length, so nothing a
-// client sent can split or smuggle a header (security.md B2 #10).
+// client sent can split or smuggle a header (CR/LF in an ext_authz answer has
+// crashed Envoy, and validate_mutations makes Envoy refuse it with a 500).
 func sanitizeHeader(s string) string {
 	if len(s) > maxHeaderBytes {
 		s = s[:maxHeaderBytes]
@@ -481,8 +482,11 @@ func validHeaderName(s string) bool {
 
 func validHeaderValue(s string) bool { return sanitizeHeader(s) == s }
 
-// reservedHeader lists names Envoy rewrites or that must never be sent in a
-// denied response (envoy-ext-authz.md §2.5).
+// reservedHeader lists names a profile may not set: those Envoy rewrites or
+// that must never be sent in a denied response (Envoy sets content-length and
+// content-type from the body and may overwrite server, its connection manager
+// strips hop-by-hop headers, and it would pass ":"-names on; see
+// docs/envoy.md), and www-authenticate, which the renderer sets itself.
 func reservedHeader(n string) bool {
 	switch n {
 	case "content-length", "content-type", "server", "connection", "transfer-encoding", "keep-alive",

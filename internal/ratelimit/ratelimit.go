@@ -1,7 +1,8 @@
 // Package ratelimit enforces per-plan quotas after a request has been
-// authenticated and authorized (security.md B4). It is keyed only on the
-// verified identity, counts in fixed windows, and renders the quota state as
-// X-RateLimit-* or IETF RateLimit-Policy/RateLimit headers.
+// authenticated and authorized. It is keyed only on the verified identity
+// (so unverified input never creates quota state), counts in fixed windows,
+// and renders the quota state as X-RateLimit-* or IETF
+// RateLimit-Policy/RateLimit headers.
 //
 // # Counting keys
 //

@@ -60,7 +60,8 @@ var DefaultAlgorithms = []string{"RS256", "ES256"}
 // supportedAlgs are the asymmetric algorithms an issuer may allow. HS* is
 // never accepted: an HMAC secret shared with the IdP, or an oct key in a JWKS,
 // would let anyone holding it mint tokens, and HS* is the classic key
-// confusion vector (security.md B1).
+// confusion vector (an HS256 token whose HMAC secret is the issuer's RSA
+// public key).
 var supportedAlgs = []string{
 	"RS256", "RS384", "RS512",
 	"PS256", "PS384", "PS512",

@@ -1,6 +1,7 @@
 // Package jwt verifies bearer JWTs from several trusted issuers with
-// github.com/golang-jwt/jwt/v5 and github.com/MicahParks/keyfunc/v3, following
-// security.md B1:
+// github.com/golang-jwt/jwt/v5 and github.com/MicahParks/keyfunc/v3, closing
+// the known JWT and JWKS pitfalls (alg none and key confusion, untrusted key
+// headers, missing exp, parser DoS, unknown-kid floods):
 //
 //   - cheap pre-checks before any parsing (length cap, exactly three
 //     non-empty base64url segments, kid at most 128 bytes, no crit header);

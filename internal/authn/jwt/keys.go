@@ -19,7 +19,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Tuning of the JWKS URL client (security.md B1).
+// Tuning of the JWKS URL client. keyfunc's own default lets a Verify wait up
+// to a minute for the unknown-kid refresh limiter, so a flood of tokens with
+// random kids would park every check that long; here the wait is a few
+// milliseconds and unknown kids trigger a refresh at most every 30s.
 const (
 	// rateLimitWaitMax bounds how long a Verify may wait for the unknown-kid
 	// refresh limiter. jwkset also runs the unknown-kid refresh itself under
