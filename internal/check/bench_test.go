@@ -146,7 +146,7 @@ func BenchmarkSteps(b *testing.B) {
 		b.Run(c.name+"/2_decide_opa", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := eng.Policy.Eval(ctx, r.value()); err != nil {
+				if _, err := eng.Policy.Eval(ctx, r.Input()); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -21,8 +21,7 @@ import (
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
-	"github.com/extauthz/extauthz/internal/facts"
-	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/wire"
 )
@@ -56,7 +55,6 @@ type Server struct {
 
 	idPrefix  string
 	seq       atomic.Uint64
-	memo      atomic.Pointer[memo]
 	limiter   atomic.Pointer[limiterState]
 	limiterMu sync.Mutex
 	// LimiterOptions configure the rate limiter (metrics hooks, logger).
@@ -171,31 +169,16 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		s.fail(d, err)
 		return
 	}
-	memo := s.memoFor(eng)
-	var key facts.Key
-	var out policy.Output
-	if memo != nil {
-		key = r.f.Key(eng.Policy.Purity().Reads())
-		r.memo = memo.get(key, r.f.ClientIP)
+	dec := eng.Decider
+	if s.NoMemo {
+		dec = memo.Plain{Policy: eng.Policy}
 	}
-	if r.memo != nil {
-		out = r.memo.out
-	} else {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		var err error
-		out, err = eng.Policy.Eval(ctx, r.value())
-		if err == nil {
-			err = ctx.Err() // a cancelled or late evaluation is not trusted
-		}
-		if err != nil {
-			s.fail(d, err)
-			return
-		}
-		if memo != nil {
-			r.memo = memo.put(key, out, r.f.ClientIP)
-		}
+	out, entry, err := dec.Decide(ctx, &r.f, r, timeout)
+	if err != nil {
+		s.fail(d, err)
+		return
 	}
+	r.entry = entry
 	reason := decision.Reason(out.Reason)
 	switch {
 	case !decision.Known(reason):

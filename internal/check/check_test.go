@@ -20,6 +20,7 @@ import (
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/facts"
+	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -434,18 +435,15 @@ func TestMemoAcrossClientAddresses(t *testing.T) {
 	}
 	// One decision per side of the allowlist, and one for the tenant
 	// without one, however many addresses asked.
-	m := s.memo.Load()
 	variants := map[string]int{}
-	for k, e := range m.m {
-		if f := k.Facts(); !k.Traced() || f.ClientIP.IsValid() {
+	memoOf(t, s).Range(func(k facts.Key, _ *memo.Entry) {
+		f := k.Facts()
+		if !k.Traced() || f.ClientIP.IsValid() {
 			t.Errorf("key %+v holds the address", k)
 		}
-		for ; e != nil; e = e.next {
-			f := k.Facts()
-			v, _ := f.Tenants.Get(0)
-			variants[v]++
-		}
-	}
+		v, _ := f.Tenants.Get(0)
+		variants[v]++
+	})
 	if variants["7"] != 2 || variants["42"] != 1 {
 		t.Errorf("variants per tenant %v, want 7:2 42:1", variants)
 	}
@@ -456,27 +454,26 @@ func TestMemoAcrossClientAddresses(t *testing.T) {
 // its own address only, so entries stay small however long allowlists get;
 // decisions stay those of an evaluation.
 func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
-	eng := demoEngineTenant7Sixteens(t, 2*maxTraceTests)
+	eng := demoEngineTenant7Sixteens(t, 2*memo.MaxTraceTests)
 	s, plain := newServer(t, eng), newServer(t, eng)
 	plain.NoMemo = true
 	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
 	// An address outside the list first: the key has no shared entry yet.
 	r.Attributes.Source.Address.GetSocketAddress().Address = "192.0.2.1"
 	decide(t, s, r)
-	m := s.memo.Load()
+	m := memoOf(t, s)
 	var kept facts.Key
-	for k := range m.m {
-		kept = k
-	}
-	if len(m.m) != 1 || kept.Traced() || kept.Facts().ClientIP != netip.MustParseAddr("192.0.2.1") {
-		t.Fatalf("memo after one request: %d keys, %+v", len(m.m), kept)
+	n := 0
+	m.Range(func(k facts.Key, _ *memo.Entry) { kept, n = k, n+1 })
+	if n != 1 || kept.Traced() || kept.Facts().ClientIP != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("memo after one request: %d keys, %+v", n, kept)
 	}
 	keptFacts := kept.Facts()
 	traced := keptFacts.Key(facts.Reads{ClientIPTraced: true})
-	if m.get(traced, netip.MustParseAddr("192.0.2.1")) == nil {
+	if m.Get(traced, netip.MustParseAddr("192.0.2.1")) == nil {
 		t.Fatal("a repeat from the same address misses the decision kept for it")
 	}
-	if m.get(traced, netip.MustParseAddr("192.0.2.9")) != nil {
+	if m.Get(traced, netip.MustParseAddr("192.0.2.9")) != nil {
 		t.Fatal("another address finds the decision kept for 192.0.2.1")
 	}
 	for range 2 {
@@ -490,47 +487,52 @@ func TestLongAllowlistsAreKeyedByAddress(t *testing.T) {
 		}
 	}
 	byAddr := 0
-	for k, e := range s.memo.Load().m {
-		for ; e != nil; e = e.next {
-			if len(e.out.IPTests) > maxTraceTests {
-				t.Errorf("key %+v keeps %d tests", k, len(e.out.IPTests))
-			}
+	memoOf(t, s).Range(func(k facts.Key, e *memo.Entry) {
+		if len(e.Out.IPTests) > memo.MaxTraceTests {
+			t.Errorf("key %+v keeps %d tests", k, len(e.Out.IPTests))
 		}
 		if !k.Traced() && k.Facts().ClientIP.IsValid() {
 			byAddr++
 		}
-	}
+	})
 	if byAddr < 3 { // 192.0.2.1, 192.0.2.2 and 10.32.0.1 test all 32 CIDRs
 		t.Errorf("%d decisions kept by address, want at least 3", byAddr)
 	}
 }
 
 // TestMemoCountsTheTestsItHolds: as variants come and go (more than
-// maxVariants address classes for one key), the memo's count of the tests
+// memo.MaxVariants address classes for one key), the memo's count of the tests
 // its decisions carry stays the sum over what it holds, so its bound clears
 // it neither early nor late.
 func TestMemoCountsTheTestsItHolds(t *testing.T) {
-	eng := demoEngineTenant7Sixteens(t, maxTraceTests)
+	eng := demoEngineTenant7Sixteens(t, memo.MaxTraceTests)
 	s := newServer(t, eng)
 	r := req("GET", "/v1/orders", map[string]string{"x-api-key": tenant7Key, "x-tenant-id": "7"})
-	for i := range 3 * maxVariants {
+	for i := range 3 * memo.MaxVariants {
 		// Each /16 of the list answers the tests differently: a variant each.
-		r.Attributes.Source.Address.GetSocketAddress().Address = fmt.Sprintf("10.%d.1.1", i%maxTraceTests)
+		r.Attributes.Source.Address.GetSocketAddress().Address = fmt.Sprintf("10.%d.1.1", i%memo.MaxTraceTests)
 		if reason, _, _ := decide(t, s, r); reason != "ok" {
-			t.Fatalf("10.%d.1.1: %s", i%maxTraceTests, reason)
+			t.Fatalf("10.%d.1.1: %s", i%memo.MaxTraceTests, reason)
 		}
-		m := s.memo.Load()
 		held, variants := 0, 0
-		for _, e := range m.m {
-			for ; e != nil; e = e.next {
-				held += len(e.out.IPTests)
-				variants++
-			}
-		}
-		if m.tests != held || variants > maxVariants+1 {
-			t.Fatalf("after %d requests: counted %d tests, holds %d in %d variants", i+1, m.tests, held, variants)
+		counted := memoOf(t, s).Range(func(_ facts.Key, e *memo.Entry) {
+			held += len(e.Out.IPTests)
+			variants++
+		})
+		if counted != held || variants > memo.MaxVariants+1 {
+			t.Fatalf("after %d requests: counted %d tests, holds %d in %d variants", i+1, counted, held, variants)
 		}
 	}
+}
+
+// memoOf is the memo of s's engine.
+func memoOf(t *testing.T, s *Server) *memo.Memo {
+	t.Helper()
+	m, ok := s.Engines.Current().Decider.(*memo.Memo)
+	if !ok {
+		t.Fatalf("the policy is not memoized: %T", s.Engines.Current().Decider)
+	}
+	return m
 }
 
 // demoEngineTenant7Sixteens is the demo policy with tenant 7's allowlist

@@ -57,14 +57,15 @@ func (p *okParts) encode() {
 // metaFor returns the encoded metadata entries but decision_id of r's
 // memoized decision d, built on its first use.
 func metaFor(r *request, d *decision.Decision) ([]byte, bool) {
-	if m := r.memo.meta.Load(); m != nil {
+	parts := renderedFor(r.entry)
+	if m := parts.meta.Load(); m != nil {
 		return *m, true
 	}
 	m, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: metadataFields(r, d)})
 	if err != nil {
 		return nil, false
 	}
-	r.memo.meta.Store(&m)
+	parts.meta.Store(&m)
 	return m, true
 }
 
@@ -72,7 +73,7 @@ func metaFor(r *request, d *decision.Decision) ([]byte, bool) {
 // and not changed since (no rate limit applied, no failure): nil when it
 // does not apply, and the message is sent instead.
 func (s *Server) encode(eng *engine.Engine, r *request, d *decision.Decision, now time.Time) wire.Encoded {
-	if r == nil || r.memo == nil || len(r.quotaHeaders) > 0 || string(d.Reason) != r.memo.out.Reason {
+	if r == nil || r.entry == nil || len(r.quotaHeaders) > 0 || string(d.Reason) != r.entry.Out.Reason {
 		return nil
 	}
 	meta, ok := metaFor(r, d)
@@ -101,7 +102,8 @@ type denyParts struct {
 }
 
 func denyPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *denyParts {
-	if p := r.memo.deny.Load(); p != nil {
+	parts := renderedFor(r.entry)
+	if p := parts.deny.Load(); p != nil {
 		return p
 	}
 	p := &denyParts{prep: denyProfile(eng, d).Prepare(d)}
@@ -117,7 +119,7 @@ func denyPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *denyPar
 		}
 		p.before, p.after = slices.Clip(p.before), slices.Clip(p.after)
 	}
-	r.memo.deny.Store(p)
+	parts.deny.Store(p)
 	return p
 }
 

@@ -23,7 +23,7 @@ func (s *Server) Explain(ctx context.Context, req *authv3.CheckRequest) Explanat
 	d, r, resp, _ := s.check(ctx, req, false)
 	var facts any
 	if r != nil {
-		if v, err := ast.JSON(r.value()); err == nil {
+		if v, err := ast.JSON(r.Input()); err == nil {
 			if m, ok := v.(map[string]any); ok {
 				facts = m["extauthz"]
 			}

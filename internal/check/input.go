@@ -16,6 +16,7 @@ import (
 	"github.com/extauthz/extauthz/internal/credential"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/facts"
+	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/pathcanon"
 	"github.com/extauthz/extauthz/internal/route"
 	"github.com/extauthz/extauthz/internal/wire"
@@ -34,7 +35,7 @@ type request struct {
 	setupFail    bool         // the request could not be understood at all (no HTTP attributes)
 	problem      wire.Problem // it could not be taken as sent (bad UTF-8, too large, undecodable)
 	quotaHeaders [][2]string  // rate-limit headers for the response (allowed, or IETF on 429)
-	memo         *memoEntry   // the remembered decision this request used, if any
+	entry        *memo.Entry  // the remembered decision this request used, if any
 	tenant       string       // the verified tenant the request acts for (facts.Facts.Tenant)
 	segs         [6]string    // storage for path.Segments of ordinary paths
 }
@@ -150,8 +151,8 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	r.tenant = f.Tenant()
 }
 
-// value is the policy input as an OPA value.
-func (r *request) value() ast.Value { return buildInput(r.req, r) }
+// Input is the policy input as an OPA value (memo.Input).
+func (r *request) Input() ast.Value { return buildInput(r.req, r) }
 
 func (s *Server) verify(ctx context.Context, eng *engine.Engine, p credential.Presented, now time.Time) (authn.Status, *authn.Identity) {
 	switch {

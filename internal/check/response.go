@@ -96,14 +96,15 @@ func okResponse(eng *engine.Engine, r *request, d *decision.Decision) *authv3.Ok
 // okPartsFor returns the parts of r's OK response: the memoized decision's,
 // built on first use, or fresh ones when r was evaluated without the memo.
 func okPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *okParts {
-	if r.memo == nil {
+	if r.entry == nil {
 		return buildOKParts(eng, r, d)
 	}
-	parts := r.memo.ok.Load()
+	rp := renderedFor(r.entry)
+	parts := rp.ok.Load()
 	if parts == nil {
 		parts = buildOKParts(eng, r, d)
 		parts.encode()
-		r.memo.ok.Store(parts)
+		rp.ok.Store(parts)
 	}
 	return parts
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -69,6 +70,7 @@ type Engine struct {
 	Origin   string
 	Settings Settings
 	Policy   *policy.Engine
+	Decider  memo.Decider // the policy, memoized when it is pure
 	Keys     *apikey.Store
 	Routes   *route.Table
 	Profiles *profile.Set
@@ -179,6 +181,7 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if e.Policy, err = policy.Compile(ctx, src, storeData(src.Data)); err != nil {
 		return nil, err
 	}
+	e.Decider = memo.For(e.Policy)
 	// Warm the evaluator so the first real check does not pay for it; a slow
 	// policy must not stall loading.
 	wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
