@@ -168,7 +168,7 @@ func TestCheckWireUnpreparedDeny(t *testing.T) {
 // check for under load. The budget is today's count; raise it only with a
 // measurement that says the new allocation is worth it.
 func TestAllocationBudget(t *testing.T) {
-	const budget = 8
+	const budget = 7
 	s := newServer(t, demoEngine(t))
 	codec := wire.Codec(0)
 	ctx := context.Background()
