@@ -13,9 +13,8 @@ import (
 // on first use, attached to the memo entry (memo.Entry.Derived) and shared
 // by every response from it.
 type rendered struct {
-	ok   atomic.Pointer[okParts]
-	meta atomic.Pointer[[]byte] // encoded dynamic metadata but decision_id (see encode.go)
-	deny atomic.Pointer[denyParts]
+	ok     atomic.Pointer[okParts]
+	static atomic.Pointer[static] // the encoded static message (see encode.go)
 }
 
 func newRendered() any { return &rendered{} }
@@ -27,5 +26,4 @@ func renderedFor(e *memo.Entry) *rendered { return e.Derived(newRendered).(*rend
 type okParts struct {
 	set    []*corev3.HeaderValueOption
 	remove []string
-	head   []byte // encoded status and ok_response (see encode.go)
 }

@@ -16,8 +16,8 @@ import (
 type Prepared struct {
 	Status int
 	// Headers are Render's headers in its order. When ReqID >= 0, the entry
-	// at that index is the request-id header, whose value RequestIDHeader
-	// gives per request.
+	// at that index (the last) is the request-id header, whose value
+	// RequestIDHeader gives per request.
 	Headers [][2]string
 	ReqID   int
 
@@ -70,8 +70,8 @@ func (p *Profile) Prepare(d *decision.Decision) *Prepared {
 	pr := &Prepared{Status: out.Status, Headers: out.Headers, ReqID: -1, withReqID: d.RequestID != "", withID: d.ID != ""}
 	if pr.withReqID && !slices.ContainsFunc(p.headers, func(h header) bool { return h.name == p.reqIDHeader }) &&
 		!slices.ContainsFunc(r.headers, func(h header) bool { return h.name == p.reqIDHeader }) {
-		pr.ReqID = 1 // after content-type, as Render puts it
-		pr.Headers[1][1] = ""
+		pr.ReqID = len(pr.Headers) - 1 // last, as Render puts it
+		pr.Headers[pr.ReqID][1] = ""
 	}
 	pr.lit, _ = p.body.render(make([]byte, 0, len(out.Body)), newVars(d, r, time.Time{}).get, &pr.holes)
 	return pr

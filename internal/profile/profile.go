@@ -318,9 +318,6 @@ func (p *Profile) Render(d *decision.Decision, now time.Time) Response {
 
 	hs := make([][2]string, 0, 8)
 	hs = append(hs, [2]string{"content-type", p.contentType})
-	if d.RequestID != "" {
-		hs = append(hs, [2]string{p.reqIDHeader, sanitizeHeader(d.RequestID)})
-	}
 	if r.status == 401 {
 		wa := `Bearer realm="` + p.realm + `"`
 		if d.Reason != decision.CredentialsMissing {
@@ -330,6 +327,11 @@ func (p *Profile) Render(d *decision.Decision, now time.Time) Response {
 	}
 	hs = appendHeaders(hs, p.headers, v.get)
 	hs = appendHeaders(hs, r.headers, v.get)
+	// The request id last, unless a header of the profile sets it: the one
+	// header a prepared rendering fills per request.
+	if d.RequestID != "" && !slices.ContainsFunc(hs, func(h [2]string) bool { return h[0] == p.reqIDHeader }) {
+		hs = append(hs, [2]string{p.reqIDHeader, sanitizeHeader(d.RequestID)})
+	}
 	return Response{Status: r.status, Headers: hs, Body: body}
 }
 
