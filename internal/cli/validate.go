@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/envoybin"
 	"github.com/extauthz/extauthz/internal/envoyconfig"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/server"
@@ -19,7 +20,8 @@ import (
 
 // runValidate checks, without serving: the configuration (all flags/env/file
 // problems), the policy and its data (every error with file and field), the
-// policy's own _test.rego tests, and Envoy config files (schema + hardening).
+// policy's own _test.rego tests, and Envoy config files (schema + hardening,
+// plus `envoy --mode validate` when an Envoy binary is found).
 func runValidate(ctx context.Context, args []string, env Env) error {
 	var envoyFiles multi
 	var rest []string
@@ -74,16 +76,31 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 			}
 		}
 	}
+	// The go-control-plane checks (schema + hardening invariants) always
+	// run; `envoy --mode validate` runs too when a binary is found, since
+	// only Envoy itself knows every extension and cross-field rule.
+	envoyBin, binErr := "", error(nil)
+	if len(envoyFiles) > 0 {
+		envoyBin, binErr = envoybin.Find(env.Getenv, true)
+	}
 	for _, f := range envoyFiles {
 		warnings, err := envoyconfig.ValidateFileStrict(f)
 		for _, w := range warnings {
 			say("envoy %s: warning: %s", f, w)
 		}
+		real := "envoy --mode validate: skipped, " + errString(binErr)
+		if envoyBin != "" {
+			if verr := envoybin.Validate(envoyBin, f); verr != nil {
+				err = errors.Join(err, verr)
+			} else {
+				real = "envoy --mode validate: OK (" + envoyBin + ")"
+			}
+		}
 		if err != nil {
 			problems = append(problems, err)
 			say("envoy %s: FAIL\n%s", f, indent(err))
 		} else {
-			say("envoy %s: ok", f)
+			say("envoy %s: ok (%s)", f, real)
 		}
 	}
 	if len(problems) > 0 {
@@ -125,6 +142,13 @@ func regoTests(ctx context.Context, src *policy.Source) (int, error) {
 		}
 	}
 	return n, errors.Join(fails...)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func indent(err error) string {

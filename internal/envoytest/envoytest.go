@@ -11,7 +11,6 @@ package envoytest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,55 +28,28 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/internal/envoybin"
 )
 
-// Version is the pinned Envoy release (Makefile ENVOY_VERSION, the
-// docker-compose and Kubernetes images; tests keep them equal).
-const Version = "1.40.0"
+// Version is the pinned Envoy release (see envoybin.Version).
+const Version = envoybin.Version
 
 // RequireEnv names the variable that turns a missing binary into a failure.
 const RequireEnv = "EXTAUTHZ_REQUIRE_ENVOY"
 
-// LocalPath is where `make envoy` installs Version, relative to the module root.
-var LocalPath = filepath.Join(".envoy", Version, "envoy", "_bin", "envoy")
-
-// ModuleRoot walks up from the working directory to the directory holding go.mod.
+// ModuleRoot is the directory holding go.mod.
 func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
+	if r := envoybin.ModuleRoot(); r != "" {
+		return r, nil
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return "", errors.New("no go.mod above the working directory")
 }
 
 // Binary returns the Envoy binary: $ENVOY_BIN when set (it must exist),
-// else <module root>/.envoy/<Version>/envoy/_bin/envoy.
-func Binary() (string, error) {
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("ENVOY_BIN=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(root, LocalPath)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no Envoy at %s (run `make envoy`, or set ENVOY_BIN)", p)
-	}
-	return p, nil
-}
+// else <module root>/.envoy/<Version>/envoy/_bin/envoy. $PATH is not
+// searched: the tests pin a version.
+func Binary() (string, error) { return envoybin.Find(os.Getenv, false) }
 
 // Require returns the binary, or skips the test (fails it when
 // EXTAUTHZ_REQUIRE_ENVOY=1) saying what is missing.
@@ -94,13 +66,7 @@ func Require(t testing.TB) string {
 }
 
 // Validate runs `envoy --mode validate` on the config file path.
-func Validate(bin, path string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "--mode", "validate", "-c", path,
-		"--disable-hot-restart", "--use-dynamic-base-id", "-l", "error").CombinedOutput()
-	return string(out), err
-}
+func Validate(bin, path string) error { return envoybin.Validate(bin, path) }
 
 // Bootstrap is an Envoy bootstrap as generic JSON values, to be edited
 // before Start.

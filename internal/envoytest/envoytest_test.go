@@ -89,9 +89,8 @@ func TestShippedConfigsValidate(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			out, err := Validate(bin, file)
-			if err != nil || !strings.Contains(out, " OK") {
-				t.Errorf("envoy --mode validate %s: %v\n%s", c, err, out)
+			if err := Validate(bin, file); err != nil {
+				t.Errorf("%s: %v", c, err)
 			}
 		})
 	}
@@ -100,8 +99,8 @@ func TestShippedConfigsValidate(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("static_resources: {listeners: [{name: x, no_such_field: 1}]}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := Validate(bin, bad); err == nil {
-		t.Errorf("a config with an unknown field validated:\n%s", out)
+	if err := Validate(bin, bad); err == nil || !strings.Contains(err.Error(), "no_such_field") {
+		t.Errorf("a config with an unknown field: %v", err)
 	}
 }
 
