@@ -133,22 +133,13 @@ func TestVersionPinned(t *testing.T) {
 // and sends the one unauthenticated request (GET /healthz) to an upstream.
 func TestStartShipped(t *testing.T) {
 	bin := Require(t)
-	b, err := LoadBootstrap(filepath.Join(root(t), "envoy/envoy.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "up "+r.URL.Path)
 	}))
 	defer up.Close()
-	if err := b.Loopback(map[string]string{"extauthz": "127.0.0.1:9", "upstream": strings.TrimPrefix(up.URL, "http://")}); err != nil {
-		t.Fatal(err)
-	}
+	b := Shipped(t, "envoy/envoy.yaml", map[string]string{"extauthz": "127.0.0.1:9", "upstream": strings.TrimPrefix(up.URL, "http://")})
 	e := Start(t, bin, b)
 	addr := e.Addr("ingress_http")
-	if addr == "" {
-		t.Fatalf("listeners = %v", e.Listeners)
-	}
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get("http://" + addr + "/healthz")
 	if err != nil {
