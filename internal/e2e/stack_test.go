@@ -124,9 +124,12 @@ func newCheckServer(eng *engine.Engine) *check.Server {
 	return chk
 }
 
-func newStack(t testing.TB) *stack {
+func newStack(t testing.TB) *stack { t.Helper(); return newStackOn(t, shippedFront) }
+
+// newStackOn is newStack on the shared Envoy of one config variant.
+func newStackOn(t testing.TB, v frontVariant) *stack {
 	t.Helper()
-	f := sharedFront(t)
+	f := sharedFront(t, v)
 	chk := newCheckServer(newEngine(t))
 	echo := &Echo{}
 	// A stack made inside a subtest of another test's stack (TestGolden's
@@ -137,6 +140,15 @@ func newStack(t testing.TB) *stack {
 	s.client = &http.Client{Timeout: 15 * time.Second}
 	t.Cleanup(s.client.CloseIdleConnections)
 	return s
+}
+
+// useH2C makes the stack's client speak HTTP/2 with prior knowledge over
+// cleartext (h2c), as gRPC clients and some proxies do.
+func (s *stack) useH2C(t testing.TB) {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	s.client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{Protocols: p}}
+	t.Cleanup(s.client.CloseIdleConnections)
 }
 
 // newDedicatedStack runs its own Envoy on envoy/envoy.yaml (after mutate)
@@ -176,7 +188,33 @@ func relaxTimeout(b envoytest.Bootstrap) {
 	}
 }
 
-// front is the package's shared Envoy.
+// frontVariant is a config the shared Envoys run: envoy/envoy.yaml,
+// optionally edited.
+type frontVariant struct {
+	name   string
+	mutate func(envoybin.Bootstrap)
+}
+
+// extAuthzSetting sets one field of the ext_authz filter's config.
+func extAuthzSetting(key string, value any) func(envoybin.Bootstrap) {
+	return func(b envoybin.Bootstrap) {
+		for _, l := range b.Listeners() {
+			envoybin.HTTPFilter(envoybin.HCM(l), ".ExtAuthz")[key] = value
+		}
+	}
+}
+
+var (
+	shippedFront = frontVariant{name: "shipped"}
+	// Envoy sends the headers as header_map (raw bytes) instead of the
+	// headers string map.
+	rawHeadersFront = frontVariant{"encode_raw_headers", extAuthzSetting("encode_raw_headers", true)}
+	// Every checked request's body (up to 8 KiB, else 413) goes to the
+	// sidecar, not only POST /v1/orders'.
+	withBodyFront = frontVariant{"with_request_body", extAuthzSetting("with_request_body", map[string]any{"max_request_bytes": 8192, "allow_partial_message": false})}
+)
+
+// front is one shared Envoy.
 type front struct {
 	envoy    *envoytest.Envoy
 	authz    *switchAuthz
@@ -185,18 +223,18 @@ type front struct {
 
 var shared struct {
 	sync.Mutex
-	f       *front
+	f       map[string]*front
 	cleanup []func()
 }
 
-// sharedFront starts the package's Envoy on first use (stopped by TestMain).
-func sharedFront(t testing.TB) *front {
+// sharedFront starts the Envoy of variant v on first use (stopped by TestMain).
+func sharedFront(t testing.TB, v frontVariant) *front {
 	t.Helper()
 	bin := envoytest.Require(t)
 	shared.Lock()
 	defer shared.Unlock()
-	if shared.f != nil {
-		return shared.f
+	if f := shared.f[v.name]; f != nil {
+		return f
 	}
 	f := &front{authz: &switchAuthz{}, upstream: &switchUpstream{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -217,13 +255,19 @@ func sharedFront(t testing.TB) *front {
 		t.Fatal(err)
 	}
 	relaxTimeout(b)
+	if v.mutate != nil {
+		v.mutate(b)
+	}
 	p, err := envoybin.Run(bin, b, envoybin.RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	shared.cleanup = append(shared.cleanup, p.Close)
 	f.envoy = &envoytest.Envoy{Process: p}
-	shared.f = f
+	if shared.f == nil {
+		shared.f = map[string]*front{}
+	}
+	shared.f[v.name] = f
 	return f
 }
 
@@ -339,6 +383,17 @@ type response struct {
 
 func (s *stack) do(t testing.TB, r request) response {
 	t.Helper()
+	resp, err := s.try(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// try is do that returns the transport error (a reset stream, a closed
+// connection) instead of failing the test.
+func (s *stack) try(t testing.TB, r request) (response, error) {
+	t.Helper()
 	var body io.Reader
 	if r.body != "" {
 		body = strings.NewReader(r.body)
@@ -364,14 +419,14 @@ func (s *stack) do(t testing.TB, r request) response {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // lastCheck is the CheckRequest Envoy sent for the last checked request on
@@ -394,5 +449,14 @@ func (s *stack) checks() int {
 // requestID is the x-request-id Envoy generated for the last request that
 // reached the sidecar ("" when Envoy answered before the check).
 func (s *stack) requestID() string {
-	return s.lastCheck().GetAttributes().GetRequest().GetHttp().GetHeaders()["x-request-id"]
+	h := s.lastCheck().GetAttributes().GetRequest().GetHttp()
+	if id := h.GetHeaders()["x-request-id"]; id != "" {
+		return id
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() { // encode_raw_headers
+		if hv.GetKey() == "x-request-id" {
+			return string(hv.GetRawValue())
+		}
+	}
+	return ""
 }
