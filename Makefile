@@ -19,7 +19,7 @@ help: ## list targets
 run: ## run the sidecar on the embedded default policy and demo data
 	$(GO) run ./cmd/extauthz
 
-demo: ## sidecar + Envoy-semantics front on 127.0.0.1:8000 + echo upstream, with curl examples
+demo: envoy ## sidecar + real Envoy on 127.0.0.1:8000 + echo upstream, with curl examples
 	$(GO) run ./cmd/extauthz demo
 
 test: fmt-check vet envoy ## the whole test suite: gofmt, go vet, go test -race (Rego tests, golden files, real-Envoy e2e included)
