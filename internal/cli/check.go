@@ -144,9 +144,7 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 // envoyRequest builds the CheckRequest Envoy would send for r through the
 // shipped front proxy's HCM settings.
 func envoyRequest(r *http.Request) (*authv3.CheckRequest, error) {
-	cfg := envoysim.Config{UseRemoteAddress: true, GenerateRequestID: true, NormalizePath: true, MergeSlashes: true,
-		PathWithEscapedSlashesAction: envoysim.RejectRequest, HeadersWithUnderscoresAction: envoysim.RejectUnderscores}
-	req, err := envoysim.BuildCheckRequest(r, cfg)
+	req, err := envoysim.BuildCheckRequest(r, envoysim.ShippedHCM())
 	var lr *envoysim.LocalReplyError
 	if errors.As(err, &lr) {
 		return nil, fmt.Errorf("Envoy itself would answer %d (%s) and never ask extauthz", lr.Status, lr.Details)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/envoybin"
 )
 
 func run(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -75,6 +76,15 @@ func TestValidate(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "policy: ok") || !strings.Contains(out, "memoized=true, client_ip_traced=true") || !strings.Contains(out, "policy tests: ok") || !strings.Contains(out, "envoy ../../envoy/envoy.yaml: ok") {
 		t.Fatalf("good (%d):\n%s", code, out)
 	}
+	// run's Getenv is empty: the project-local binary (make envoy) or one
+	// on PATH is used when present, else the real validation is skipped.
+	if _, err := envoybin.Find(func(string) string { return "" }, true); err == nil {
+		if !strings.Contains(out, "envoy --mode validate: OK") {
+			t.Errorf("an Envoy binary exists but did not validate:\n%s", out)
+		}
+	} else if !strings.Contains(out, "envoy --mode validate: skipped, no Envoy binary") {
+		t.Errorf("no Envoy binary and no skip notice:\n%s", out)
+	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package extauthz\n\ndecision := {\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"extauthz": {"routes": [{"id": "x", "path": "/a", "auth": ["magic"]}]}}`), 0o600)
@@ -86,6 +96,24 @@ func TestValidate(t *testing.T) {
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("bad (%d) lacks %q:\n%s", code, want, out)
 		}
+	}
+}
+
+// TestValidateRunsRealEnvoy: a config go-control-plane accepts but Envoy
+// rejects  fails
+// validation when an Envoy binary is found: an RE2 regex that does not
+// compile, which only Envoy notices.
+func TestValidateRunsRealEnvoy(t *testing.T) {
+	if _, err := envoybin.Find(func(string) string { return "" }, true); err != nil {
+		t.Skipf("no Envoy binary: %v", err)
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "envoy.yaml")
+	b, _ := os.ReadFile("../../envoy/envoy.yaml")
+	os.WriteFile(bad, bytes.Replace(b, []byte("- match: {prefix: /}"), []byte("- match: {safe_regex: {regex: \"/(unclosed\"}}\n                route: {cluster: upstream}\n              - match: {prefix: /}"), 1), 0o600)
+	code, out, _ := run(t, "", "validate", "--envoy", bad)
+	if code != 1 || !strings.Contains(out, "envoy --mode validate:") || !strings.Contains(out, "missing ): /(unclosed") {
+		t.Errorf("(%d):\n%s", code, out)
 	}
 }
 

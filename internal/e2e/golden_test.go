@@ -230,7 +230,29 @@ func record(t *testing.T, c goldenCase, resp response, reqID string) golden {
 // TestGolden sends every golden request through the shipped Envoy config
 // to the real sidecar and compares the client's view with
 // testdata/golden/<profile>/<case>.json by meaning (JSON equality).
-func TestGolden(t *testing.T) {
+func TestGolden(t *testing.T) { runGolden(t, shippedFront, false) }
+
+// The same files, through an HTTP/2 (h2c) client.
+func TestGoldenH2C(t *testing.T) { runGolden(t, shippedFront, true) }
+
+// The same files with Envoy sending header_map (encode_raw_headers: true).
+func TestGoldenEncodeRawHeaders(t *testing.T) {
+	t.Skip("known: the sidecar reads only attributes.request.http.headers and ignores header_map, so with encode_raw_headers: true every request looks credential-less (credentials_missing; fails closed, see TestEncodeRawHeadersFailsClosed)")
+	runGolden(t, rawHeadersFront, false)
+}
+
+// The same files with Envoy buffering every request body for the sidecar.
+func TestGoldenWithRequestBody(t *testing.T) { runGolden(t, withBodyFront, false) }
+
+func runGolden(t *testing.T, v frontVariant, h2c bool) {
+	newStack := func(t *testing.T) *stack {
+		s := newStackOn(t, v)
+		if h2c {
+			s.useH2C(t)
+		}
+		return s
+	}
+	update := *update && v.name == shippedFront.name && !h2c
 	s := newStack(t)
 	set := goldenSet()
 	for _, name := range slices.Sorted(maps.Keys(set)) {
@@ -249,6 +271,16 @@ func TestGolden(t *testing.T) {
 				}
 			}
 			before := s.echo.Count()
+			if h2c && c.name == "envoy_rejects_underscore_header" {
+				// HTTP/2: Envoy resets the stream instead of answering 400.
+				if _, err := s.try(t, c.request); err == nil || !strings.Contains(err.Error(), "stream error") {
+					t.Errorf("err = %v, want the stream reset", err)
+				}
+				if s.echo.Count() != before {
+					t.Error("forwarded upstream")
+				}
+				return
+			}
 			resp := s.do(t, c.request)
 			reqID := s.requestID()
 			forwarded := s.echo.Count() != before
@@ -273,7 +305,7 @@ func TestGolden(t *testing.T) {
 			}
 			got := record(t, c, resp, reqID)
 			path := filepath.Join(goldenDir, name)
-			if *update {
+			if update {
 				writeGolden(t, path, got)
 				return
 			}

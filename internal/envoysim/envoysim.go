@@ -2,12 +2,15 @@
 // HTTP connection manager (HCM), the ext_authz HTTP filter (gRPC service) and
 // the router, in front of an upstream http.Handler.
 //
-// Real Envoy cannot run in this project's test environments, so the sidecar is
-// tested against this harness instead. Every behaviour follows the "stable"
-// semantics (Envoy <= 1.36 / Nov-2025 main) written down in
-// shared/reference/envoy-ext-authz.md; comments cite its sections (§1.1, §2.2,
-// ...). Where net/http cannot express what Envoy puts on the wire, the
-// difference is documented at the place it happens.
+// It no longer stands in for Envoy in tests or the demo: those run the real
+// Envoy binary (internal/envoytest, make envoy). What remains is its use as
+// the offline CheckRequest builder of `extauthz check` (BuildCheckRequest
+// with ShippedHCM), which internal/e2e's TestEnvoysimMatchesRealEnvoy
+// compares with what real Envoy sends. The behaviour follows Envoy's
+// documented ext_authz semantics (docs/envoy.md); the § numbers in comments
+// refer to the sections of the reference notes it was written from. Where
+// net/http cannot express what Envoy puts on the wire, the difference is
+// documented at the place it happens.
 //
 // Order of work for one request (as in Envoy):
 //
@@ -364,4 +367,14 @@ func (f *Filter) record(d Decision) {
 	if f.cfg.OnDecision != nil {
 		f.cfg.OnDecision(d)
 	}
+}
+
+// ShippedHCM is the HCM behaviour of envoy/envoy.yaml that decides what a
+// CheckRequest carries (no routes: context_extensions come from the caller).
+// `extauthz check` builds its CheckRequests with it; internal/e2e compares
+// the result with what real Envoy sends (TestEnvoysimMatchesRealEnvoy).
+func ShippedHCM() Config {
+	return Config{UseRemoteAddress: true, GenerateRequestID: true, NormalizePath: true, MergeSlashes: true,
+		PathWithEscapedSlashesAction: RejectRequest, HeadersWithUnderscoresAction: RejectUnderscores,
+		StripAnyHostPort: true, StripTrailingHostDot: true}
 }
