@@ -237,7 +237,6 @@ func TestGoldenH2C(t *testing.T) { runGolden(t, shippedFront, true) }
 
 // The same files with Envoy sending header_map (encode_raw_headers: true).
 func TestGoldenEncodeRawHeaders(t *testing.T) {
-	t.Skip("known: the sidecar reads only attributes.request.http.headers and ignores header_map, so with encode_raw_headers: true every request looks credential-less (credentials_missing; fails closed, see TestEncodeRawHeadersFailsClosed)")
 	runGolden(t, rawHeadersFront, false)
 }
 
