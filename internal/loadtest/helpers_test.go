@@ -206,6 +206,17 @@ func TestDecision(t *testing.T) {
 	}
 }
 
+// A reply sent as two concatenated messages (the sidecar's memoized
+// responses) is read as their merge, as any protobuf parser reads it.
+func TestDecisionOfMergedReply(t *testing.T) {
+	first, _ := proto.Marshal(&authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}}}})
+	second, _ := proto.Marshal(&authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{Body: "{}"}}})
+	if got, err := DecisionOf(append(first, second...)); err != nil || got != 401 {
+		t.Fatalf("merged deny: %d, %v; want 401", got, err)
+	}
+}
+
 func TestDecisionOfMalformed(t *testing.T) {
 	for _, b := range [][]byte{{0x0a}, {0x0a, 0x05, 0x08}, {0x12, 0x02, 0x0a, 0x09}, {0xff}} {
 		if got, err := DecisionOf(b); err == nil {

@@ -74,9 +74,10 @@ func DecisionOf(b []byte) (int, error) {
 	return 403, nil
 }
 
-// lastField returns the value of the last field num of type typ in message b
-// (the content of a length-delimited field, the encoded number of a varint),
-// nil when absent; ok is false when b does not parse.
+// lastField returns the value of field num of type typ in message b: for a
+// varint the encoded number of the last occurrence, for a length-delimited
+// field (a message) the concatenation of every occurrence's content, as a
+// parser merges them; nil when absent; ok is false when b does not parse.
 func lastField(b []byte, num protowire.Number, typ protowire.Type) (val []byte, ok bool) {
 	for len(b) > 0 {
 		n2, t2, n := protowire.ConsumeTag(b)
@@ -89,10 +90,16 @@ func lastField(b []byte, num protowire.Number, typ protowire.Type) (val []byte, 
 			return nil, false
 		}
 		if n2 == num && t2 == typ {
-			val = b[:m]
+			v := b[:m]
 			if typ == protowire.BytesType {
-				val, _ = protowire.ConsumeBytes(val)
+				v, _ = protowire.ConsumeBytes(v)
+				if val != nil {
+					// A message field given again merges with the earlier
+					// ones, which is what parsing their concatenation does.
+					v = append(append([]byte(nil), val...), v...)
+				}
 			}
+			val = v
 		}
 		b = b[m:]
 	}
