@@ -95,8 +95,10 @@ header ` + "`X-Tenant-Id`" + `, header value ` + "`abc`" + `, missing scope
 ` + "`reason.variant`" + ` answers that reason for a tenant dimension other than the
 default (Aidelly's brand header). Every profile sends
 ` + "`content-type: application/json`" + ` and the request id in its request id header;
-every 401 carries ` + "`WWW-Authenticate: Bearer realm=\"<realm>\"`" + ` (with
-` + "`error=\"invalid_token\"`" + ` unless the credential was missing). Other headers are
+every 401 carries an RFC 6750 challenge, ` + "`WWW-Authenticate: Bearer realm=\"<realm>\"`" + `,
+with ` + "`error=\"invalid_token\"`" + ` and the message as ` + "`error_description`" + ` unless the
+credential was missing; a ` + "`scope_missing`" + ` 403 carries
+` + "`error=\"insufficient_scope\"`" + ` and ` + "`scope=\"<the missing scopes>\"`" + `. Other headers are
 listed under each table. Allowed requests of an identity with a plan also
 get ` + "`X-RateLimit-Limit/Remaining/Reset`" + ` on the response, whatever the profile
 (with ` + "`limits.headers: \"ietf\"`" + `, RateLimit-Policy and RateLimit instead).

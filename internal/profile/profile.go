@@ -318,11 +318,7 @@ func (p *Profile) Render(d *decision.Decision, now time.Time) Response {
 
 	hs := make([][2]string, 0, 8)
 	hs = append(hs, [2]string{"content-type", p.contentType})
-	if r.status == 401 {
-		wa := `Bearer realm="` + p.realm + `"`
-		if d.Reason != decision.CredentialsMissing {
-			wa += `, error="invalid_token"`
-		}
+	if wa := p.challenge(d, r, v); wa != "" {
 		hs = append(hs, [2]string{"www-authenticate", wa})
 	}
 	hs = appendHeaders(hs, p.headers, v.get)
@@ -333,6 +329,42 @@ func (p *Profile) Render(d *decision.Decision, now time.Time) Response {
 		hs = append(hs, [2]string{p.reqIDHeader, sanitizeHeader(d.RequestID)})
 	}
 	return Response{Status: r.status, Headers: hs, Body: body}
+}
+
+// challenge is the RFC 6750 WWW-Authenticate challenge for d: every 401
+// (with error="invalid_token" and the message as error_description unless
+// the credential was missing), and a missing-scope 403
+// (error="insufficient_scope" with the scopes the route requires).
+func (p *Profile) challenge(d *decision.Decision, r *reasonT, v *vars) string {
+	wa := `Bearer realm="` + quotedValue(p.realm) + `"`
+	switch {
+	case r.status == 401 && d.Reason == decision.CredentialsMissing:
+		return wa
+	case r.status == 401:
+		wa += `, error="invalid_token"`
+	case r.status == 403 && d.Reason == decision.ScopeMissing:
+		wa += `, error="insufficient_scope"`
+		if sc := quotedValue(d.Details["scope"]); sc != "" {
+			wa += `, scope="` + sc + `"`
+		}
+	default:
+		return ""
+	}
+	if desc := quotedValue(v.message); desc != "" {
+		wa += `, error_description="` + desc + `"`
+	}
+	return wa
+}
+
+// quotedValue keeps the characters RFC 6750 allows in a challenge's quoted
+// values (printable ASCII but '"' and '\').
+func quotedValue(s string) string {
+	return strings.Map(func(c rune) rune {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return -1
+		}
+		return c
+	}, s)
 }
 
 func appendHeaders(hs [][2]string, tmpl []header, get lookup) [][2]string {

@@ -30,9 +30,35 @@ func TestBuiltinsCoverEveryReason(t *testing.T) {
 			if hdr(out, "content-type") != "application/json" {
 				t.Errorf("%s/%s: content-type %q", name, r, hdr(out, "content-type"))
 			}
-			if (out.Status == 401) != (hdr(out, "www-authenticate") != "") {
+			challenged := out.Status == 401 || (out.Status == 403 && r == decision.ScopeMissing)
+			if challenged != (hdr(out, "www-authenticate") != "") {
 				t.Errorf("%s/%s: WWW-Authenticate on %d = %q", name, r, out.Status, hdr(out, "www-authenticate"))
 			}
+		}
+	}
+}
+
+// RFC 6750 challenges: a 401 says why (error and error_description, but
+// for a missing credential), a missing-scope 403 names the scopes; quoted
+// values hold no quote, backslash or control character.
+func TestBearerChallenges(t *testing.T) {
+	set, _ := NewSet(nil)
+	p, _ := set.Get("default")
+	for _, c := range []struct {
+		d    decision.Decision
+		want string
+	}{
+		{decision.Decision{Reason: decision.CredentialsMissing}, `Bearer realm="api"`},
+		{decision.Decision{Reason: decision.TokenExpired}, `Bearer realm="api", error="invalid_token", error_description="The bearer token has expired."`},
+		{decision.Decision{Reason: decision.KeyInvalid}, `Bearer realm="api", error="invalid_token", error_description="The API key is invalid."`},
+		{decision.Decision{Reason: decision.ScopeMissing, Details: map[string]string{"scope": "orders:write admin"}},
+			`Bearer realm="api", error="insufficient_scope", scope="orders:write admin", error_description="The credential lacks a required scope."`},
+		{decision.Decision{Reason: decision.ScopeMissing, Details: map[string]string{"scope": "a\"b\\c\r\n"}},
+			`Bearer realm="api", error="insufficient_scope", scope="abc", error_description="The credential lacks a required scope."`},
+		{decision.Decision{Reason: decision.TenantForbidden}, ""},
+	} {
+		if got := hdr(p.Render(&c.d, time.Unix(0, 0)), "www-authenticate"); got != c.want {
+			t.Errorf("%s: %q, want %q", c.d.Reason, got, c.want)
 		}
 	}
 }
