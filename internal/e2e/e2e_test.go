@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -144,7 +145,7 @@ func wantUpstream(t *testing.T, h http.Header, want map[string]string) {
 }
 
 // TestDenyPerProfileHost: each host answers a missing credential in its own
-// envelope, as application/json, and nothing reaches the upstream.
+// envelope and content type, and nothing reaches the upstream.
 func TestDenyPerProfileHost(t *testing.T) {
 	s := newStack(t)
 	envelope := map[string]func(map[string]any) bool{
@@ -168,7 +169,31 @@ func TestDenyPerProfileHost(t *testing.T) {
 			return e["code"] == "invalid_api_key"
 		},
 		"aisafe": func(b map[string]any) bool { return len(b) == 1 && b["detail"] == "Not authenticated" },
+		"problem": func(b map[string]any) bool {
+			return b["title"] == "Unauthorized" && b["status"] == float64(401) && b["code"] == "credentials_missing" && b["detail"] != nil
+		},
+		"google": func(b map[string]any) bool {
+			e, _ := b["error"].(map[string]any)
+			d, _ := e["details"].([]any)
+			info, _ := func() (map[string]any, bool) {
+				if len(d) != 1 {
+					return nil, false
+				}
+				m, ok := d[0].(map[string]any)
+				return m, ok
+			}()
+			return e["code"] == float64(401) && e["status"] == "UNAUTHENTICATED" && info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo" && info["reason"] == "CREDENTIALS_MISSING"
+		},
+		"jsonapi": func(b map[string]any) bool {
+			es, _ := b["errors"].([]any)
+			if len(es) != 1 {
+				return false
+			}
+			e, _ := es[0].(map[string]any)
+			return e["status"] == "401" && e["code"] == "credentials_missing" && e["title"] == "Unauthorized"
+		},
 	}
+	contentType := map[string]string{"problem": "application/problem+json", "jsonapi": "application/vnd.api+json"}
 	for _, ph := range profileHosts {
 		for _, host := range []string{ph.host, ph.host + ":8000", strings.ToUpper(ph.host) + ".:8000"} {
 			t.Run(host, func(t *testing.T) {
@@ -176,7 +201,7 @@ func TestDenyPerProfileHost(t *testing.T) {
 				if resp.status != http.StatusUnauthorized {
 					t.Fatalf("status %d", resp.status)
 				}
-				if ct := resp.header.Get("Content-Type"); ct != "application/json" {
+				if ct := resp.header.Get("Content-Type"); ct != cmp.Or(contentType[ph.profile], "application/json") {
 					t.Errorf("content-type %q", ct)
 				}
 				var b map[string]any

@@ -29,6 +29,9 @@ var profileHosts = []struct{ profile, host string }{
 	{"aidelly", "aidelly.localhost"},
 	{"lowercase", "lowercase.localhost"},
 	{"aisafe", "aisafe.localhost"},
+	{"problem", "problem.localhost"},
+	{"google", "google.localhost"},
+	{"jsonapi", "jsonapi.localhost"},
 }
 
 // goldenCase is one request whose response is pinned in

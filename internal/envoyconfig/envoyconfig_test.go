@@ -217,7 +217,7 @@ func TestShippedMutations(t *testing.T) {
 	}
 }
 
-var knownProfiles = []string{"default", "aidial", "dialektai", "aidelly", "lowercase", "aisafe"}
+var knownProfiles = []string{"default", "aidial", "dialektai", "aidelly", "lowercase", "aisafe", "problem", "google", "jsonapi"}
 
 // TestShippedEnvoyContract pins what the sidecar and scripts/e2e-docker.sh
 // rely on: listener, admin, one virtual host per seed API with its profile,
@@ -312,6 +312,7 @@ func checkVirtualHosts(t *testing.T, rc *routev3.RouteConfiguration) {
 	want := map[string]string{
 		"aidial.localhost": "aidial", "dialektai.localhost": "dialektai", "aidelly.localhost": "aidelly",
 		"lowercase.localhost": "lowercase", "aisafe.localhost": "aisafe", "*": "default",
+		"problem.localhost": "problem", "google.localhost": "google", "jsonapi.localhost": "jsonapi",
 	}
 	got := map[string]string{}
 	bodyRoutes := 0

@@ -93,8 +93,8 @@ header ` + "`X-Tenant-Id`" + `, header value ` + "`abc`" + `, missing scope
 ` + "`orders:write`" + `, request id ` + "`req-1`" + `, and for ` + "`rate_limited`" + ` a quota of 10 per
 ` + "`1 minute`" + ` with 0 remaining and a retry after 30 seconds. A row named
 ` + "`reason.variant`" + ` answers that reason for a tenant dimension other than the
-default (Aidelly's brand header). Every profile sends
-` + "`content-type: application/json`" + ` and the request id in its request id header;
+default (Aidelly's brand header). Every profile sends its content type
+(` + "`application/json`" + ` but for ` + "`problem`" + ` and ` + "`jsonapi`" + `) and the request id in its request id header;
 every 401 carries an RFC 6750 challenge, ` + "`WWW-Authenticate: Bearer realm=\"<realm>\"`" + `,
 with ` + "`error=\"invalid_token\"`" + ` and the message as ` + "`error_description`" + ` unless the
 credential was missing; a ` + "`scope_missing`" + ` 403 carries
@@ -307,6 +307,33 @@ var docProfiles = []docProfile{
 			{[]string{"key_suspended"}, "The 401 list (missing, expired, invalid, revoked) has no suspended key; it is answered like a revoked one."},
 			{[]string{"auth_unavailable"}, "AISafe documents no 503; a verification outage is its unexpected server error, 500, which clients retry with backoff."},
 			{[]string{"browser_api_key", "wrong_auth_mode", "ip_not_allowed"}, "\"Authenticated but not authorized\": 403."},
+		},
+	},
+	{
+		name:         "problem",
+		title:        "RFC 9457 problem details",
+		codeIsReason: true,
+		about:        "A published standard rather than one API's contract: `application/problem+json` with `type` (absent, so `about:blank`: the status says it all), `title` (the status phrase), `status`, `detail` (the message) and, when a profile extending this one sets the `instance` variable, `instance`; the reason's name, the request id and the details are extension members (`code`, `request_id`, `details`).",
+		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "rate_limited", "internal_error"}, "Statuses as in the default profile; RFC 9457 fixes the shape, not the statuses."},
+		},
+	},
+	{
+		name:         "google",
+		title:        "Google API error model (AIP-193)",
+		codeIsReason: true,
+		about:        "A published standard: `{\"error\":{code,message,status,details}}` with `code` the HTTP status, `status` the canonical name (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, FAILED_PRECONDITION for the missing Idempotency-Key) and one `google.rpc.ErrorInfo` whose `reason` is the reason's name in upper case, `domain` `extauthz` (a profile extending this one changes the body to name its own) and `metadata` the details as strings.",
+		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "rate_limited", "internal_error"}, "Statuses as in the default profile; the canonical name follows from the status (AIP-193's mapping), 413 reading as INVALID_ARGUMENT."},
+		},
+	},
+	{
+		name:         "jsonapi",
+		title:        "JSON:API errors",
+		codeIsReason: true,
+		about:        "A published standard: `application/vnd.api+json` with `{\"errors\":[{id,status,code,title,detail,meta}]}`: `id` the request id, `status` the HTTP status as a string, `code` the reason's name, `title` the status phrase, `detail` the message, `meta` the details.",
+		chosen: []choice{
+			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "rate_limited", "internal_error"}, "Statuses as in the default profile; JSON:API fixes the shape, not the statuses."},
 		},
 	},
 }

@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"cmp"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ func TestBuiltinsCoverEveryReason(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"aidelly", "aidial", "aisafe", "default", "dialektai", "lowercase"}
+	want := []string{"aidelly", "aidial", "aisafe", "default", "dialektai", "google", "jsonapi", "lowercase", "problem"}
 	if got := strings.Join(set.Names(), ","); got != strings.Join(want, ",") {
 		t.Fatalf("profiles = %s", got)
 	}
@@ -27,7 +28,7 @@ func TestBuiltinsCoverEveryReason(t *testing.T) {
 			if out.Status < 300 || out.Status > 599 || !json.Valid(out.Body) || strings.ContainsAny(string(out.Body), "\r\n") {
 				t.Errorf("%s/%s: %d %q", name, r, out.Status, out.Body)
 			}
-			if hdr(out, "content-type") != "application/json" {
+			if ct := map[string]string{"problem": "application/problem+json", "jsonapi": "application/vnd.api+json"}[name]; hdr(out, "content-type") != cmp.Or(ct, "application/json") {
 				t.Errorf("%s/%s: content-type %q", name, r, hdr(out, "content-type"))
 			}
 			challenged := out.Status == 401 || (out.Status == 403 && r == decision.ScopeMissing)
