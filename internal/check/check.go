@@ -132,6 +132,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode boo
 			d.Route = r.f.Route.ID
 		}
 		s.decide(ctx, eng, r, d, now)
+		s.shadow(ctx, eng, r, d, now)
 	}()
 	if encode {
 		if enc := s.encode(eng, r, d, now); enc != nil {
@@ -192,6 +193,24 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		if d.Allow {
 			s.limit(ctx, eng, r, d, now)
 		}
+	}
+}
+
+// shadow turns a deny whose reason the route puts in shadow into an allow,
+// keeping what the client would have seen (decision.Shadow) for the decision
+// log, the metrics and Envoy's metadata. The allow is counted against the
+// quota like any other.
+func (s *Server) shadow(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision, now time.Time) {
+	if d.Allow || r.f.Route == nil || !r.f.Route.Shadows(d.Reason) {
+		return
+	}
+	out := denyProfile(eng, d).Render(d, now)
+	reason := d.Reason
+	d.Shadow = &decision.Shadow{Reason: reason, Status: out.Status, Body: string(out.Body)}
+	d.Allow, d.Reason, d.Variant, d.Details, d.RateLimit = true, decision.OK, "", nil, nil
+	r.quotaHeaders = nil
+	if reason != decision.RateLimited {
+		s.limit(ctx, eng, r, d, now)
 	}
 }
 

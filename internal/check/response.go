@@ -169,6 +169,9 @@ const metaDecisionID = "decision_id"
 func metadataFields(r *request, d *decision.Decision) map[string]*structpb.Value {
 	f := make(map[string]*structpb.Value, 9)
 	f["reason"] = structpb.NewStringValue(string(d.Reason))
+	if d.Shadow != nil {
+		f["shadow_reason"] = structpb.NewStringValue(string(d.Shadow.Reason))
+	}
 	if d.PolicyVersion != "" {
 		f["policy_version"] = structpb.NewStringValue(d.PolicyVersion)
 	}

@@ -88,4 +88,18 @@ type Decision struct {
 	PolicyVersion          string
 	// UpstreamHeaders are extra headers a policy asks to set on allowed requests.
 	UpstreamHeaders map[string]string
+	// Shadow is the deny the request would have got, when its route puts
+	// that reason in shadow: the request was allowed instead.
+	Shadow *Shadow
 }
+
+// Shadow is a deny that was not enforced: what the client would have seen.
+type Shadow struct {
+	Reason Reason
+	Status int
+	Body   string
+}
+
+// FailClosed are the reasons that report a failure rather than a verdict on
+// the request: "*" never shadows them, only naming them does.
+var FailClosed = map[Reason]bool{InternalError: true, AuthUnavailable: true, RequestInvalid: true, RequestTooLarge: true}

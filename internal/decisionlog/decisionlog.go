@@ -28,7 +28,7 @@ func New(log *slog.Logger, mode string, allowSample float64) *Logger {
 
 // Observe logs d.
 func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time.Duration) {
-	if d.Allow {
+	if d.Allow && d.Shadow == nil { // a shadowed deny is logged as denies are
 		if !l.Allows || (l.SampleRate < 1 && rand.Float64() >= l.SampleRate) {
 			return
 		}
@@ -42,7 +42,7 @@ func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time
 	if d.Reason == decision.InternalError {
 		level = slog.LevelWarn
 	}
-	var buf [12]slog.Attr // on the stack: LogAttrs copies the attributes
+	var buf [13]slog.Attr // on the stack: LogAttrs copies the attributes
 	attrs := append(buf[:0],
 		slog.String("decision_id", d.ID),
 		slog.String("request_id", d.RequestID),
@@ -64,6 +64,10 @@ func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time
 	}
 	if d.Tenant != "" {
 		attrs = append(attrs, slog.String("tenant", d.Tenant))
+	}
+	if sh := d.Shadow; sh != nil {
+		// The deny that was not enforced, as the client would have seen it.
+		attrs = append(attrs, slog.Group("shadow", slog.String("reason", string(sh.Reason)), slog.Int("status", sh.Status), slog.String("body", sh.Body)))
 	}
 	// The record is built here rather than by Logger.LogAttrs, which would
 	// capture the caller's program counter (runtime.Callers: a third of the

@@ -26,6 +26,7 @@ type Metrics struct {
 	jwks     *prometheus.CounterVec
 	quota    *prometheus.CounterVec
 	quotaErr prometheus.Counter
+	shadow   *prometheus.CounterVec
 }
 
 // Cache reports credential-cache counters (the JWT verifier's).
@@ -65,7 +66,10 @@ func New(cache func() Cache) *Metrics {
 	m.quotaErr = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "extauthz_ratelimit_backend_errors_total", Help: "Failed calls to the shared rate-limit backend.",
 	})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr,
+	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_shadow_denies_total", Help: "Denies a route put in shadow (recorded, the request allowed), by reason, profile and route.",
+	}, []string{"reason", "profile", "route"})
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.shadow,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -97,6 +101,9 @@ func (m *Metrics) Observe(_ context.Context, d *decision.Decision, elapsed time.
 		outcome = "allow"
 	}
 	m.checks.WithLabelValues(outcome, string(d.Reason), d.Profile).Inc()
+	if d.Shadow != nil {
+		m.shadow.WithLabelValues(string(d.Shadow.Reason), d.Profile, d.Route).Inc()
+	}
 	m.duration.WithLabelValues(outcome).Observe(elapsed.Seconds())
 }
 

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/extauthz/extauthz/internal/decision"
 )
 
 // Credential kinds a route may accept.
@@ -50,6 +52,10 @@ type Requirements struct {
 	Profile             string         `json:"profile,omitempty"`                // deny envelope
 	IdempotencyKey      bool           `json:"idempotency_key,omitempty"`        // require Idempotency-Key
 	RejectBrowserAPIKey bool           `json:"reject_browser_api_key,omitempty"` // refuse API keys from browsers
+	// Shadow lists deny reasons that are only recorded, not enforced, on
+	// this route ("*": every reason but the fail-closed ones, which must
+	// be named).
+	Shadow []string `json:"shadow,omitempty"`
 }
 
 // Def is a route in policy data.
@@ -286,6 +292,11 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].format: %q is not one of any, positive_integer, uuid, slug", i, th.Format))
 		}
 	}
+	for i, reason := range req.Shadow {
+		if reason != "*" && (!decision.Known(decision.Reason(reason)) || reason == string(decision.OK)) {
+			errs = append(errs, fmt.Errorf("shadow[%d]: %q is not a deny reason or \"*\"", i, reason))
+		}
+	}
 	if req.Profile != "" && profiles != nil && !profiles(req.Profile) {
 		errs = append(errs, fmt.Errorf("profile: unknown profile %q", req.Profile))
 	}
@@ -392,12 +403,23 @@ const (
 	CETenantHeader   = "tenant_header"
 	CETenantFormat   = "tenant_format"
 	CETenantRequired = "tenant_required"
+	CEShadow         = "shadow" // comma-separated deny reasons, or "*"
 )
 
 // HasOverrides reports whether ce changes requirements (beyond route/profile).
 func HasOverrides(ce map[string]string) bool {
 	for _, k := range overrideKeys {
 		if _, ok := ce[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Shadows reports whether a deny for reason is only recorded on r.
+func (r *Route) Shadows(reason decision.Reason) bool {
+	for _, s := range r.Req.Shadow {
+		if s == string(reason) || (s == "*" && !decision.FailClosed[reason]) {
 			return true
 		}
 	}
@@ -445,7 +467,7 @@ func (t *Table) WithOverrides(base *Route, ce map[string]string) (*Route, error)
 	return r, nil
 }
 
-var overrideKeys = []string{CEAuth, CEScopes, CETenantHeader, CETenantFormat, CETenantRequired}
+var overrideKeys = []string{CEAuth, CEScopes, CETenantHeader, CETenantFormat, CETenantRequired, CEShadow}
 
 // WithOverrides returns a route whose requirements are r's overridden by
 // context_extensions. The first tenant header (or a new one) takes the
@@ -467,6 +489,14 @@ func (r *Route) WithOverrides(ce map[string]string) (*Route, error) {
 	}
 	if v, ok := ce[CEScopes]; ok {
 		req.Scopes = strings.Fields(v)
+	}
+	if v, ok := ce[CEShadow]; ok {
+		req.Shadow = nil
+		for s := range strings.SplitSeq(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				req.Shadow = append(req.Shadow, s)
+			}
+		}
 	}
 	h, hok := ce[CETenantHeader]
 	f, fok := ce[CETenantFormat]
