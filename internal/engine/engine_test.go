@@ -84,9 +84,9 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 		{"empty scope", func(x map[string]any) { routeAt(x, 1)["scopes"] = []any{"orders:read", ""} },
 			`pol: data.json: extauthz.routes[1].scopes[1]: empty scope (route "orders-read")`},
 		{"unknown route field", func(x map[string]any) { routeAt(x, 2)["scopse"] = []any{"x"} },
-			`pol: data.json: extauthz.routes[2]: unknown field "scopse"`},
+			`pol: data.json: extauthz.routes[2].scopse: unknown field (known: id, methods, path,`},
 		{"unknown settings field", func(x map[string]any) { x["settings"].(map[string]any)["allow_emtpy"] = true },
-			`pol: data.json: extauthz.settings: unknown field "allow_emtpy"`},
+			`pol: data.json: extauthz.settings.allow_emtpy: unknown field (known: default_profile, api_key_header,`},
 		{"limits problem", func(x map[string]any) { x["limits"].(map[string]any)["headers"] = "nope" },
 			`pol: data.json: extauthz.limits.headers: "nope" is not one of`},
 	}
