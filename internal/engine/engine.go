@@ -194,6 +194,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			baseDir = ""
 		}
 		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"], baseDir); err != nil {
+			if _, ok := jsonx.Problems(err); ok { // decoding: the paths are relative
+				return nil, jsonx.At(src.Origin+": data.json: extauthz.jwt", err)
+			}
 			return nil, fmt.Errorf("%s: data.json: extauthz.jwt.%w", src.Origin, err)
 		}
 		e.closers = append(e.closers, e.Tokens.Close)
