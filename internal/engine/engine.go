@@ -23,6 +23,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/jsonx"
 	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
@@ -110,8 +111,8 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 
 	e.Settings = DefaultSettings
 	if raw := sections["settings"]; raw != nil {
-		if err := strict(raw, &e.Settings); err != nil {
-			errs = append(errs, fmt.Errorf("%ssettings: %w", at, jsonErr(err)))
+		if err := jsonx.Strict(raw, &e.Settings); err != nil {
+			errs = append(errs, jsonx.At(at+"settings", err))
 		}
 		fillDefaults(&e.Settings)
 	}
@@ -193,6 +194,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			baseDir = ""
 		}
 		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"], baseDir); err != nil {
+			if _, ok := jsonx.Problems(err); ok { // decoding: the paths are relative
+				return nil, jsonx.At(src.Origin+": data.json: extauthz.jwt", err)
+			}
 			return nil, fmt.Errorf("%s: data.json: extauthz.jwt.%w", src.Origin, err)
 		}
 		e.closers = append(e.closers, e.Tokens.Close)
@@ -357,14 +361,6 @@ func checkTenants(raw json.RawMessage) error {
 	return errors.Join(errs...)
 }
 
-// jsonErr drops encoding/json's "json: " from an error.
-func jsonErr(err error) error {
-	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok {
-		return errors.New(msg)
-	}
-	return err
-}
-
 func suffix(err error, s string) error {
 	var out []error
 	for _, e := range unjoinAll(err) {
@@ -378,12 +374,6 @@ func unjoinAll(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
-}
-
-func strict(raw []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
 }
 
 func prefix(p string, err error) error {

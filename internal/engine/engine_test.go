@@ -9,6 +9,7 @@ import (
 	"testing/fstest"
 
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -84,9 +85,9 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 		{"empty scope", func(x map[string]any) { routeAt(x, 1)["scopes"] = []any{"orders:read", ""} },
 			`pol: data.json: extauthz.routes[1].scopes[1]: empty scope (route "orders-read")`},
 		{"unknown route field", func(x map[string]any) { routeAt(x, 2)["scopse"] = []any{"x"} },
-			`pol: data.json: extauthz.routes[2]: unknown field "scopse"`},
+			`pol: data.json: extauthz.routes[2].scopse: unknown field (known: id, methods, path,`},
 		{"unknown settings field", func(x map[string]any) { x["settings"].(map[string]any)["allow_emtpy"] = true },
-			`pol: data.json: extauthz.settings: unknown field "allow_emtpy"`},
+			`pol: data.json: extauthz.settings.allow_emtpy: unknown field (known: default_profile, api_key_header,`},
 		{"limits problem", func(x map[string]any) { x["limits"].(map[string]any)["headers"] = "nope" },
 			`pol: data.json: extauthz.limits.headers: "nope" is not one of`},
 	}
@@ -98,6 +99,36 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 	}
 	if _, err := build(t, demoSource(t, nil)); err != nil {
 		t.Fatalf("shipped data: %v", err)
+	}
+}
+
+// A typo in extauthz.jwt names the field under extauthz.jwt, as the other
+// sections do.
+func TestJWTTypoNamesTheField(t *testing.T) {
+	tokens := func(ctx context.Context, raw json.RawMessage, baseDir string) (Tokens, error) {
+		tk, err := jwt.NewTokens(ctx, raw, baseDir, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		return tk, nil
+	}
+	for jwtSection, want := range map[string]string{
+		`{"issuers": [{"issuer": "https://idp", "audiences": ["a"], "jwks_fil": "k.json"}]}`: `pol: data.json: extauthz.jwt.issuers[0].jwks_fil: unknown field (known: issuer, audiences, jwks_file,`,
+		`{"issuers": {}}`: `pol: data.json: extauthz.jwt.issuers: must be an array, got an object`,
+		`3`:               `pol: data.json: extauthz.jwt: must be an object, got 3`,
+	} {
+		src := demoSource(t, func(x map[string]any) {
+			var v any
+			_ = json.Unmarshal([]byte(jwtSection), &v)
+			x["jwt"] = v
+		})
+		e, err := Build(context.Background(), src, Options{BuildTokens: tokens})
+		if e != nil {
+			e.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v\nwant %q", jwtSection, err, want)
+		}
 	}
 }
 

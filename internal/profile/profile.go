@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 //go:embed builtin/*.json
@@ -98,7 +99,7 @@ func BuiltinDefinition(name string) (Definition, error) {
 	if err != nil {
 		return d, fmt.Errorf("no built-in profile %q", name)
 	}
-	err = strictUnmarshal(raw, &d)
+	err = jsonx.Strict(raw, &d)
 	return d, err
 }
 
@@ -147,8 +148,8 @@ func ParseDefinitions(raw json.RawMessage) (map[string]Definition, error) {
 		return nil, nil
 	}
 	var m map[string]Definition
-	if err := strictUnmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("profiles: %w", err)
+	if err := jsonx.Strict(raw, &m); err != nil {
+		return nil, jsonx.At("profiles", err)
 	}
 	return m, nil
 }
@@ -535,10 +536,4 @@ func or(s, def string) string {
 		return def
 	}
 	return s
-}
-
-func strictUnmarshal(raw []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
 }

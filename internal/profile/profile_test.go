@@ -151,7 +151,7 @@ func TestProfileErrorsNameTheField(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", c.js, err, c.want)
 		}
 	}
-	if _, err := ParseDefinitions(json.RawMessage(`{"x": {"bodyy": {}}}`)); err == nil || !strings.Contains(err.Error(), `unknown field "bodyy"`) {
+	if _, err := ParseDefinitions(json.RawMessage(`{"x": {"bodyy": {}}}`)); err == nil || !strings.Contains(err.Error(), `profiles.x.bodyy: unknown field (known: extends,`) {
 		t.Errorf("typo accepted: %v", err)
 	}
 }

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Config is the policy data section extauthz.limits, parsed and validated:
@@ -107,53 +107,154 @@ func (e *ConfigError) Error() string {
 	return "invalid rate limit config: " + strings.Join(e.Problems, "; ")
 }
 
+// file is extauthz.limits as data.json spells it. ParseConfig decodes it with
+// jsonx.Strict (unknown fields are errors) and converts it to a Config;
+// pointers tell a missing value from a zero one.
+type file struct {
+	Plans       map[string]filePlan `json:"plans"`
+	DefaultPlan string              `json:"default_plan"`
+	Tenants     map[string]string   `json:"tenants"`
+	Keys        map[string]string   `json:"keys"`
+	Routes      map[string]filePlan `json:"routes"`
+	Headers     string              `json:"headers"`
+	Backend     fileBackend         `json:"backend"`
+}
+
+type filePlan struct {
+	Windows []fileWindow `json:"windows"`
+}
+
+type fileWindow struct {
+	Limit  *int64  `json:"limit"`
+	Period *string `json:"period"`
+}
+
+type fileBackend struct {
+	Type      string `json:"type"`
+	Addr      string `json:"addr"`
+	TimeoutMS *int64 `json:"timeout_ms"`
+	OnError   string `json:"on_error"`
+	MaxKeys   *int64 `json:"max_keys"`
+	Prefix    string `json:"prefix"`
+}
+
 // ParseConfig parses and validates the extauthz.limits data section. An
 // empty or null section is a valid config that limits nothing. The error,
 // a *ConfigError, reports all problems, each naming its field.
 func ParseConfig(raw json.RawMessage) (*Config, error) {
-	p := &parser{bad: map[string]bool{}}
-	cfg := &Config{}
 	raw = bytes.TrimSpace(raw)
+	var f file
+	r := &report{}
 	if len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			return nil, &ConfigError{Problems: []string{"limits: invalid JSON: " + err.Error()}}
+		if !json.Valid(raw) {
+			// Not one JSON value (json.Valid rejects trailing data too):
+			// nothing more to read.
+			return nil, &ConfigError{Problems: []string{jsonx.At("limits", jsonx.Strict(raw, &f)).Error()}}
 		}
-		if dec.More() {
-			return nil, &ConfigError{Problems: []string{"limits: invalid JSON: trailing data"}}
+		err := jsonx.Strict(raw, &f)
+		probs, _ := jsonx.Problems(jsonx.At("limits", err))
+		for _, p := range probs {
+			r.add(p.Path, "%s", p.Msg)
 		}
-		p.root(v, cfg)
 	}
-	p.problems = append(p.problems, validate(cfg, p.bad)...)
-	if len(p.problems) > 0 {
-		sort.Strings(p.problems)
-		return nil, &ConfigError{Problems: p.problems}
+	cfg := f.config(r)
+	cfg.check(r)
+	if len(r.problems) > 0 {
+		sort.Strings(r.problems)
+		return nil, &ConfigError{Problems: r.problems}
 	}
 	applyDefaults(cfg)
 	return cfg, nil
 }
 
-// parser walks the decoded JSON; it reports type errors and unknown fields
-// and records their paths in bad so that validate does not report them twice.
-type parser struct {
-	problems []string
-	bad      map[string]bool
-}
-
-func (p *parser) addf(path, format string, args ...any) {
-	p.bad[path] = true
-	p.problems = append(p.problems, path+": "+fmt.Sprintf(format, args...))
-}
-
-var identRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-func field(path, name string) string {
-	if identRE.MatchString(name) {
-		return path + "." + name
+// Validate checks a Config built in code (ParseConfig's result passes): it
+// reports every problem at once, each naming its field, as a *ConfigError.
+func (c *Config) Validate() error {
+	r := &report{}
+	c.check(r)
+	if len(r.problems) > 0 {
+		sort.Strings(r.problems)
+		return &ConfigError{Problems: r.problems}
 	}
-	return path + "[" + strconv.Quote(name) + "]"
+	return nil
+}
+
+// report collects problems. A problem at a path silences later ones at that
+// path or below it: a window that is not an object is not also missing its
+// limit, a limit that is not an integer is not also out of range.
+type report struct {
+	problems []string
+	bad      []string // paths with a problem
+}
+
+func (r *report) add(path, format string, args ...any) {
+	for _, b := range r.bad {
+		if path == b || strings.HasPrefix(path, b) && (path[len(b)] == '.' || path[len(b)] == '[') {
+			return
+		}
+	}
+	r.bad = append(r.bad, path)
+	r.problems = append(r.problems, path+": "+fmt.Sprintf(format, args...))
+}
+
+// config converts the file form; it reports missing and out-of-range values
+// that the Config cannot hold (a missing limit, a timeout_ms of 0).
+func (f *file) config(r *report) *Config {
+	cfg := &Config{
+		Plans:       plans(r, "limits.plans", f.Plans),
+		DefaultPlan: f.DefaultPlan,
+		Tenants:     f.Tenants,
+		Keys:        f.Keys,
+		Routes:      plans(r, "limits.routes", f.Routes),
+		Headers:     f.Headers,
+	}
+	fb, b := f.Backend, &cfg.Backend
+	b.Type, b.Addr, b.OnError, b.Prefix = fb.Type, fb.Addr, fb.OnError, fb.Prefix
+	if ms := fb.TimeoutMS; ms != nil {
+		if *ms < 1 || *ms > maxTimeoutMS {
+			r.add("limits.backend.timeout_ms", "must be between 1 and %d, got %d", maxTimeoutMS, *ms)
+		} else {
+			b.Timeout = time.Duration(*ms) * time.Millisecond
+		}
+	}
+	if n := fb.MaxKeys; n != nil {
+		if *n < 1 || *n > maxMaxKeys {
+			r.add("limits.backend.max_keys", "must be between 1 and %d, got %d", maxMaxKeys, *n)
+		} else {
+			b.MaxKeys = int(*n)
+		}
+	}
+	return cfg
+}
+
+func plans(r *report, path string, in map[string]filePlan) map[string]Plan {
+	if in == nil {
+		return nil
+	}
+	out := make(map[string]Plan, len(in))
+	for _, name := range sortedKeys(in) {
+		fp := in[name]
+		var plan Plan
+		if fp.Windows != nil {
+			plan.Windows = make([]Window, len(fp.Windows))
+		}
+		for i, fw := range fp.Windows {
+			wp := jsonx.Index(jsonx.Field(path, name)+".windows", i)
+			w := &plan.Windows[i]
+			if fw.Limit == nil {
+				r.add(wp+".limit", "required: an integer from 1 to %d", int64(maxLimit))
+			} else {
+				w.Limit = *fw.Limit
+			}
+			if fw.Period == nil {
+				r.add(wp+".period", "required: one of second, minute, hour, day")
+			} else {
+				w.Period = *fw.Period
+			}
+		}
+		out[name] = plan
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -165,204 +266,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
-func describe(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return strconv.Quote(x)
-	case json.Number:
-		return x.String()
-	case bool:
-		return strconv.FormatBool(x)
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
-func (p *parser) object(path string, v any, known ...string) (map[string]any, bool) {
-	m, ok := v.(map[string]any)
-	if !ok {
-		p.addf(path, "must be an object, got %s", describe(v))
-		return nil, false
-	}
-	if known != nil {
-		for _, k := range sortedKeys(m) {
-			isKnown := false
-			for _, kn := range known {
-				if k == kn {
-					isKnown = true
-					break
-				}
-			}
-			if !isKnown {
-				p.addf(field(path, k), "unknown field (known: %s)", strings.Join(known, ", "))
-			}
-		}
-	}
-	return m, true
-}
-
-func (p *parser) str(path string, v any) (string, bool) {
-	s, ok := v.(string)
-	if !ok {
-		p.addf(path, "must be a string, got %s", describe(v))
-	}
-	return s, ok
-}
-
-func (p *parser) integer(path string, v any) (int64, bool) {
-	n, ok := v.(json.Number)
-	if ok {
-		if i, err := strconv.ParseInt(n.String(), 10, 64); err == nil {
-			return i, true
-		}
-	}
-	p.addf(path, "must be an integer, got %s", describe(v))
-	return 0, false
-}
-
-func (p *parser) root(v any, cfg *Config) {
-	m, ok := p.object("limits", v, "plans", "default_plan", "tenants", "keys", "routes", "headers", "backend")
-	if !ok {
-		return
-	}
-	if x, ok := m["plans"]; ok {
-		cfg.Plans = p.plans("limits.plans", x)
-	}
-	if x, ok := m["routes"]; ok {
-		cfg.Routes = p.plans("limits.routes", x)
-	}
-	if x, ok := m["default_plan"]; ok {
-		cfg.DefaultPlan, _ = p.str("limits.default_plan", x)
-	}
-	if x, ok := m["tenants"]; ok {
-		cfg.Tenants = p.stringMap("limits.tenants", x)
-	}
-	if x, ok := m["keys"]; ok {
-		cfg.Keys = p.stringMap("limits.keys", x)
-	}
-	if x, ok := m["headers"]; ok {
-		cfg.Headers, _ = p.str("limits.headers", x)
-	}
-	if x, ok := m["backend"]; ok {
-		p.backend("limits.backend", x, &cfg.Backend)
-	}
-}
-
-func (p *parser) stringMap(path string, v any) map[string]string {
-	m, ok := p.object(path, v)
-	if !ok {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for _, k := range sortedKeys(m) {
-		if s, ok := p.str(field(path, k), m[k]); ok {
-			out[k] = s
-		}
-	}
-	return out
-}
-
-func (p *parser) plans(path string, v any) map[string]Plan {
-	m, ok := p.object(path, v)
-	if !ok {
-		return nil
-	}
-	out := make(map[string]Plan, len(m))
-	for _, name := range sortedKeys(m) {
-		pp := field(path, name)
-		pm, ok := p.object(pp, m[name], "windows")
-		if !ok {
-			continue
-		}
-		var plan Plan
-		if wv, ok := pm["windows"]; ok {
-			arr, ok := wv.([]any)
-			if !ok {
-				p.addf(pp+".windows", "must be an array, got %s", describe(wv))
-			} else {
-				plan.Windows = make([]Window, len(arr))
-				for i, w := range arr {
-					p.window(fmt.Sprintf("%s.windows[%d]", pp, i), w, &plan.Windows[i])
-				}
-			}
-		}
-		out[name] = plan
-	}
-	return out
-}
-
-func (p *parser) window(path string, v any, w *Window) {
-	m, ok := p.object(path, v, "limit", "period")
-	if !ok {
-		p.bad[path+".limit"], p.bad[path+".period"] = true, true
-		return
-	}
-	if x, ok := m["limit"]; ok {
-		w.Limit, _ = p.integer(path+".limit", x)
-	} else {
-		p.addf(path+".limit", "required: an integer from 1 to %d", int64(maxLimit))
-	}
-	if x, ok := m["period"]; ok {
-		w.Period, _ = p.str(path+".period", x)
-	} else {
-		p.addf(path+".period", "required: one of second, minute, hour, day")
-	}
-}
-
-func (p *parser) backend(path string, v any, b *Backend) {
-	m, ok := p.object(path, v, "type", "addr", "timeout_ms", "on_error", "max_keys", "prefix")
-	if !ok {
-		return
-	}
-	if x, ok := m["type"]; ok {
-		b.Type, _ = p.str(path+".type", x)
-	}
-	if x, ok := m["addr"]; ok {
-		b.Addr, _ = p.str(path+".addr", x)
-	}
-	if x, ok := m["on_error"]; ok {
-		b.OnError, _ = p.str(path+".on_error", x)
-	}
-	if x, ok := m["prefix"]; ok {
-		b.Prefix, _ = p.str(path+".prefix", x)
-	}
-	if x, ok := m["timeout_ms"]; ok {
-		if ms, ok := p.integer(path+".timeout_ms", x); ok {
-			if ms < 1 || ms > maxTimeoutMS {
-				p.addf(path+".timeout_ms", "must be between 1 and %d, got %d", maxTimeoutMS, ms)
-			} else {
-				b.Timeout = time.Duration(ms) * time.Millisecond
-			}
-		}
-	}
-	if x, ok := m["max_keys"]; ok {
-		if n, ok := p.integer(path+".max_keys", x); ok {
-			if n < 1 || n > maxMaxKeys {
-				p.addf(path+".max_keys", "must be between 1 and %d, got %d", maxMaxKeys, n)
-			} else {
-				b.MaxKeys = int(n)
-			}
-		}
-	}
-}
-
-// validate checks values and cross references; problems at paths in bad
-// were already reported by the parser.
-func validate(cfg *Config, bad map[string]bool) []string {
-	var probs []string
-	add := func(path, format string, args ...any) {
-		if !bad[path] {
-			probs = append(probs, path+": "+fmt.Sprintf(format, args...))
-		}
-	}
+// check reports the values and cross references of c that are wrong.
+func (c *Config) check(r *report) {
+	add := r.add
 	checkPlans := func(path string, plans map[string]Plan) {
 		for _, name := range sortedKeys(plans) {
-			pp := field(path, name)
+			pp := jsonx.Field(path, name)
 			if name == "" {
 				add(pp, "name must not be empty")
 			}
@@ -372,7 +281,7 @@ func validate(cfg *Config, bad map[string]bool) []string {
 			}
 			seen := map[string]int{}
 			for i, w := range ws {
-				wp := fmt.Sprintf("%s.windows[%d]", pp, i)
+				wp := jsonx.Index(pp+".windows", i)
 				if w.Limit < 1 || w.Limit > maxLimit {
 					add(wp+".limit", "must be from 1 to %d, got %d", int64(maxLimit), w.Limit)
 				}
@@ -389,36 +298,36 @@ func validate(cfg *Config, bad map[string]bool) []string {
 			}
 		}
 	}
-	checkPlans("limits.plans", cfg.Plans)
-	checkPlans("limits.routes", cfg.Routes)
+	checkPlans("limits.plans", c.Plans)
+	checkPlans("limits.routes", c.Routes)
 
 	planRef := func(path, plan string) {
-		if _, ok := cfg.Plans[plan]; !ok {
+		if _, ok := c.Plans[plan]; !ok {
 			add(path, "%q names no plan in limits.plans", plan)
 		}
 	}
-	if cfg.DefaultPlan != "" {
-		planRef("limits.default_plan", cfg.DefaultPlan)
+	if c.DefaultPlan != "" {
+		planRef("limits.default_plan", c.DefaultPlan)
 	}
 	for _, section := range []struct {
 		path string
 		m    map[string]string
-	}{{"limits.tenants", cfg.Tenants}, {"limits.keys", cfg.Keys}} {
+	}{{"limits.tenants", c.Tenants}, {"limits.keys", c.Keys}} {
 		for _, k := range sortedKeys(section.m) {
-			fp := field(section.path, k)
+			fp := jsonx.Field(section.path, k)
 			if k == "" {
 				add(fp, "name must not be empty")
 			}
 			planRef(fp, section.m[k])
 		}
 	}
-	switch cfg.Headers {
+	switch c.Headers {
 	case "", HeadersXRateLimit, HeadersIETF:
 	default:
-		add("limits.headers", "%q is not one of x-ratelimit, ietf", cfg.Headers)
+		add("limits.headers", "%q is not one of x-ratelimit, ietf", c.Headers)
 	}
 
-	b := cfg.Backend
+	b := c.Backend
 	switch b.Type {
 	case "", BackendLocal:
 		if b.Addr != "" {
@@ -450,7 +359,6 @@ func validate(cfg *Config, bad map[string]bool) []string {
 	if b.MaxKeys < 0 || b.MaxKeys > maxMaxKeys {
 		add("limits.backend.max_keys", "must be between 1 and %d", maxMaxKeys)
 	}
-	return probs
 }
 
 func applyDefaults(cfg *Config) {
@@ -508,9 +416,8 @@ func compile(cfg *Config) (*compiled, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	if probs := validate(cfg, nil); len(probs) > 0 {
-		sort.Strings(probs)
-		return nil, &ConfigError{Problems: probs}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	c := *cfg
 	applyDefaults(&c)

@@ -141,3 +141,27 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatalf("Reload(redis) err = %v, want ErrBackendChanged", err)
 	}
 }
+
+// Validate reports every problem of a Config built in code at once.
+func TestConfigValidate(t *testing.T) {
+	if err := mustParse(t, string(readTestdata(t, "limits.json"))).Validate(); err != nil {
+		t.Fatalf("parsed config: %v", err)
+	}
+	bad := &Config{
+		Plans:   map[string]Plan{"free": {Windows: []Window{{10, "minute"}, {5, "minut"}}}},
+		Tenants: map[string]string{"7": "gold"},
+		Backend: Backend{Type: BackendLocal, Addr: "h:1"},
+	}
+	var ce *ConfigError
+	if err := bad.Validate(); !errors.As(err, &ce) {
+		t.Fatalf("Validate = %v, want *ConfigError", err)
+	}
+	want := []string{
+		`limits.backend.addr: only valid with type redis`,
+		`limits.plans.free.windows[1].period: "minut" is not one of second, minute, hour, day`,
+		`limits.tenants.7: "gold" names no plan in limits.plans`,
+	}
+	if d := cmp.Diff(want, ce.Problems); d != "" {
+		t.Fatalf("problems (-want +got):\n%s", d)
+	}
+}

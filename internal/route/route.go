@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Credential kinds a route may accept.
@@ -106,8 +107,8 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	t := &Table{root: &trieNode{}, byID: map[string]*Route{}}
 	var raws []json.RawMessage
 	if len(routesRaw) > 0 && string(routesRaw) != "null" {
-		if err := json.Unmarshal(routesRaw, &raws); err != nil {
-			return nil, fmt.Errorf("routes: must be an array of routes: %w", jsonErr(err))
+		if err := jsonx.Strict(routesRaw, &raws); err != nil {
+			return nil, jsonx.At("routes", err)
 		}
 	}
 	var errs []error
@@ -115,8 +116,8 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	for i, raw := range raws {
 		where := fmt.Sprintf("routes[%d]", i)
 		var d Def
-		if err := strict(raw, &d); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, jsonErr(err)))
+		if err := jsonx.Strict(raw, &d); err != nil {
+			errs = append(errs, jsonx.At(where, err))
 			continue
 		}
 		if d.ID == "" {
@@ -156,8 +157,8 @@ func Parse(routesRaw, defaultRaw json.RawMessage, profiles func(string) bool) (*
 	}
 	if len(defaultRaw) > 0 && string(defaultRaw) != "null" {
 		var req Requirements
-		if err := strict(defaultRaw, &req); err != nil {
-			errs = append(errs, fmt.Errorf("default_route: %w", jsonErr(err)))
+		if err := jsonx.Strict(defaultRaw, &req); err != nil {
+			errs = append(errs, jsonx.At("default_route", err))
 		} else if r, err := compile(DefaultID, req, profiles); err != nil {
 			errs = append(errs, prefixErr("default_route", err, ""))
 		} else {
@@ -177,14 +178,6 @@ var httpMethods = map[string]bool{
 }
 
 const methodList = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, CONNECT"
-
-// jsonErr drops encoding/json's "json: " from an error.
-func jsonErr(err error) error {
-	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok {
-		return errors.New(msg)
-	}
-	return err
-}
 
 func prefixErr(where string, err error, suffix string) error {
 	var out []error
@@ -528,10 +521,4 @@ func (r *Route) WithOverrides(ce map[string]string) (*Route, error) {
 		return nil, fmt.Errorf("context_extensions: %w", err)
 	}
 	return out, nil
-}
-
-func strict(raw []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
 }

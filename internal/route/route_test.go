@@ -77,7 +77,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{`[{"id": "a", "path": "/a", "tenant_headers": [{"header": "X-T", "format": "roman"}]}]`, `routes[0].tenant_headers[0].format`},
 		{`[{"id": "a", "path": "/a", "tenant_headers": [{"header": ""}]}]`, `routes[0].tenant_headers[0].header`},
 		{`[{"id": "a", "path": "/a", "methods": ["GET"]}, {"id": "b", "path": "/a", "methods": ["get"]}]`, `GET /a is already routed`},
-		{`[{"id": "a", "path": "/a"}, {"id": "b", "path": "/b"}, {"id": "c", "path": "/c", "scopse": ["x"]}]`, `routes[2]: unknown field "scopse"`},
+		{`[{"id": "a", "path": "/a"}, {"id": "b", "path": "/b"}, {"id": "c", "path": "/c", "scopse": ["x"]}]`, `routes[2].scopse: unknown field (known: id, methods, path,`},
 		{`[{"id": "a", "path": "/a"}, {"id": "b", "path": "/b", "methods": ["GET", "GIT"]}]`, `routes[1].methods[1]: unknown method "GIT"`},
 		{`[{"id": "a", "path": "/a", "scopes": ["read", ""]}]`, `routes[0].scopes[1]: empty scope (route "a")`},
 		{`{"id": "a"}`, `routes: must be an array`},

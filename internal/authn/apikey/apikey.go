@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Record is one API key as written in policy data under extauthz.api_keys,
@@ -107,14 +108,19 @@ func Parse(raw json.RawMessage) (*Store, error) {
 		}
 		h, _ := tok.(string)
 		var r Record
+		start := dec.InputOffset()
 		if err := dec.Decode(&r); err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
 				return nil, fmt.Errorf("%s: %w", where(h, fmt.Sprintf("entry %d", n+1)), err)
 			}
-			// The decoder has read the whole record: report and go on.
-			msg, _ := strings.CutPrefix(err.Error(), "json: ")
-			errs = append(errs, fmt.Errorf("%s: %s", where(h, fmt.Sprintf("entry %d", n+1)), msg))
+			// The decoder has read the whole record: decode it again with
+			// jsonx to name every bad field, report and go on.
+			rec := bytes.TrimLeft(raw[start:dec.InputOffset()], " \t\r\n:")
+			if jerr := jsonx.Strict(rec, new(Record)); jerr != nil {
+				err = jerr
+			}
+			errs = append(errs, jsonx.At(where(h, fmt.Sprintf("entry %d", n+1)), err))
 			continue
 		}
 		e, err := b.build(h, r)

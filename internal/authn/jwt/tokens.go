@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Section is extauthz.jwt in policy data.
@@ -27,9 +27,7 @@ type Tokens struct{ v *Verifier }
 // jwks_file is read from baseDir (the policy directory), when given.
 func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now func() time.Time, onFetch func(issuer string, ok bool)) (*Tokens, error) {
 	var s Section
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := jsonx.Strict(raw, &s); err != nil {
 		return nil, err
 	}
 	for i := range s.Issuers {
