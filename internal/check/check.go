@@ -61,6 +61,12 @@ type Server struct {
 	LimiterOptions ratelimit.Options
 	// NoMemo turns the decision memo off (benchmarks of raw evaluation).
 	NoMemo bool
+	// NoQuota leaves quotas alone: the server decides, it does not count
+	// (a candidate policy's server, offline comparisons).
+	NoQuota bool
+	// Candidate, when set, is offered every finished check to compare with
+	// a candidate policy (see candidate.go).
+	Candidate *Candidate
 }
 
 // NewServer returns a server over engines.
@@ -99,6 +105,9 @@ func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest, encode boo
 		for _, o := range s.Observers {
 			o.Observe(ctx, d, elapsed)
 		}
+	}
+	if s.Candidate != nil {
+		s.Candidate.Offer(req, d)
 	}
 	return resp, enc
 }

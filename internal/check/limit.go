@@ -61,6 +61,9 @@ func (s *Server) limiterFor(eng *engine.Engine) ratelimit.Limiter {
 // or into auth_unavailable when the shared backend is down and configured to
 // deny; quota headers for the upstream response go into r.quotaHeaders.
 func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *decision.Decision, now time.Time) {
+	if s.NoQuota {
+		return
+	}
 	lim := s.limiterFor(eng)
 	if lim == nil || r.f.Identity() == nil {
 		return
