@@ -294,3 +294,34 @@ func TestExposureWarnings(t *testing.T) {
 		t.Errorf("loopback listeners warned about:\n%s", r.logs.String())
 	}
 }
+
+// The time budgets nest: Envoy's ext_authz timeout in the shipped
+// envoy.yaml > --check-timeout > --eval-timeout, and the default Redis
+// timeout fits in what a full evaluation leaves of the check deadline.
+func TestTimeoutBudgetsNest(t *testing.T) {
+	raw, err := os.ReadFile("../../envoy/envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := string(raw)
+	i := strings.Index(y, "envoy.filters.http.ext_authz")
+	j := strings.Index(y[i:], "timeout:")
+	if i < 0 || j < 0 {
+		t.Fatal("no ext_authz timeout in envoy.yaml")
+	}
+	field := strings.Fields(y[i+j+len("timeout:"):])[0]
+	envoy, err := time.ParseDuration(field)
+	if err != nil {
+		t.Fatalf("envoy.yaml ext_authz timeout %q: %v", field, err)
+	}
+	d := config.Defaults()
+	if !(envoy > d.CheckTimeout && d.CheckTimeout > d.EvalTimeout) {
+		t.Errorf("envoy %v, --check-timeout %v, --eval-timeout %v: want them in decreasing order", envoy, d.CheckTimeout, d.EvalTimeout)
+	}
+	if envoy-d.CheckTimeout < 25*time.Millisecond {
+		t.Errorf("--check-timeout %v leaves Envoy's %v little room for transport", d.CheckTimeout, envoy)
+	}
+	if ratelimit.DefaultTimeout < 50*time.Millisecond || ratelimit.DefaultTimeout > d.CheckTimeout-d.EvalTimeout {
+		t.Errorf("redis timeout %v: want at least 50ms and within --check-timeout minus --eval-timeout (%v)", ratelimit.DefaultTimeout, d.CheckTimeout-d.EvalTimeout)
+	}
+}
