@@ -32,8 +32,10 @@ type Config struct {
 	ReloadInterval time.Duration `json:"reload_interval"` // policy dir / bundle file change check; 0 disables
 
 	XFFTrustedHops int           `json:"xff_trusted_hops"` // must equal Envoy's xff_num_trusted_hops
-	EvalTimeout    time.Duration `json:"eval_timeout"`     // budget for one check (below Envoy's timeout)
+	EvalTimeout    time.Duration `json:"eval_timeout"`     // budget for the policy evaluation of one check
+	CheckTimeout   time.Duration `json:"check_timeout"`    // deadline for the whole check (below Envoy's timeout)
 	DrainTimeout   time.Duration `json:"drain_timeout"`    // graceful stop
+	PrestopDelay   time.Duration `json:"prestop_delay"`    // on SIGTERM: not ready but still serving, before draining
 
 	MaxRequestBytes int `json:"max_request_bytes"` // larger CheckRequests are denied request_too_large
 
@@ -43,24 +45,27 @@ type Config struct {
 
 	Pprof bool `json:"pprof"` // serve /debug/pprof on the admin port
 
-	LogLevel        string  `json:"log_level"`         // debug, info, warn, error
-	DecisionLog     string  `json:"decision_log"`      // all, deny, none
-	AllowSampleRate float64 `json:"allow_sample_rate"` // fraction of allows logged when decision_log is all
+	LogLevel         string        `json:"log_level"`          // debug, info, warn, error
+	FaultLogInterval time.Duration `json:"fault_log_interval"` // a repeated warning or error is logged once per interval, with a count
+	DecisionLog      string        `json:"decision_log"`       // all, deny, none
+	AllowSampleRate  float64       `json:"allow_sample_rate"`  // fraction of allows logged when decision_log is all
 }
 
 // Defaults.
 func Defaults() Config {
 	return Config{
-		GRPCAddr:        "127.0.0.1:9001",
-		AdminAddr:       "127.0.0.1:9002",
-		BundlePoll:      30 * time.Second,
-		ReloadInterval:  2 * time.Second,
-		EvalTimeout:     100 * time.Millisecond,
-		DrainTimeout:    10 * time.Second,
-		MaxRequestBytes: grpcopts.DefaultMaxRequestBytes,
-		LogLevel:        "info",
-		DecisionLog:     "all",
-		AllowSampleRate: 1,
+		GRPCAddr:         "127.0.0.1:9001",
+		AdminAddr:        "127.0.0.1:9002",
+		BundlePoll:       30 * time.Second,
+		ReloadInterval:   2 * time.Second,
+		EvalTimeout:      100 * time.Millisecond,
+		CheckTimeout:     200 * time.Millisecond,
+		DrainTimeout:     10 * time.Second,
+		MaxRequestBytes:  grpcopts.DefaultMaxRequestBytes,
+		LogLevel:         "info",
+		FaultLogInterval: 10 * time.Second,
+		DecisionLog:      "all",
+		AllowSampleRate:  1,
 	}
 }
 
@@ -186,14 +191,17 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.BundlePubKey, "bundle-pubkey", c.BundlePubKey, "PEM public key: only bundles signed with its private key are accepted [EXTAUTHZ_BUNDLE_PUBKEY]")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the policy dir or bundle file is checked for changes; 0 disables (SIGHUP still reloads) [EXTAUTHZ_RELOAD_INTERVAL]")
 	fs.IntVar(&c.XFFTrustedHops, "xff-trusted-hops", c.XFFTrustedHops, "trusted proxies in front of Envoy; must equal Envoy's xff_num_trusted_hops [EXTAUTHZ_XFF_TRUSTED_HOPS]")
-	fs.DurationVar(&c.EvalTimeout, "eval-timeout", c.EvalTimeout, "budget for one check; keep it below Envoy's ext_authz timeout [EXTAUTHZ_EVAL_TIMEOUT]")
+	fs.DurationVar(&c.EvalTimeout, "eval-timeout", c.EvalTimeout, "budget for the policy evaluation of one check [EXTAUTHZ_EVAL_TIMEOUT]")
+	fs.DurationVar(&c.CheckTimeout, "check-timeout", c.CheckTimeout, "deadline for a whole check (evaluation, rate-limit backend, response); past it the check is denied internal_error. Keep it below Envoy's ext_authz timeout (0.25s in the shipped envoy.yaml) [EXTAUTHZ_CHECK_TIMEOUT]")
 	fs.IntVar(&c.MaxRequestBytes, "max-request-bytes", c.MaxRequestBytes, "CheckRequests (headers and buffered body) larger than this are denied request_too_large (413); set above Envoy's max_request_headers_kb plus with_request_body.max_request_bytes [EXTAUTHZ_MAX_REQUEST_BYTES]")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long in-flight checks may finish on SIGTERM [EXTAUTHZ_DRAIN_TIMEOUT]")
+	fs.DurationVar(&c.PrestopDelay, "prestop-delay", c.PrestopDelay, "on SIGTERM, report not ready (/readyz 503, gRPC health NOT_SERVING) and keep serving this long before draining, so load balancers stop sending first; 0 drains at once [EXTAUTHZ_PRESTOP_DELAY]")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "gRPC TLS certificate (PEM) [EXTAUTHZ_TLS_CERT]")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "gRPC TLS private key (PEM) [EXTAUTHZ_TLS_KEY]")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle (PEM): require and verify client certificates (mTLS) [EXTAUTHZ_TLS_CLIENT_CA]")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the admin address (profiling; keep the admin port private) [EXTAUTHZ_PPROF]")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error [EXTAUTHZ_LOG_LEVEL]")
+	fs.DurationVar(&c.FaultLogInterval, "fault-log-interval", c.FaultLogInterval, "a repeated warning or error (Redis down, failing checks, rejected TLS clients) is logged once, then at most once per interval with the count suppressed [EXTAUTHZ_FAULT_LOG_INTERVAL]")
 	fs.StringVar(&c.DecisionLog, "decision-log", c.DecisionLog, "which decisions to log: all, deny or none [EXTAUTHZ_DECISION_LOG]")
 	fs.Float64Var(&c.AllowSampleRate, "allow-sample-rate", c.AllowSampleRate, "fraction of allows logged (0..1) [EXTAUTHZ_ALLOW_SAMPLE_RATE]")
 }
@@ -250,8 +258,17 @@ func (c Config) Validate() error {
 	if c.EvalTimeout <= 0 || c.EvalTimeout > 10*time.Second {
 		bad("eval-timeout", "%v is outside (0, 10s]", c.EvalTimeout)
 	}
+	if c.CheckTimeout <= 0 || c.CheckTimeout > 10*time.Second {
+		bad("check-timeout", "%v is outside (0, 10s]", c.CheckTimeout)
+	}
 	if c.DrainTimeout <= 0 {
 		bad("drain-timeout", "must be positive")
+	}
+	if c.PrestopDelay < 0 || c.PrestopDelay > 5*time.Minute {
+		bad("prestop-delay", "%v is outside [0, 5m]", c.PrestopDelay)
+	}
+	if c.FaultLogInterval < time.Millisecond || c.FaultLogInterval > 24*time.Hour {
+		bad("fault-log-interval", "%v is outside [1ms, 24h]", c.FaultLogInterval)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls-cert", "tls-cert and tls-key go together")

@@ -27,6 +27,8 @@ type Metrics struct {
 	quota    *prometheus.CounterVec
 	quotaErr prometheus.Counter
 	shadow   *prometheus.CounterVec
+	tlsFail  *prometheus.CounterVec
+	logSupp  prometheus.Counter
 }
 
 // Cache reports credential-cache counters (the JWT verifier's).
@@ -69,7 +71,13 @@ func New(cache func() Cache) *Metrics {
 	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extauthz_shadow_denies_total", Help: "Denies a route put in shadow (recorded, the request allowed), by reason, profile and route.",
 	}, []string{"reason", "profile", "route"})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.shadow,
+	m.tlsFail = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_tls_handshake_failures_total", Help: "Rejected TLS handshakes on the gRPC listener, by reason (client_cert_missing, client_cert_invalid, handshake_failed).",
+	}, []string{"reason"})
+	m.logSupp = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "extauthz_log_lines_suppressed_total", Help: "Repeated warning and error lines not written (counted in the next line or summary of their message).",
+	})
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.tlsFail, m.logSupp, m.shadow,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -145,4 +153,14 @@ func (m *Metrics) JWKSFetched(issuer string, ok bool) {
 		result = "failure"
 	}
 	m.jwks.WithLabelValues(issuer, result).Inc()
+}
+
+// TLSRejected counts one rejected TLS handshake; reason is one of a fixed set.
+func (m *Metrics) TLSRejected(reason string) {
+	m.tlsFail.WithLabelValues(reason).Inc()
+}
+
+// LogSuppressed counts one fault log line not written (internal/logthrottle).
+func (m *Metrics) LogSuppressed(string) {
+	m.logSupp.Inc()
 }

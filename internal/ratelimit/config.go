@@ -57,7 +57,7 @@ const (
 type Backend struct {
 	Type    string        // BackendLocal (default) or BackendRedis
 	Addr    string        // redis host:port
-	Timeout time.Duration // redis per-Take budget; default 20ms (timeout_ms)
+	Timeout time.Duration // redis per-Take budget; default DefaultTimeout (timeout_ms)
 	OnError string        // redis failure mode: OnErrorDeny (default) or OnErrorAllowLocal
 	MaxKeys int           // local (and fallback) table size; default 100000
 	Prefix  string        // redis key prefix; default "extauthz:rl"
@@ -65,7 +65,13 @@ type Backend struct {
 
 // Defaults and bounds.
 const (
-	DefaultTimeout = 20 * time.Millisecond
+	// DefaultTimeout bounds one Redis round trip. It leaves room for a
+	// loaded machine (20ms gave spurious 503s with a healthy Redis and the
+	// CPU saturated) and still fits the server's check deadline after a
+	// full policy evaluation: default --check-timeout 200ms minus
+	// --eval-timeout 100ms. A Take is bounded by the earlier of this and
+	// the check's context deadline.
+	DefaultTimeout = 50 * time.Millisecond
 	DefaultMaxKeys = 100000
 	DefaultPrefix  = "extauthz:rl"
 

@@ -61,7 +61,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		}
 	}
 	cfg := mustParse(t, `{"backend": {"type": "redis", "addr": "127.0.0.1:6379"}}`)
-	want := Backend{Type: BackendRedis, Addr: "127.0.0.1:6379", Timeout: 20 * time.Millisecond, OnError: OnErrorDeny, MaxKeys: DefaultMaxKeys, Prefix: DefaultPrefix}
+	want := Backend{Type: BackendRedis, Addr: "127.0.0.1:6379", Timeout: 50 * time.Millisecond, OnError: OnErrorDeny, MaxKeys: DefaultMaxKeys, Prefix: DefaultPrefix}
 	if cfg.Backend != want {
 		t.Fatalf("redis defaults = %+v, want %+v", cfg.Backend, want)
 	}

@@ -25,7 +25,25 @@ func TestMain(m *testing.M) {
 	// go-redis logs dial failures through the standard logger; the outage
 	// tests cause many on purpose.
 	redis.SetLogger(quietLogger{})
+	// A skipped test says so only under -v: say it loudly, once, always.
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		notice, _ := redisMissing(os.Getenv)
+		fmt.Fprintln(os.Stderr, notice)
+	}
 	os.Exit(m.Run())
+}
+
+// requireRedisEnv, set to 1 (CI sets it), turns the Redis tests' skip into a
+// failure when redis-server is missing.
+const requireRedisEnv = "EXTAUTHZ_REQUIRE_REDIS"
+
+// redisMissing is what to say when redis-server is not installed, and
+// whether the Redis tests must fail rather than skip.
+func redisMissing(getenv func(string) string) (notice string, fail bool) {
+	if getenv(requireRedisEnv) == "1" {
+		return "!!! internal/ratelimit: redis-server not found in PATH and " + requireRedisEnv + "=1: the Redis backend tests FAIL (apt-get install -y redis-server)", true
+	}
+	return "!!! internal/ratelimit: redis-server not found in PATH: the Redis backend tests are SKIPPED (apt-get install -y redis-server; " + requireRedisEnv + "=1 makes this a failure)", false
 }
 
 type quietLogger struct{}
@@ -48,7 +66,11 @@ func startRedis(tb testing.TB) *redisServer {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		tb.Skip("redis-server not found in PATH; install it (apt-get install -y redis-server) to run the Redis backend tests")
+		notice, fail := redisMissing(os.Getenv)
+		if fail {
+			tb.Fatal(notice)
+		}
+		tb.Skip(notice)
 	}
 	s := &redisServer{tb: tb, bin: bin, dir: tb.TempDir()}
 	tb.Cleanup(s.kill)

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,14 +42,22 @@ type running struct {
 	admin  string
 	logs   *testutil.SyncBuffer
 	stop   func() error
+	cancel func()          // starts the shutdown; stop waits for it
+	done   <-chan struct{} // closed when Run has returned
+	sock   string
 }
 
 func startRun(t *testing.T, mutate func(*config.Config)) *running {
 	t.Helper()
+	return startRunHooks(t, mutate, hooks{})
+}
+
+func startRunHooks(t *testing.T, mutate func(*config.Config), hk hooks) *running {
+	t.Helper()
 	cfg := config.Defaults()
 	sock := filepath.Join(t.TempDir(), "x.sock")
 	cfg.GRPCAddr, cfg.AdminAddr = "unix://"+sock, testutil.FreeAddr(t)
-	cfg.EvalTimeout = 5 * time.Second
+	cfg.EvalTimeout, cfg.CheckTimeout = 5*time.Second, 10*time.Second
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -56,7 +65,7 @@ func startRun(t *testing.T, mutate func(*config.Config)) *running {
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, log) }()
+	go func() { done <- run(ctx, cfg, log, hk) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for { // both listeners: the gRPC socket and the admin HTTP port
 		if _, err := os.Stat(sock); err == nil {
@@ -79,20 +88,26 @@ func startRun(t *testing.T, mutate func(*config.Config)) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{client: authv3.NewAuthorizationClient(conn), health: healthpb.NewHealthClient(conn), admin: "http://" + cfg.AdminAddr, logs: logs}
+	r := &running{client: authv3.NewAuthorizationClient(conn), health: healthpb.NewHealthClient(conn), admin: "http://" + cfg.AdminAddr, logs: logs,
+		cancel: cancel, sock: sock}
 	var once sync.Once
 	var runErr error
+	returned := make(chan struct{})
+	r.done = returned
+	go func() { runErr = <-done; close(returned) }()
+	var stopErr error
 	r.stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case runErr = <-done:
+			case <-returned:
+				stopErr = runErr
 			case <-time.After(15 * time.Second):
-				runErr = io.ErrNoProgress
+				stopErr = io.ErrNoProgress
 			}
 			conn.Close()
 		})
-		return runErr
+		return stopErr
 	}
 	t.Cleanup(func() { _ = r.stop() })
 	return r
@@ -183,13 +198,14 @@ func (b *blockingAuthz) Check(ctx context.Context, _ *authv3.CheckRequest) (*aut
 	}
 }
 
+// TestDrain orders events instead of timing them: the drain budget is a
+// channel the test fires itself.
 func TestDrain(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		budget  time.Duration
-		release bool
+		release bool // the in-flight check finishes (else the budget expires first)
 		wantErr bool
-	}{{"in-flight check finishes", 5 * time.Second, true, false}, {"budget exceeded", 100 * time.Millisecond, false, true}} {
+	}{{"in-flight check finishes", true, false}, {"budget exceeded", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &blockingAuthz{entered: make(chan struct{}, 1), release: make(chan struct{})}
 			g := NewGRPCServer(b, health.NewServer())
@@ -197,39 +213,63 @@ func TestDrain(t *testing.T) {
 			go g.Serve(lis)
 			conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			defer conn.Close()
-			var callErr atomic.Value
-			callDone := make(chan struct{})
+			var mu sync.Mutex
+			var events []string
+			event := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+			callDone := make(chan error, 1)
 			go func() {
 				_, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{})
-				callErr.Store(err != nil)
-				close(callDone)
+				event("check returned")
+				callDone <- err
 			}()
 			<-b.entered
+			hs := health.NewServer()
+			budget := make(chan time.Time)
 			drained := make(chan error, 1)
 			go func() {
-				drained <- drain(g, health.NewServer(), tc.budget, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				err := drain(g, hs, time.Hour, budget, slog.New(slog.DiscardHandler))
+				event("drain returned")
+				drained <- err
 			}()
-			var err error
-			select {
-			case err = <-drained:
-				if tc.release {
-					t.Fatal("drain returned before the in-flight check finished")
+			// drain has begun once the health service went NOT_SERVING.
+			for i := 0; ; i++ {
+				r, _ := hs.Check(context.Background(), &healthpb.HealthCheckRequest{})
+				if r.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+					break
 				}
-			case <-time.After(300 * time.Millisecond):
-				if !tc.release {
-					t.Fatal("drain overran its budget")
+				if i > 10000 {
+					t.Fatal("drain never started")
 				}
-				close(b.release)
-				<-callDone
-				if callErr.Load() == true {
-					t.Error("in-flight check failed during drain")
-				}
-				err = <-drained
+				runtime.Gosched()
 			}
+			select {
+			case err := <-drained:
+				t.Fatalf("drain returned while a check was in flight and its budget not spent: %v", err)
+			default:
+			}
+			if tc.release {
+				close(b.release)
+			} else {
+				close(budget) // the budget expires with the check still in flight
+			}
+			err := <-drained
+			callErr := <-callDone
 			if (err != nil) != tc.wantErr {
 				t.Errorf("drain: %v", err)
 			}
-			if !tc.release {
+			if tc.release {
+				if callErr != nil {
+					t.Errorf("in-flight check failed during drain: %v", callErr)
+				}
+				mu.Lock()
+				if len(events) != 2 || events[0] != "check returned" {
+					t.Errorf("events %q: drain must wait for the in-flight check", events)
+				}
+				mu.Unlock()
+			} else {
+				if callErr == nil {
+					t.Error("the in-flight check survived a drain past its budget")
+				}
 				close(b.release)
 			}
 		})

@@ -5,8 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +33,7 @@ import (
 	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/grpcopts"
+	"github.com/extauthz/extauthz/internal/logthrottle"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -109,30 +110,120 @@ func registerAuthorization(g *grpc.Server, chk authv3.AuthorizationServer) {
 	g.RegisterService(&desc, chk)
 }
 
-// TLSConfig builds the gRPC server TLS config; with a client CA it requires
-// and verifies client certificates (mTLS).
-func TLSConfig(certFile, keyFile, clientCA string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls-cert/tls-key: %w", err)
+// Check deadline: WithDeadline bounds a whole Check, not only the policy
+// evaluation (--eval-timeout): resolving the request, evaluating, the
+// rate-limit backend and rendering all run under one context deadline, the
+// earlier of the caller's (Envoy's grpc-timeout) and the check timeout. The
+// check package fails closed on a context that is done, so a check that runs
+// out of time is denied internal_error rather than answered late.
+
+// WithDeadline wraps chk so that every Check runs under a context deadline
+// of at most d. A chk that answers pre-encoded responses (CheckWire) keeps
+// doing so.
+func WithDeadline(chk authv3.AuthorizationServer, d time.Duration) authv3.AuthorizationServer {
+	if d <= 0 {
+		return chk
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if clientCA != "" {
-		pem, err := os.ReadFile(clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls-client-ca: %s holds no PEM certificate", clientCA)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	if wc, ok := chk.(wireChecker); ok {
+		return deadlineWireChecker{deadlineChecker{chk, d}, wc}
 	}
-	return tc, nil
+	return deadlineChecker{chk, d}
 }
 
-// Run serves until ctx is cancelled, then drains.
+type deadlineChecker struct {
+	authv3.AuthorizationServer
+	d time.Duration
+}
+
+func (c deadlineChecker) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.d)
+	defer cancel()
+	return c.AuthorizationServer.Check(ctx, req)
+}
+
+type deadlineWireChecker struct {
+	deadlineChecker
+	wc wireChecker
+}
+
+func (c deadlineWireChecker) CheckWire(ctx context.Context, req *authv3.CheckRequest) any {
+	ctx, cancel := context.WithTimeout(ctx, c.d)
+	defer cancel()
+	return c.wc.CheckWire(ctx, req)
+}
+
+// ExposureWarnings names each listener that is reachable beyond this host
+// and should not be: plaintext gRPC, the admin port (metrics, readiness)
+// and, worse, /debug/pprof on a non-loopback address.
+func ExposureWarnings(cfg config.Config) []string {
+	var w []string
+	if cfg.TLSCert == "" && !loopbackAddr(cfg.GRPCAddr) {
+		w = append(w, fmt.Sprintf("grpc-addr %s is not a loopback address and serves plaintext gRPC: anyone who reaches it can ask for decisions; use TLS (mTLS) or bind to loopback or a unix socket", cfg.GRPCAddr))
+	}
+	if cfg.AdminAddr != "" && !loopbackAddr(cfg.AdminAddr) {
+		w = append(w, fmt.Sprintf("admin-addr %s is not a loopback address: /metrics and /readyz (policy version, reload errors) are reachable from the network; keep the port private", cfg.AdminAddr))
+		if cfg.Pprof {
+			w = append(w, fmt.Sprintf("pprof is on and admin-addr %s is not a loopback address: /debug/pprof (heap contents, CPU profiles) is reachable from the network", cfg.AdminAddr))
+		}
+	}
+	return w
+}
+
+// loopbackAddr tells whether a listen address stays on this host: a unix
+// socket, localhost, or a loopback IP. An empty host (":9001"), 0.0.0.0 and
+// :: listen on every interface.
+func loopbackAddr(addr string) bool {
+	if strings.HasPrefix(addr, "unix://") {
+		return true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hooks let tests observe and drive the shutdown sequence without sleeping.
+type hooks struct {
+	// after returns a channel that fires after d (the prestop delay and the
+	// drain budget); default time.After.
+	after func(step string, d time.Duration) <-chan time.Time
+	// event is told each shutdown step as it happens.
+	event func(step string)
+}
+
+func (h hooks) wait(step string, d time.Duration) <-chan time.Time {
+	if h.after != nil {
+		return h.after(step, d)
+	}
+	return time.After(d)
+}
+
+func (h hooks) note(step string) {
+	if h.event != nil {
+		h.event(step)
+	}
+}
+
+// Shutdown steps, in order (hooks.event).
+const (
+	stepNotReady = "not_ready" // health NOT_SERVING, /readyz 503; still serving
+	stepPrestop  = "prestop"   // waiting for the prestop delay (hooks.after)
+	stepDrain    = "drain"     // listener closed, in-flight checks finishing (hooks.after: the budget)
+	stepStopped  = "stopped"   // the gRPC server has stopped
+)
+
+// Run serves until ctx is cancelled, then stops: not ready first (for
+// --prestop-delay, still serving), then drains.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	return run(ctx, cfg, log, hooks{})
+}
+
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, hk hooks) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -149,6 +240,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return nil
 	})
+	// Fault logs (a Redis outage, checks failing closed, rejected TLS
+	// clients, go-redis's own lines) repeat per request under a fault: they
+	// are written once per message per interval, with the count dropped.
+	// Decision logs and reload outcomes are not throttled.
+	throttle := logthrottle.New(log.Handler(), logthrottle.Options{Interval: cfg.FaultLogInterval, Level: slog.LevelWarn, OnSuppress: m.LogSuppressed})
+	faultLog := slog.New(throttle)
+	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
+	flushed := make(chan struct{})
+	go func() { throttle.Run(flushCtx); close(flushed) }()
+	defer func() { stopFlush(); <-flushed }()
+	ratelimit.SetClientLogger(faultLog)
+
+	for _, w := range ExposureWarnings(cfg) {
+		log.Warn("exposed listener", "warning", w)
+	}
+
 	rl := &source.Reloader{
 		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
 		Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
@@ -164,27 +271,35 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	chk := check.NewServer(&holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
-	chk.Log, chk.Timeout = log, cfg.EvalTimeout
+	chk.Log, chk.Timeout = faultLog, cfg.EvalTimeout
 	chk.Observers = []check.Observer{m, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
-	chk.LimiterOptions = ratelimit.Options{Metrics: m.RateLimit(), Logger: log}
+	chk.LimiterOptions = ratelimit.Options{Metrics: m.RateLimit(), Logger: faultLog}
 
 	extra := grpcopts.Limit(cfg.MaxRequestBytes)
 	if cfg.TLSCert != "" {
-		tc, err := TLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+		files, err := NewTLSFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
 		if err != nil {
 			return err
 		}
-		extra = append(extra, grpc.Creds(credentials.NewTLS(tc)))
+		files.Log = faultLog
+		creds := ObserveHandshakes(credentials.NewTLS(files.Config()), func(reason string, remote net.Addr, err error) {
+			m.TLSRejected(reason)
+			faultLog.Warn("tls handshake rejected: "+reason, "remote", remote.String(), "error", err.Error())
+		})
+		extra = append(extra, grpc.Creds(creds))
 	}
 	hs := health.NewServer()
-	g := NewGRPCServer(chk, hs, extra...)
+	g := NewGRPCServer(WithDeadline(chk, cfg.CheckTimeout), hs, extra...)
 	lis, err := Listen(cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc-addr: %w", err)
 	}
+	var stopping atomic.Bool
 	ready := func() (bool, string) {
 		e := holder.Current()
 		switch {
+		case stopping.Load():
+			return false, "shutting down"
 		case e == nil:
 			return false, "no policy loaded yet"
 		case e.Tokens != nil && !e.Tokens.Ready():
@@ -213,7 +328,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	// Readiness also drives the gRPC health service.
+	var healthMu sync.Mutex
 	setHealth := func() {
+		healthMu.Lock()
+		defer healthMu.Unlock()
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		if ok, _ := ready(); ok {
 			st = healthpb.HealthCheckResponse_SERVING
@@ -266,8 +384,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		err = drain(g, hs, cfg.DrainTimeout, log)
+		// Not ready first, while still serving, so Envoy (gRPC health) and
+		// Kubernetes (/readyz) stop sending before the listener closes.
+		stopping.Store(true)
+		setHealth()
+		hk.note(stepNotReady)
+		if cfg.PrestopDelay > 0 {
+			log.Info("shutting down: not ready, still serving for the prestop delay", "prestop_delay", cfg.PrestopDelay.String())
+			hk.note(stepPrestop)
+			select {
+			case <-hk.wait(stepPrestop, cfg.PrestopDelay):
+			case err = <-errc:
+			}
+		}
+		if err == nil {
+			hk.note(stepDrain)
+			err = drain(g, hs, cfg.DrainTimeout, hk.wait(stepDrain, cfg.DrainTimeout), log)
+		}
 	}
+	hk.note(stepStopped)
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = admin.Shutdown(sctx)
@@ -278,8 +413,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return err
 }
 
-// drain stops accepting, lets in-flight checks finish within budget, then stops.
-func drain(g *grpc.Server, hs *health.Server, budget time.Duration, log *slog.Logger) error {
+// drain stops accepting, lets in-flight checks finish until expired fires
+// (the budget, for the log), then stops.
+func drain(g *grpc.Server, hs *health.Server, budget time.Duration, expired <-chan time.Time, log *slog.Logger) error {
 	log.Info("shutting down: draining in-flight checks", "budget", budget.String())
 	hs.Shutdown()
 	done := make(chan struct{})
@@ -287,9 +423,10 @@ func drain(g *grpc.Server, hs *health.Server, budget time.Duration, log *slog.Lo
 	select {
 	case <-done:
 		return nil
-	case <-time.After(budget):
+	case <-expired:
 		log.Warn("drain budget exceeded; stopping")
 		g.Stop()
+		<-done
 		return errors.New("drain budget exceeded")
 	}
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -31,6 +32,9 @@ type Reloader struct {
 
 	mu     sync.Mutex // one reload at a time
 	status atomic.Pointer[Status]
+	// failDigest is the content of the version that last failed to load
+	// (a *VersionError): the same content again is not logged or counted.
+	failDigest string
 }
 
 // Status is the last reload outcome.
@@ -51,8 +55,27 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	st.LastTry = time.Now()
 	src, changed, err := r.Loader.Load(ctx)
 	if err == nil && !changed {
+		if r.failDigest != "" {
+			// The loader is back to the version it returned last, the one
+			// serving (a version that failed to load does not replace it
+			// there): the error is over.
+			r.failDigest, st.LastError = "", ""
+			r.log().Info("policy source is back to the serving version", "source", r.Loader.String(), "serving", st.Version)
+		}
 		r.status.Store(&st)
 		return nil
+	}
+	var ve *VersionError
+	if errors.As(err, &ve) {
+		if ve.Digest == r.failDigest {
+			// Reported already: one broken version is one failure.
+			st.LastError = err.Error()
+			r.status.Store(&st)
+			return err
+		}
+		r.failDigest = ve.Digest
+	} else {
+		r.failDigest = ""
 	}
 	var eng *engine.Engine
 	if err == nil {

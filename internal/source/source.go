@@ -6,6 +6,7 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -31,6 +32,17 @@ type Loader interface {
 	String() string
 }
 
+// VersionError is a version a Loader could not read (a syntax error in
+// data.json, a corrupt bundle). Digest is the SHA-256 of its content, so the
+// Reloader reports one broken version once, however often it is polled.
+type VersionError struct {
+	Digest string
+	Err    error
+}
+
+func (e *VersionError) Error() string { return e.Err.Error() }
+func (e *VersionError) Unwrap() error { return e.Err }
+
 // Embedded is the default policy and demo data compiled into the binary.
 type Embedded struct{ loaded bool }
 
@@ -54,9 +66,15 @@ func (e *Embedded) Load(context.Context) (*policy.Source, bool, error) {
 // one version is never mixed with the next, and the fingerprint includes
 // that target, so an atomic swap (..data_tmp renamed over ..data) is seen
 // even when no size or time changed.
+//
+// A version that does not load is remembered by its fingerprint: until the
+// directory changes again, Load returns the same *VersionError without
+// reading it again.
 type Dir struct {
-	Path string
-	last string
+	Path    string
+	last    string
+	failFP  string
+	failErr error
 }
 
 func (d *Dir) String() string { return d.Path }
@@ -75,6 +93,9 @@ func (d *Dir) Load(context.Context) (*policy.Source, bool, error) {
 		if fp == d.last {
 			return nil, false, nil
 		}
+		if fp == d.failFP {
+			return nil, false, d.failErr
+		}
 		src, err := policy.LoadFS(os.DirFS(root), d.Path)
 		// A swap while reading (Kubernetes removes the old directory right
 		// after it): read the new version instead.
@@ -82,11 +103,33 @@ func (d *Dir) Load(context.Context) (*policy.Source, bool, error) {
 			continue
 		}
 		if err != nil {
-			return nil, false, err
+			d.failFP, d.failErr = fp, &VersionError{Digest: dirDigest(root), Err: err}
+			return nil, false, d.failErr
 		}
-		d.last = fp
+		d.last, d.failFP, d.failErr = fp, "", nil
 		return src, true, nil
 	}
+}
+
+// dirDigest hashes the names and contents of the policy files in dir (what
+// policy.LoadFS reads); it is only computed for a version that failed.
+func dirDigest(dir string) string {
+	h := sha256.New()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".rego") || name == "data.json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			fmt.Fprintf(h, "%s\x00unreadable: %v\x00", name, err)
+			continue
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func fingerprint(dir string) (string, error) {
@@ -135,9 +178,11 @@ const MaxBundleBytes = 64 << 20
 
 // BundleFile is an OPA bundle (.tar.gz) on disk.
 type BundleFile struct {
-	Path   string
-	Verify *Verify
-	last   string
+	Path    string
+	Verify  *Verify
+	last    string
+	failFP  string
+	failErr error
 }
 
 func (b *BundleFile) String() string { return b.Path }
@@ -152,25 +197,39 @@ func (b *BundleFile) Load(context.Context) (*policy.Source, bool, error) {
 	if fp == b.last {
 		return nil, false, nil
 	}
+	if fp == b.failFP {
+		return nil, false, b.failErr
+	}
 	f, err := os.Open(b.Path)
 	if err != nil {
 		return nil, false, err
 	}
-	defer f.Close()
-	src, err := readBundle(f, b.Path, "", b.Verify)
+	raw, err := io.ReadAll(io.LimitReader(f, MaxBundleBytes+1))
+	f.Close()
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("%s: %w", b.Path, err)
 	}
-	b.last = fp
+	src, err := readBundle(bytes.NewReader(raw), b.Path, "", b.Verify)
+	if err != nil {
+		b.failFP, b.failErr = fp, &VersionError{Digest: digest(raw), Err: err}
+		return nil, false, b.failErr
+	}
+	b.last, b.failFP, b.failErr = fp, "", nil
 	return src, true, nil
 }
 
-// BundleURL is an OPA bundle service: GET with If-None-Match, 304 = unchanged.
+// BundleURL is an OPA bundle service: GET with If-None-Match, 304 =
+// unchanged. A service that sends no ETag (or a new ETag for the same
+// bytes) is compared by content: the same bundle is not rebuilt, and the
+// same broken bundle returns the same *VersionError.
 type BundleURL struct {
-	URL    string
-	Client *http.Client
-	Verify *Verify
-	etag   string
+	URL      string
+	Client   *http.Client
+	Verify   *Verify
+	etag     string
+	lastHash string // content of the last bundle returned
+	failHash string // content of the last bundle that did not read
+	failErr  error
 }
 
 func (b *BundleURL) String() string { return b.URL }
@@ -201,12 +260,30 @@ func (b *BundleURL) Load(ctx context.Context) (*policy.Source, bool, error) {
 		return nil, false, fmt.Errorf("%s: bundle service answered %s", redact(b.URL), resp.Status)
 	}
 	etag := resp.Header.Get("ETag")
-	src, err := readBundle(resp.Body, redact(b.URL), etag, b.Verify)
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxBundleBytes+1))
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("%s: %w", redact(b.URL), err)
 	}
-	b.etag = etag
+	sum := digest(raw)
+	switch sum {
+	case b.lastHash:
+		b.etag = etag
+		return nil, false, nil
+	case b.failHash:
+		return nil, false, b.failErr
+	}
+	src, err := readBundle(bytes.NewReader(raw), redact(b.URL), etag, b.Verify)
+	if err != nil {
+		b.failHash, b.failErr = sum, &VersionError{Digest: sum, Err: err}
+		return nil, false, b.failErr
+	}
+	b.etag, b.lastHash, b.failHash, b.failErr = etag, sum, "", nil
 	return src, true, nil
+}
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func redact(raw string) string {

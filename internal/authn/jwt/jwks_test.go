@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,6 +86,11 @@ func TestOctKeysNeverVerify(t *testing.T) {
 	}
 }
 
+// TestUnknownKIDFloodIsBounded bounds the work a flood of unknown kids
+// causes by counting it, not by timing it: every token is refused, and the
+// JWKS server sees the initial fetch plus at most one unknown-kid refresh
+// (the refresh limiter allows one per 30s of real time; the test does far
+// less than that of work), sequentially and from concurrent callers.
 func TestUnknownKIDFloodIsBounded(t *testing.T) {
 	k := keys()
 	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
@@ -94,22 +100,35 @@ func TestUnknownKIDFloodIsBounded(t *testing.T) {
 	if n := srv.hits.Load(); n != 1 {
 		t.Fatalf("initial JWKS fetches: %d; want 1", n)
 	}
-	const flood = 50
+	const flood, workers = 200, 8
 	toks := make([]string, flood)
 	for i := range toks {
 		kid := make([]byte, 16)
 		rand.Read(kid)
 		toks[i] = sign(t, gojwt.SigningMethodRS256, k.attacker, hex.EncodeToString(kid), with(claims(t0), "n", i))
 	}
-	for i, tok := range toks {
-		start := time.Now()
-		got := v.Verify(context.Background(), tok)
-		if d := time.Since(start); d > 100*time.Millisecond {
-			t.Errorf("token %d: Verify took %v", i, d)
+	var wrong atomic.Int64
+	verify := func(tok string) {
+		if got := v.Verify(context.Background(), tok); got.Status != UnknownKey {
+			wrong.Add(1)
 		}
-		if got.Status != UnknownKey {
-			t.Errorf("token %d: status %s; want %s", i, got.Status, UnknownKey)
-		}
+	}
+	for _, tok := range toks[:flood/2] {
+		verify(tok)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := flood/2 + w; i < flood; i += workers {
+				verify(toks[i])
+			}
+		}(w)
+	}
+	wg.Wait()
+	if n := wrong.Load(); n != 0 {
+		t.Errorf("%d of %d unknown-kid tokens not refused as %s", n, flood, UnknownKey)
 	}
 	// One initial fetch plus at most one unknown-kid refresh per 30s.
 	if n := srv.hits.Load(); n > 2 {
@@ -120,6 +139,8 @@ func TestUnknownKIDFloodIsBounded(t *testing.T) {
 	}
 }
 
+// An unknown kid under a context that is already done is refused without
+// a refresh (counted, not timed).
 func TestUnknownKIDWaitBoundedByContext(t *testing.T) {
 	k := keys()
 	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
@@ -127,10 +148,12 @@ func TestUnknownKIDWaitBoundedByContext(t *testing.T) {
 	waitReady(t, v)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	start := time.Now()
 	got := v.Verify(ctx, sign(t, gojwt.SigningMethodRS256, k.rsa, "unknown", claims(t0)))
-	if got.Status != UnknownKey || time.Since(start) > 100*time.Millisecond {
-		t.Fatalf("status %s after %v; want %s quickly", got.Status, time.Since(start), UnknownKey)
+	if got.Status != UnknownKey {
+		t.Fatalf("status %s; want %s", got.Status, UnknownKey)
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Fatalf("JWKS fetched %d times; want only the initial fetch (no refresh on a done context)", n)
 	}
 }
 
