@@ -22,8 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoyconfig"
-	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 // manifests decodes every document of deploy/k8s/*.yaml into k8s.io/api
@@ -401,7 +402,7 @@ func TestK8sPolicyConfigMap(t *testing.T) {
 	if err := os.Symlink(ts, filepath.Join(dir, "..data")); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := server.BuildEngine(context.Background(), dir)
+	eng, err := source.Engine(context.Background(), dir, engine.Options{})
 	if err != nil {
 		t.Fatalf("the mounted ConfigMap does not load: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,12 +52,10 @@ type Server struct {
 	Observers []Observer       // metrics, decision logs
 	Log       *slog.Logger     // optional; default slog.Default()
 
-	idPrefix  string
-	seq       atomic.Uint64
-	limiter   atomic.Pointer[limiterState]
-	limiterMu sync.Mutex
-	// LimiterOptions configure the rate limiter (metrics hooks, logger).
-	LimiterOptions ratelimit.Options
+	idPrefix string
+	seq      atomic.Uint64
+	// Quotas is the quota service (its counters outlive policy versions).
+	Quotas *ratelimit.Quotas
 	// NoMemo turns the decision memo off (benchmarks of raw evaluation).
 	NoMemo bool
 	// NoQuota leaves quotas alone: the server decides, it does not count
@@ -71,7 +68,7 @@ type Server struct {
 
 // NewServer returns a server over engines.
 func NewServer(engines Engines, ip clientip.Resolver) *Server {
-	return &Server{Engines: engines, ClientIP: ip, idPrefix: newIDPrefix()}
+	return &Server{Engines: engines, ClientIP: ip, idPrefix: newIDPrefix(), Quotas: ratelimit.NewQuotas(ratelimit.Options{})}
 }
 
 // Check answers one request. Every outcome, including internal failures, is a

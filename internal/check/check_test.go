@@ -2,7 +2,6 @@ package check
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/facts"
@@ -58,9 +56,7 @@ func demoEngine(t testing.TB) *engine.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.Build(context.Background(), src, engine.Options{BuildTokens: func(ctx context.Context, raw json.RawMessage, dir string) (engine.Tokens, error) {
-		return jwt.NewTokens(ctx, raw, dir, func() time.Time { return testNow }, nil)
-	}})
+	e, err := engine.Build(context.Background(), src, engine.Options{Now: func() time.Time { return testNow }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	gojwt "github.com/golang-jwt/jwt/v5"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/wire"
@@ -206,9 +205,7 @@ func variantEngine(t testing.TB, v policyVariant) *engine.Engine {
 		}
 		v.data(root)
 	}
-	e, err := engine.Build(context.Background(), src, engine.Options{BuildTokens: func(ctx context.Context, raw json.RawMessage, dir string) (engine.Tokens, error) {
-		return jwt.NewTokens(ctx, raw, dir, func() time.Time { return testNow }, nil)
-	}})
+	e, err := engine.Build(context.Background(), src, engine.Options{Now: func() time.Time { return testNow }})
 	if err != nil {
 		t.Fatalf("variant %q: %v", v.name, err)
 	}

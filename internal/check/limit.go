@@ -3,7 +3,6 @@ package check
 import (
 	"context"
 	"errors"
-	"io"
 	"strings"
 	"time"
 
@@ -15,47 +14,9 @@ import (
 // Quotas run after the policy allowed a request, keyed only on the verified
 // identity (key id, or issuer and subject for a JWT), its tenant and plan, and
 // the route — never on raw input, so anonymous traffic cannot grow the
-// limiter's state. The limiter outlives policy versions: a reload applies the
+// limiter's state. The counters belong to the long-lived quota service
+// (ratelimit.Quotas), which outlives policy versions: a reload applies the
 // new plans to the same counters.
-
-type limiterState struct {
-	eng *engine.Engine
-	lim ratelimit.Limiter
-}
-
-// limiterFor returns the limiter configured by eng (nil without limits).
-func (s *Server) limiterFor(eng *engine.Engine) ratelimit.Limiter {
-	if eng.Limits == nil {
-		return nil
-	}
-	if st := s.limiter.Load(); st != nil && st.eng == eng {
-		return st.lim
-	}
-	s.limiterMu.Lock()
-	defer s.limiterMu.Unlock()
-	st := s.limiter.Load()
-	if st != nil && st.eng == eng {
-		return st.lim
-	}
-	if st != nil && st.lim != nil {
-		if rl, ok := st.lim.(ratelimit.Reloader); ok && rl.Reload(eng.Limits) == nil {
-			s.limiter.Store(&limiterState{eng: eng, lim: st.lim})
-			return st.lim
-		}
-	}
-	lim, err := ratelimit.New(eng.Limits, s.LimiterOptions)
-	if err != nil {
-		s.log().Error("rate limiter not started; quotas are off for this policy version", "error", err.Error())
-		lim = nil
-	}
-	if st != nil {
-		if c, ok := st.lim.(io.Closer); ok {
-			_ = c.Close()
-		}
-	}
-	s.limiter.Store(&limiterState{eng: eng, lim: lim})
-	return lim
-}
 
 // limit counts an allowed request. It may turn the allow into rate_limited,
 // or into auth_unavailable when the shared backend is down and configured to
@@ -64,7 +25,7 @@ func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *d
 	if s.NoQuota {
 		return
 	}
-	lim := s.limiterFor(eng)
+	lim := s.Quotas.For(eng.Limits)
 	if lim == nil || r.f.Identity() == nil {
 		return
 	}

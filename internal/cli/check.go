@@ -22,7 +22,6 @@ import (
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoysim"
-	"github.com/extauthz/extauthz/internal/server"
 	"github.com/extauthz/extauthz/internal/source"
 )
 
@@ -120,7 +119,7 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	eng, err := server.Build(ctx, s)
+	eng, err := engine.Build(ctx, s, engine.Options{})
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,6 @@ import (
 	"github.com/extauthz/extauthz/internal/envoyconfig"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/route"
-	"github.com/extauthz/extauthz/internal/server"
 	"github.com/extauthz/extauthz/internal/source"
 )
 
@@ -107,7 +106,7 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 			loader := source.New(cfg.PolicyDir, cfg.BundleFile, "", verify)
 			src, _, err := loader.Load(ctx)
 			if err == nil {
-				eng, err = server.Build(ctx, src)
+				eng, err = engine.Build(ctx, src, engine.Options{})
 				if err == nil {
 					defer eng.Close()
 					err = eng.Servable() // the engine still serves the Envoy checks below

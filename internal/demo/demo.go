@@ -19,8 +19,9 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/e2e"
+	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoybin"
-	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 // envoyYAML is a copy of envoy/envoy.yaml (kept identical by a test), used
@@ -79,7 +80,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 	if err != nil {
 		return err
 	}
-	eng, err := server.BuildEngine(ctx, opts.PolicyDir)
+	eng, err := source.Engine(ctx, opts.PolicyDir, engine.Options{})
 	if err != nil {
 		return fmt.Errorf("load policy: %w", err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/extauthz/extauthz/internal/envoybin"
 	"github.com/extauthz/extauthz/internal/envoytest"
 	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 const shippedEnvoyYAML = "../../envoy/envoy.yaml"
@@ -101,7 +102,7 @@ type stack struct {
 // newEngine is the demo policy with the faulty token verifier.
 func newEngine(t testing.TB) *engine.Engine {
 	t.Helper()
-	eng, err := server.BuildEngine(context.Background(), "")
+	eng, err := source.Engine(context.Background(), "", engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

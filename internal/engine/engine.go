@@ -23,6 +23,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/jsonx"
 	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
@@ -92,10 +93,10 @@ type Tokens interface {
 
 // Options tune building.
 type Options struct {
-	// BuildTokens builds the JWT verifier from the raw extauthz.jwt section;
-	// nil disables JWT support.
-	// baseDir is the policy directory ("" for embedded policies).
-	BuildTokens func(ctx context.Context, raw json.RawMessage, baseDir string) (Tokens, error)
+	// Now is the JWT verifier's clock (default time.Now).
+	Now func() time.Time
+	// OnJWKSFetch is told the outcome of every JWKS URL fetch (metrics).
+	OnJWKSFetch func(issuer string, ok bool)
 }
 
 // Build compiles src into an engine. Errors name the file or data field.
@@ -188,12 +189,12 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
 	_, _ = e.Policy.Eval(wctx, warmInput)
 	cancel()
-	if opts.BuildTokens != nil && sections["jwt"] != nil {
-		baseDir := src.Origin
+	if sections["jwt"] != nil {
+		baseDir := src.Origin // relative jwks_file paths are the policy directory's
 		if strings.HasPrefix(baseDir, "embedded:") {
 			baseDir = ""
 		}
-		if e.Tokens, err = opts.BuildTokens(ctx, sections["jwt"], baseDir); err != nil {
+		if e.Tokens, err = buildTokens(ctx, sections["jwt"], baseDir, opts); err != nil {
 			if _, ok := jsonx.Problems(err); ok { // decoding: the paths are relative
 				return nil, jsonx.At(src.Origin+": data.json: extauthz.jwt", err)
 			}
@@ -396,3 +397,12 @@ func (h *Holder) Current() *Engine { return h.p.Load() }
 
 // Store swaps in e and returns the engine it replaced.
 func (h *Holder) Store(e *Engine) *Engine { return h.p.Swap(e) }
+
+// buildTokens builds the JWT verifier of extauthz.jwt.
+func buildTokens(ctx context.Context, raw json.RawMessage, baseDir string, opts Options) (Tokens, error) {
+	t, err := jwt.NewTokens(ctx, raw, baseDir, opts.Now, opts.OnJWKSFetch)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return t, nil
+}

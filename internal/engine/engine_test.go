@@ -9,7 +9,6 @@ import (
 	"testing/fstest"
 
 	"github.com/extauthz/extauthz/internal/authn/apikey"
-	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -105,13 +104,6 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 // A typo in extauthz.jwt names the field under extauthz.jwt, as the other
 // sections do.
 func TestJWTTypoNamesTheField(t *testing.T) {
-	tokens := func(ctx context.Context, raw json.RawMessage, baseDir string) (Tokens, error) {
-		tk, err := jwt.NewTokens(ctx, raw, baseDir, nil, nil)
-		if err != nil {
-			return nil, err
-		}
-		return tk, nil
-	}
 	for jwtSection, want := range map[string]string{
 		`{"issuers": [{"issuer": "https://idp", "audiences": ["a"], "jwks_fil": "k.json"}]}`: `pol: data.json: extauthz.jwt.issuers[0].jwks_fil: unknown field (known: issuer, audiences, jwks_file,`,
 		`{"issuers": {}}`: `pol: data.json: extauthz.jwt.issuers: must be an array, got an object`,
@@ -122,7 +114,7 @@ func TestJWTTypoNamesTheField(t *testing.T) {
 			_ = json.Unmarshal([]byte(jwtSection), &v)
 			x["jwt"] = v
 		})
-		e, err := Build(context.Background(), src, Options{BuildTokens: tokens})
+		e, err := Build(context.Background(), src, Options{})
 		if e != nil {
 			e.Close()
 		}

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 var moduleRoot, moduleRootErr = ModuleRoot()
@@ -330,12 +331,12 @@ func TestScaledPolicy(t *testing.T) {
 	if err := WriteScaledPolicy(dir, keys, tenants, routes); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := server.BuildEngine(context.Background(), dir)
+	eng, err := source.Engine(context.Background(), dir, engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer eng.Close()
-	demo, err := server.BuildEngine(context.Background(), "")
+	demo, err := source.Engine(context.Background(), "", engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +352,7 @@ func TestScaledPolicy(t *testing.T) {
 	if err := WriteScaledPolicy(small, 1, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	e, err := server.BuildEngine(context.Background(), small)
+	e, err := source.Engine(context.Background(), small, engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
-	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 // scaleServer builds a check server on a generated policy of the given size.
@@ -24,7 +24,7 @@ func scaleServer(b *testing.B, sc Scale, noMemo bool) (*check.Server, func()) {
 	if err := WriteScaledPolicy(dir, sc.Keys, sc.Tenants, sc.Routes); err != nil {
 		b.Fatal(err)
 	}
-	eng, err := server.BuildEngine(context.Background(), dir)
+	eng, err := source.Engine(context.Background(), dir, engine.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

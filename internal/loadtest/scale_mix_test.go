@@ -12,7 +12,7 @@ import (
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
-	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 // scaleMixCase is what one scale_allow case must send.
@@ -126,7 +126,7 @@ func TestScaleMixAllowed(t *testing.T) {
 		if err := WriteScaledPolicy(dir, sc.Keys, sc.Tenants, sc.Routes); err != nil {
 			t.Fatal(err)
 		}
-		eng, err := server.BuildEngine(context.Background(), dir)
+		eng, err := source.Engine(context.Background(), dir, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,6 +32,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/source"
 	"github.com/extauthz/extauthz/internal/testutil"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -344,7 +346,7 @@ func TestTLSAndMTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			eng, _ := BuildEngine(context.Background(), "")
+			eng, _ := source.Engine(context.Background(), "", engine.Options{})
 			_ = eng
 			g := NewGRPCServer(&okAuthz{}, health.NewServer(), grpc.Creds(credentials.NewTLS(tc2)))
 			lis, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -435,5 +437,47 @@ func TestJWKSFetchMetrics(t *testing.T) {
 	}
 	if code, body := get(t, r.admin+"/readyz"); code != 200 {
 		t.Errorf("readyz after first fetch attempts: %d %s", code, body)
+	}
+}
+
+// Liveness is up before the first policy version loads, and readiness only
+// after it: a large key set takes seconds to load, and a liveness probe
+// must not kill the pod meanwhile.
+func TestLiveBeforeThePolicyLoads(t *testing.T) {
+	release := make(chan struct{})
+	bundles := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // the first load hangs until the test has looked
+		http.Error(w, "not yet", http.StatusServiceUnavailable)
+	}))
+	defer bundles.Close()
+	defer close(release)
+	cfg := config.Defaults()
+	cfg.AdminAddr, cfg.GRPCAddr = testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cfg.BundleURL = bundles.URL + "/bundle.tar.gz"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil))) }()
+	defer func() { cancel(); <-done }()
+	var live *http.Response
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + cfg.AdminAddr + "/healthz")
+		if err == nil {
+			live = resp
+			break
+		}
+		if i > 500 {
+			t.Fatalf("/healthz never answered while the policy loads: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	live.Body.Close()
+	resp, err := http.Get("http://" + cfg.AdminAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if live.StatusCode != 200 || resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no policy loaded yet") {
+		t.Fatalf("while loading: healthz %d, readyz %d %s", live.StatusCode, resp.StatusCode, body)
 	}
 }

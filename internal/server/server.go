@@ -43,20 +43,6 @@ import (
 // authService is the gRPC health service name of Check.
 const authService = "envoy.service.auth.v3.Authorization"
 
-// Build compiles a policy source with JWT support.
-func Build(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
-	return engine.Build(ctx, src, engine.Options{BuildTokens: BuildTokens})
-}
-
-// BuildEngine loads and compiles a policy directory ("" = embedded).
-func BuildEngine(ctx context.Context, dir string) (*engine.Engine, error) {
-	src, _, err := source.New(dir, "", "", nil).Load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return Build(ctx, src)
-}
-
 // Listen opens host:port or unix:///path.
 func Listen(addr string) (net.Listener, error) {
 	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
@@ -217,23 +203,40 @@ const (
 	stepStopped  = "stopped"   // the gRPC server has stopped
 )
 
-// Run serves until ctx is cancelled, then stops: not ready first (for
-// --prestop-delay, still serving), then drains.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	return run(ctx, cfg, log, hooks{})
+// Server is the sidecar: everything New builds from the configuration, and
+// Run brings to life.
+type Server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	faultLog *slog.Logger // fault lines, throttled (logthrottle)
+	throttle *logthrottle.Handler
+	metrics  *metrics.Metrics
+	holder   engine.Holder
+	reloader *source.Reloader
+	check    *check.Server
+	quotas   *ratelimit.Quotas
+	health   *health.Server
+	grpc     *grpc.Server
+	admin    *http.Server
+	serving  atomic.Bool // the gRPC listener is up
+	stopping atomic.Bool
+	healthMu sync.Mutex // one readiness computed and published at a time
+	hooks    hooks
 }
 
-func run(ctx context.Context, cfg config.Config, log *slog.Logger, hk hooks) error {
+// New builds the server from cfg: nothing listens and no policy is loaded
+// until Run.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	verify, err := source.ReadVerify(cfg.BundlePubKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var holder engine.Holder
-	m := metrics.New(func() metrics.Cache {
-		if e := holder.Current(); e != nil {
+	s := &Server{cfg: cfg, log: log, health: health.NewServer()}
+	s.metrics = metrics.New(func() metrics.Cache {
+		if e := s.holder.Current(); e != nil {
 			if c, ok := e.Tokens.(metrics.Cache); ok {
 				return c
 			}
@@ -244,173 +247,221 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, hk hooks) err
 	// clients, go-redis's own lines) repeat per request under a fault: they
 	// are written once per message per interval, with the count dropped.
 	// Decision logs and reload outcomes are not throttled.
-	throttle := logthrottle.New(log.Handler(), logthrottle.Options{Interval: cfg.FaultLogInterval, Level: slog.LevelWarn, OnSuppress: m.LogSuppressed})
-	faultLog := slog.New(throttle)
-	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
-	flushed := make(chan struct{})
-	go func() { throttle.Run(flushCtx); close(flushed) }()
-	defer func() { stopFlush(); <-flushed }()
-	ratelimit.SetClientLogger(faultLog)
+	s.throttle = logthrottle.New(log.Handler(), logthrottle.Options{Interval: cfg.FaultLogInterval, Level: slog.LevelWarn, OnSuppress: s.metrics.LogSuppressed})
+	s.faultLog = slog.New(s.throttle)
 
-	for _, w := range ExposureWarnings(cfg) {
-		log.Warn("exposed listener", "warning", w)
-	}
-
-	rl := &source.Reloader{
+	s.reloader = &source.Reloader{
 		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
 		Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
-			return engine.Build(ctx, src, engine.Options{BuildTokens: buildTokens(m.JWKSFetched)})
+			return engine.Build(ctx, src, engine.Options{OnJWKSFetch: s.metrics.JWKSFetched})
 		},
-		Holder: &holder, Log: log,
+		Holder: &s.holder, Log: log,
 	}
-	rl.OnResult = func(ok bool) { m.Reloaded(ok, rl.Status().Version) }
-	// The first version must load, except from a bundle service, which may
-	// come up later: until then the sidecar is not ready and denies with 500.
-	if err := rl.Reload(ctx); err != nil && cfg.BundleURL == "" {
-		return fmt.Errorf("load policy: %w", err)
-	}
+	s.reloader.OnResult = func(ok bool) { s.metrics.Reloaded(ok, s.reloader.Status().Version) }
 
-	chk := check.NewServer(&holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
-	chk.Log, chk.Timeout = faultLog, cfg.EvalTimeout
-	chk.Observers = []check.Observer{m, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
-	chk.LimiterOptions = ratelimit.Options{Metrics: m.RateLimit(), Logger: faultLog}
+	s.quotas = ratelimit.NewQuotas(ratelimit.Options{Metrics: s.metrics.RateLimit(), Logger: s.faultLog})
+	s.check = check.NewServer(&s.holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
+	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
+	s.check.Observers = []check.Observer{s.metrics, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
 
 	extra := grpcopts.Limit(cfg.MaxRequestBytes)
 	if cfg.TLSCert != "" {
 		files, err := NewTLSFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		files.Log = faultLog
+		files.Log = s.faultLog
 		creds := ObserveHandshakes(credentials.NewTLS(files.Config()), func(reason string, remote net.Addr, err error) {
-			m.TLSRejected(reason)
-			faultLog.Warn("tls handshake rejected: "+reason, "remote", remote.String(), "error", err.Error())
+			s.metrics.TLSRejected(reason)
+			s.faultLog.Warn("tls handshake rejected: "+reason, "remote", remote.String(), "error", err.Error())
 		})
 		extra = append(extra, grpc.Creds(creds))
 	}
-	hs := health.NewServer()
-	g := NewGRPCServer(WithDeadline(chk, cfg.CheckTimeout), hs, extra...)
-	lis, err := Listen(cfg.GRPCAddr)
+	s.grpc = NewGRPCServer(WithDeadline(s.check, cfg.CheckTimeout), s.health, extra...)
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// Run serves until ctx is cancelled, then stops: not ready first (for
+// --prestop-delay, still serving), then drains. Liveness (/healthz) is up
+// before the first policy version loads; readiness follows it.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	s, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+// Run runs s; see the package function Run.
+func (s *Server) Run(ctx context.Context) error {
+	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
+	flushed := make(chan struct{})
+	go func() { s.throttle.Run(flushCtx); close(flushed) }()
+	defer func() { stopFlush(); <-flushed }()
+	ratelimit.SetClientLogger(s.faultLog)
+	defer s.quotas.Close()
+	for _, w := range ExposureWarnings(s.cfg) {
+		s.log.Warn("exposed listener", "warning", w)
+	}
+
+	stopAdmin, err := s.serveAdmin()
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
+	// The first version must load, except from a bundle service, which may
+	// come up later: until then the sidecar is not ready and denies with 500.
+	if err := s.reloader.Reload(ctx); err != nil && s.cfg.BundleURL == "" {
+		return fmt.Errorf("load policy: %w", err)
+	}
+	defer func() {
+		if e := s.holder.Current(); e != nil {
+			e.Close()
+		}
+	}()
+	lis, err := Listen(s.cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc-addr: %w", err)
 	}
-	var stopping atomic.Bool
-	ready := func() (bool, string) {
-		e := holder.Current()
-		switch {
-		case stopping.Load():
-			return false, "shutting down"
-		case e == nil:
-			return false, "no policy loaded yet"
-		case e.Tokens != nil && !e.Tokens.Ready():
-			return false, "waiting for the first JWKS fetch"
-		}
-		return true, ""
-	}
-	adminMux := AdminHandler(ready, rl.Status, m)
-	if cfg.Pprof {
-		mux := http.NewServeMux()
-		mux.Handle("/", adminMux)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		adminMux = mux
-	}
-	admin := &http.Server{Handler: adminMux, ReadHeaderTimeout: 5 * time.Second}
-	if cfg.AdminAddr != "" {
-		adminLis, err := net.Listen("tcp", cfg.AdminAddr)
-		if err != nil {
-			lis.Close()
-			return fmt.Errorf("admin-addr: %w", err)
-		}
-		go func() { _ = admin.Serve(adminLis) }()
-	}
+	s.serving.Store(true)
+	s.setHealth()
+	go s.watch(ctx)
+	s.log.Info("serving", "grpc", lis.Addr().String(), "admin", s.cfg.AdminAddr, "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
 
-	// Readiness also drives the gRPC health service.
-	var healthMu sync.Mutex
-	setHealth := func() {
-		healthMu.Lock()
-		defer healthMu.Unlock()
-		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if ok, _ := ready(); ok {
-			st = healthpb.HealthCheckResponse_SERVING
-		}
-		hs.SetServingStatus("", st)
-		hs.SetServingStatus(authService, st)
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(lis) }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		err = s.shutdown(errc)
 	}
-	setHealth()
+	s.hooks.note(stepStopped)
+	s.log.Info("stopped")
+	return err
+}
+
+// ready is the readiness of /readyz and the gRPC health service.
+func (s *Server) ready() (bool, string) {
+	e := s.holder.Current()
+	switch {
+	case s.stopping.Load():
+		return false, "shutting down"
+	case e == nil:
+		return false, "no policy loaded yet"
+	case !s.serving.Load():
+		return false, "gRPC listener not up yet"
+	case e.Tokens != nil && !e.Tokens.Ready():
+		return false, "waiting for the first JWKS fetch"
+	}
+	return true, ""
+}
+
+// setHealth publishes readiness on the gRPC health service.
+func (s *Server) setHealth() {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok, _ := s.ready(); ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(authService, st)
+}
+
+func (s *Server) adminHandler() http.Handler {
+	h := AdminHandler(s.ready, s.reloader.Status, s.metrics)
+	if !s.cfg.Pprof {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// serveAdmin starts the admin listener (none when --admin-addr is empty);
+// the returned func stops it.
+func (s *Server) serveAdmin() (func(), error) {
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = s.admin.Shutdown(ctx)
+	}
+	if s.cfg.AdminAddr == "" {
+		return stop, nil
+	}
+	lis, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("admin-addr: %w", err)
+	}
+	go func() { _ = s.admin.Serve(lis) }()
+	return stop, nil
+}
+
+// watch reloads the policy (interval, SIGHUP) and refreshes the health
+// status until ctx is done.
+func (s *Server) watch(ctx context.Context) {
 	hup := make(chan struct{}, 1)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-sig:
-				select {
-				case hup <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}()
-	interval := cfg.ReloadInterval
-	if cfg.BundleURL != "" {
-		interval = cfg.BundlePoll
+	interval := s.cfg.ReloadInterval
+	if s.cfg.BundleURL != "" {
+		interval = s.cfg.BundlePoll
 	}
-	if cfg.PolicyDir == "" && cfg.BundleFile == "" && cfg.BundleURL == "" {
+	if s.cfg.PolicyDir == "" && s.cfg.BundleFile == "" && s.cfg.BundleURL == "" {
 		interval = 0 // the embedded policy never changes
 	}
-	go rl.Run(ctx, interval, hup)
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
+	go s.reloader.Run(ctx, interval, hup)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
 			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				setHealth()
+			case hup <- struct{}{}:
+			default:
 			}
+		case <-t.C:
+			s.setHealth()
 		}
-	}()
-	log.Info("serving", "grpc", lis.Addr().String(), "admin", cfg.AdminAddr, "tls", cfg.TLSCert != "", "mtls", cfg.TLSClientCA != "")
+	}
+}
 
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(lis) }()
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		// Not ready first, while still serving, so Envoy (gRPC health) and
-		// Kubernetes (/readyz) stop sending before the listener closes.
-		stopping.Store(true)
-		setHealth()
-		hk.note(stepNotReady)
-		if cfg.PrestopDelay > 0 {
-			log.Info("shutting down: not ready, still serving for the prestop delay", "prestop_delay", cfg.PrestopDelay.String())
-			hk.note(stepPrestop)
-			select {
-			case <-hk.wait(stepPrestop, cfg.PrestopDelay):
-			case err = <-errc:
-			}
-		}
-		if err == nil {
-			hk.note(stepDrain)
-			err = drain(g, hs, cfg.DrainTimeout, hk.wait(stepDrain, cfg.DrainTimeout), log)
+// shutdown: not ready first, while still serving, so Envoy (gRPC health)
+// and Kubernetes (/readyz) stop sending before the listener closes; then
+// the prestop delay; then the drain.
+func (s *Server) shutdown(errc <-chan error) error {
+	s.stopping.Store(true)
+	s.setHealth()
+	s.hooks.note(stepNotReady)
+	if d := s.cfg.PrestopDelay; d > 0 {
+		s.log.Info("shutting down: not ready, still serving for the prestop delay", "prestop_delay", d.String())
+		s.hooks.note(stepPrestop)
+		select {
+		case <-s.hooks.wait(stepPrestop, d):
+		case err := <-errc:
+			return err
 		}
 	}
-	hk.note(stepStopped)
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = admin.Shutdown(sctx)
-	if e := holder.Current(); e != nil {
-		e.Close()
+	s.hooks.note(stepDrain)
+	return drain(s.grpc, s.health, s.cfg.DrainTimeout, s.hooks.wait(stepDrain, s.cfg.DrainTimeout), s.log)
+}
+
+// run is Run with test hooks.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, hk hooks) error {
+	s, err := New(cfg, log)
+	if err != nil {
+		return err
 	}
-	log.Info("stopped")
-	return err
+	s.hooks = hk
+	return s.Run(ctx)
 }
 
 // drain stops accepting, lets in-flight checks finish until expired fires

@@ -17,6 +17,7 @@ import (
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient {
@@ -26,7 +27,7 @@ func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient 
 
 func startServerConn(t *testing.T, network, addr string) *grpc.ClientConn {
 	t.Helper()
-	eng, err := BuildEngine(context.Background(), "")
+	eng, err := source.Engine(context.Background(), "", engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
+	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -355,4 +356,15 @@ func ReadVerify(path string) (*Verify, error) {
 		return nil, fmt.Errorf("bundle-pubkey: %w", err)
 	}
 	return &Verify{PublicKeyPEM: string(b)}, nil
+}
+
+// Engine loads the policy directory dir ("" = the embedded default policy
+// and demo data) and builds it: the one way the CLI, the demo and tests get
+// an engine without running a server.
+func Engine(ctx context.Context, dir string, opts engine.Options) (*engine.Engine, error) {
+	src, _, err := New(dir, "", "", nil).Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Build(ctx, src, opts)
 }
