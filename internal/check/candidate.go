@@ -96,6 +96,9 @@ func (c *Candidate) work() {
 
 // compare evaluates one sample on the candidate.
 func (c *Candidate) compare(j candidateJob) {
+	if c.srv.Engines.Current() == nil {
+		return // no candidate version loaded (yet): nothing to compare with
+	}
 	if c.Log != nil {
 		c.srv.Log = c.Log
 	}

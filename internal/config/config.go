@@ -45,6 +45,14 @@ type Config struct {
 
 	Pprof bool `json:"pprof"` // serve /debug/pprof on the admin port
 
+	// A candidate policy evaluated beside the serving one on a sample of
+	// live checks (one of the three sources, or none).
+	CandidateDir        string  `json:"candidate_dir"`
+	CandidateBundleFile string  `json:"candidate_bundle_file"`
+	CandidateBundleURL  string  `json:"candidate_bundle_url"`
+	CandidateSampleRate float64 `json:"candidate_sample_rate"` // share of checks compared
+	CandidateQueue      int     `json:"candidate_queue"`       // samples waiting at most; more are dropped
+
 	LogLevel         string        `json:"log_level"`          // debug, info, warn, error
 	FaultLogInterval time.Duration `json:"fault_log_interval"` // a repeated warning or error is logged once per interval, with a count
 	DecisionLog      string        `json:"decision_log"`       // all, deny, none
@@ -54,18 +62,20 @@ type Config struct {
 // Defaults.
 func Defaults() Config {
 	return Config{
-		GRPCAddr:         "127.0.0.1:9001",
-		AdminAddr:        "127.0.0.1:9002",
-		BundlePoll:       30 * time.Second,
-		ReloadInterval:   2 * time.Second,
-		EvalTimeout:      100 * time.Millisecond,
-		CheckTimeout:     200 * time.Millisecond,
-		DrainTimeout:     10 * time.Second,
-		MaxRequestBytes:  grpcopts.DefaultMaxRequestBytes,
-		LogLevel:         "info",
-		FaultLogInterval: 10 * time.Second,
-		DecisionLog:      "all",
-		AllowSampleRate:  1,
+		GRPCAddr:            "127.0.0.1:9001",
+		AdminAddr:           "127.0.0.1:9002",
+		BundlePoll:          30 * time.Second,
+		ReloadInterval:      2 * time.Second,
+		EvalTimeout:         100 * time.Millisecond,
+		CheckTimeout:        200 * time.Millisecond,
+		CandidateSampleRate: 0.01,
+		CandidateQueue:      1024,
+		DrainTimeout:        10 * time.Second,
+		MaxRequestBytes:     grpcopts.DefaultMaxRequestBytes,
+		LogLevel:            "info",
+		FaultLogInterval:    10 * time.Second,
+		DecisionLog:         "all",
+		AllowSampleRate:     1,
 	}
 }
 
@@ -187,6 +197,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory with *.rego and data.json; empty = embedded default policy and demo data [EXTAUTHZ_POLICY_DIR]")
 	fs.StringVar(&c.BundleFile, "bundle-file", c.BundleFile, "OPA bundle file (.tar.gz) to serve instead of a policy dir [EXTAUTHZ_BUNDLE_FILE]")
 	fs.StringVar(&c.BundleURL, "bundle-url", c.BundleURL, "OPA bundle service URL, polled with ETag [EXTAUTHZ_BUNDLE_URL]")
+	fs.StringVar(&c.CandidateDir, "candidate-dir", c.CandidateDir, "a candidate policy directory, compared with the serving policy on a sample of live checks [EXTAUTHZ_CANDIDATE_DIR]")
+	fs.StringVar(&c.CandidateBundleFile, "candidate-bundle-file", c.CandidateBundleFile, "a candidate policy as an OPA bundle file [EXTAUTHZ_CANDIDATE_BUNDLE_FILE]")
+	fs.StringVar(&c.CandidateBundleURL, "candidate-bundle-url", c.CandidateBundleURL, "a candidate policy from an OPA bundle service [EXTAUTHZ_CANDIDATE_BUNDLE_URL]")
+	fs.Float64Var(&c.CandidateSampleRate, "candidate-sample-rate", c.CandidateSampleRate, "share of live checks the candidate policy is compared on (0..1) [EXTAUTHZ_CANDIDATE_SAMPLE_RATE]")
+	fs.IntVar(&c.CandidateQueue, "candidate-queue", c.CandidateQueue, "samples waiting for the candidate at most; more are dropped and counted [EXTAUTHZ_CANDIDATE_QUEUE]")
 	fs.DurationVar(&c.BundlePoll, "bundle-poll", c.BundlePoll, "bundle URL poll interval [EXTAUTHZ_BUNDLE_POLL]")
 	fs.StringVar(&c.BundlePubKey, "bundle-pubkey", c.BundlePubKey, "PEM public key: only bundles signed with its private key are accepted [EXTAUTHZ_BUNDLE_PUBKEY]")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often the policy dir or bundle file is checked for changes; 0 disables (SIGHUP still reloads) [EXTAUTHZ_RELOAD_INTERVAL]")
@@ -216,14 +231,30 @@ func (c Config) Validate() error {
 	if c.GRPCAddr == "" {
 		bad("grpc-addr", "required")
 	}
-	sources := 0
-	for _, s := range []string{c.PolicyDir, c.BundleFile, c.BundleURL} {
-		if s != "" {
-			sources++
+	if countSet(c.PolicyDir, c.BundleFile, c.BundleURL) > 1 {
+		bad("policy-dir", "set only one of policy-dir, bundle-file and bundle-url")
+	}
+	if n := countSet(c.CandidateDir, c.CandidateBundleFile, c.CandidateBundleURL); n > 1 {
+		bad("candidate-dir", "set at most one of candidate-dir, candidate-bundle-file, candidate-bundle-url")
+	}
+	if c.CandidateDir != "" {
+		if st, err := os.Stat(c.CandidateDir); err != nil || !st.IsDir() {
+			bad("candidate-dir", "%q is not a readable directory", c.CandidateDir)
 		}
 	}
-	if sources > 1 {
-		bad("policy-dir", "set only one of policy-dir, bundle-file and bundle-url")
+	if c.CandidateBundleFile != "" {
+		if _, err := os.Stat(c.CandidateBundleFile); err != nil {
+			bad("candidate-bundle-file", "%q is not readable", c.CandidateBundleFile)
+		}
+	}
+	if c.CandidateBundleURL != "" && !strings.HasPrefix(c.CandidateBundleURL, "http://") && !strings.HasPrefix(c.CandidateBundleURL, "https://") {
+		bad("candidate-bundle-url", "%q is not an http(s) URL", c.CandidateBundleURL)
+	}
+	if c.CandidateSampleRate < 0 || c.CandidateSampleRate > 1 {
+		bad("candidate-sample-rate", "%v is outside 0..1", c.CandidateSampleRate)
+	}
+	if c.CandidateQueue < 1 || c.CandidateQueue > 1<<20 {
+		bad("candidate-queue", "%d is outside 1..1048576", c.CandidateQueue)
 	}
 	if c.PolicyDir != "" {
 		if st, err := os.Stat(c.PolicyDir); err != nil || !st.IsDir() {
@@ -297,4 +328,15 @@ func (c Config) Validate() error {
 		bad("allow-sample-rate", "%v is outside 0..1", c.AllowSampleRate)
 	}
 	return errors.Join(errs...)
+}
+
+// countSet counts the non-empty strings.
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
 }

@@ -27,6 +27,8 @@ type Metrics struct {
 	quota    *prometheus.CounterVec
 	quotaErr prometheus.Counter
 	shadow   *prometheus.CounterVec
+	cand     *prometheus.CounterVec
+	candDrop prometheus.Counter
 	tlsFail  *prometheus.CounterVec
 	logSupp  prometheus.Counter
 }
@@ -71,13 +73,19 @@ func New(cache func() Cache) *Metrics {
 	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extauthz_shadow_denies_total", Help: "Denies a route put in shadow (recorded, the request allowed), by reason, profile and route.",
 	}, []string{"reason", "profile", "route"})
+	m.cand = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_candidate_decisions_total", Help: "Live checks compared with the candidate policy, by the serving and the candidate verdict (equal labels: agreement).",
+	}, []string{"serving", "candidate"})
+	m.candDrop = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "extauthz_candidate_dropped_total", Help: "Sampled checks not compared with the candidate policy because its queue was full.",
+	})
 	m.tlsFail = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extauthz_tls_handshake_failures_total", Help: "Rejected TLS handshakes on the gRPC listener, by reason (client_cert_missing, client_cert_invalid, handshake_failed).",
 	}, []string{"reason"})
 	m.logSupp = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "extauthz_log_lines_suppressed_total", Help: "Repeated warning and error lines not written (counted in the next line or summary of their message).",
 	})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.tlsFail, m.logSupp, m.shadow,
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.tlsFail, m.logSupp, m.shadow, m.cand, m.candDrop,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -164,3 +172,11 @@ func (m *Metrics) TLSRejected(reason string) {
 func (m *Metrics) LogSuppressed(string) {
 	m.logSupp.Inc()
 }
+
+// CandidateCompared counts one comparison with the candidate policy.
+func (m *Metrics) CandidateCompared(serving, candidate decision.Reason) {
+	m.cand.WithLabelValues(string(serving), string(candidate)).Inc()
+}
+
+// CandidateDropped counts a sample the candidate's queue refused.
+func (m *Metrics) CandidateDropped() { m.candDrop.Inc() }

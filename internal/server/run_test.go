@@ -481,3 +481,37 @@ func TestLiveBeforeThePolicyLoads(t *testing.T) {
 		t.Fatalf("while loading: healthz %d, readyz %d %s", live.StatusCode, resp.StatusCode, body)
 	}
 }
+
+// A candidate policy runs beside the serving one: sampled live checks are
+// compared and counted by (serving, candidate) verdict.
+func TestCandidatePolicyCompared(t *testing.T) {
+	dir := t.TempDir()
+	rego, _ := fs.ReadFile(policies.FS, "extauthz.rego")
+	data, _ := fs.ReadFile(policies.FS, "data.json")
+	// The candidate refuses demo-readonly everywhere.
+	stricter := strings.Replace(string(rego), "} else := allow if {\n\troute.public", "} else := deny(\"key_revoked\") if {\n\tidentity.key_id == \"demo-readonly\"\n} else := allow if {\n\troute.public", 1)
+	os.WriteFile(filepath.Join(dir, "extauthz.rego"), []byte(stricter), 0o600)
+	os.WriteFile(filepath.Join(dir, "data.json"), data, 0o600)
+	r := startRun(t, func(c *config.Config) { c.CandidateDir, c.CandidateSampleRate = dir, 1 })
+	defer r.stop()
+	for _, key := range []string{"xa_demo_7Qm2vK9pL4sT8wZ1", "xa_demo_readonly_K3n8Vb"} {
+		resp, err := r.client.Check(context.Background(), checkReq(map[string]string{"x-api-key": key, "x-tenant-id": "42"}))
+		if err != nil || resp.GetOkResponse() == nil {
+			t.Fatalf("serving policy: %v %v", resp, err)
+		}
+	}
+	for i := 0; ; i++ {
+		_, m := get(t, r.admin+"/metrics")
+		if strings.Contains(m, `extauthz_candidate_decisions_total{candidate="ok",serving="ok"} 1`) &&
+			strings.Contains(m, `extauthz_candidate_decisions_total{candidate="key_revoked",serving="ok"} 1`) {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("candidate comparisons not counted:\n%s", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(r.logs.String(), `"msg":"candidate differs"`) {
+		t.Errorf("no difference logged: %s", r.logs.String())
+	}
+}

@@ -214,14 +214,18 @@ type Server struct {
 	holder   engine.Holder
 	reloader *source.Reloader
 	check    *check.Server
-	quotas   *ratelimit.Quotas
-	health   *health.Server
-	grpc     *grpc.Server
-	admin    *http.Server
-	serving  atomic.Bool // the gRPC listener is up
-	stopping atomic.Bool
-	healthMu sync.Mutex // one readiness computed and published at a time
-	hooks    hooks
+	// The candidate policy (nil without one): its own versions, compared
+	// on a sample of live checks.
+	candidate       *check.Candidate
+	candidateLoader *source.Reloader
+	quotas          *ratelimit.Quotas
+	health          *health.Server
+	grpc            *grpc.Server
+	admin           *http.Server
+	serving         atomic.Bool // the gRPC listener is up
+	stopping        atomic.Bool
+	healthMu        sync.Mutex // one readiness computed and published at a time
+	hooks           hooks
 }
 
 // New builds the server from cfg: nothing listens and no policy is loaded
@@ -263,6 +267,20 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.check = check.NewServer(&s.holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
 	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
 	s.check.Observers = []check.Observer{s.metrics, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
+
+	if cfg.CandidateDir != "" || cfg.CandidateBundleFile != "" || cfg.CandidateBundleURL != "" {
+		var holder engine.Holder
+		s.candidateLoader = &source.Reloader{
+			Loader: source.New(cfg.CandidateDir, cfg.CandidateBundleFile, cfg.CandidateBundleURL, verify),
+			Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
+				return engine.Build(ctx, src, engine.Options{})
+			},
+			Holder: &holder, Log: log.With("policy", "candidate"),
+		}
+		s.candidate = check.NewCandidate(&holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops}, cfg.CandidateSampleRate, cfg.CandidateQueue)
+		s.candidate.Log, s.candidate.Result, s.candidate.Dropped = log, s.metrics.CandidateCompared, s.metrics.CandidateDropped
+		s.check.Candidate = s.candidate
+	}
 
 	extra := grpcopts.Limit(cfg.MaxRequestBytes)
 	if cfg.TLSCert != "" {
@@ -320,6 +338,19 @@ func (s *Server) Run(ctx context.Context) error {
 			e.Close()
 		}
 	}()
+	if s.candidate != nil {
+		// A candidate never holds up serving: until it loads, nothing is
+		// compared (the candidate's checks fail closed and count as such).
+		if err := s.candidateLoader.Reload(ctx); err != nil {
+			s.log.Warn("candidate policy not loaded", "error", err.Error())
+		}
+		defer func() {
+			s.candidate.Close()
+			if e := s.candidateLoader.Holder.Current(); e != nil {
+				e.Close()
+			}
+		}()
+	}
 	lis, err := Listen(s.cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc-addr: %w", err)
@@ -417,6 +448,13 @@ func (s *Server) watch(ctx context.Context) {
 		interval = 0 // the embedded policy never changes
 	}
 	go s.reloader.Run(ctx, interval, hup)
+	if s.candidateLoader != nil {
+		candidateInterval := s.cfg.ReloadInterval
+		if s.cfg.CandidateBundleURL != "" {
+			candidateInterval = s.cfg.BundlePoll
+		}
+		go s.candidateLoader.Run(ctx, candidateInterval, nil)
+	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
