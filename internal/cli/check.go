@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -35,6 +36,13 @@ The request, one of:
   --curl "curl -H 'X-API-Key: …' https://api.example.com/v1/orders"
   --request checkrequest.json     (a CheckRequest in protobuf JSON, as Envoy sends it)
 Plus --context key=value (Envoy route context_extensions, repeatable).
+
+Comparing a candidate policy with --candidate-dir DIR: the request is decided
+by both and both verdicts are printed; with --requests FILE (one CheckRequest
+in protobuf JSON per line, e.g. recorded from Envoy) every request is decided
+by both, the verdicts are counted by (serving, candidate) and each difference
+is printed; the exit status is then 0 when the two agree on every request and
+2 when they differ on any.
 
 Exit status: 0 when the request is allowed, 2 when it is denied, 1 on an
 error (bad flags, a policy that does not load, a request Envoy itself would
@@ -65,6 +73,8 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	curl := fs.String("curl", "", "a curl command line")
 	reqFile := fs.String("request", "", "CheckRequest JSON file ('-' for stdin)")
 	asJSON := fs.Bool("json", false, "print the explanation as JSON")
+	candDir := fs.String("candidate-dir", "", "a candidate policy directory to compare with")
+	reqsFile := fs.String("requests", "", "with --candidate-dir: a file of CheckRequests (protobuf JSON, one per line) to compare on")
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
 	fs.Var(&ctxExt, "context", "context extension key=value (repeatable)")
 	if err := config.ParseAll(fs, args); errors.Is(err, flag.ErrHelp) {
@@ -79,6 +89,11 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	var req *authv3.CheckRequest
 	var err error
 	switch {
+	case *reqsFile != "":
+		if *candDir == "" {
+			return errors.New("--requests needs --candidate-dir")
+		}
+		return compareFile(ctx, env, *reqsFile, *policyDir, *bundleFile, *candDir, *hops)
 	case *reqFile != "":
 		req, err = readCheckRequest(*reqFile, env.Stdin)
 	case *curl != "":
@@ -134,10 +149,85 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	} else {
 		printExplanation(env.Stdout, eng, ex)
 	}
+	if *candDir != "" && err == nil {
+		cand, cerr := source.Engine(ctx, *candDir, engine.Options{})
+		if cerr != nil {
+			return fmt.Errorf("candidate: %w", cerr)
+		}
+		defer cand.Close()
+		cex := offlineServer(cand, *hops).Explain(ctx, req)
+		fmt.Fprintf(env.Stdout, "\ncandidate:  %s (%s, version %s)\n", verdictOf(cex.Decision), *candDir, cex.Decision.PolicyVersion)
+	}
 	if err == nil && !ex.Decision.Allow {
 		return exitError(2) // denied
 	}
 	return err
+}
+
+// offlineServer decides with eng as the server would, counting no quota.
+func offlineServer(eng *engine.Engine, hops int) *check.Server {
+	var h engine.Holder
+	h.Store(eng)
+	srv := check.NewServer(&h, clientip.Resolver{TrustedHops: hops})
+	srv.Timeout, srv.NoQuota = 2*time.Second, true
+	return srv
+}
+
+func verdictOf(d decision.Decision) string {
+	if d.Allow {
+		return "ALLOW ok"
+	}
+	return "DENY " + string(d.Reason)
+}
+
+// compareFile decides every CheckRequest of file (JSON lines) with the
+// serving and the candidate policy and reports where they differ.
+func compareFile(ctx context.Context, env Env, file, policyDir, bundleFile, candDir string, hops int) error {
+	src, _, err := source.New(policyDir, bundleFile, "", nil).Load(ctx)
+	if err != nil {
+		return err
+	}
+	serving, err := engine.Build(ctx, src, engine.Options{})
+	if err != nil {
+		return err
+	}
+	defer serving.Close()
+	cand, err := source.Engine(ctx, candDir, engine.Options{})
+	if err != nil {
+		return fmt.Errorf("candidate: %w", err)
+	}
+	defer cand.Close()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	s, c := offlineServer(serving, hops), offlineServer(cand, hops)
+	counts := map[[2]string]int{}
+	differ := 0
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		req := &authv3.CheckRequest{}
+		if err := protojson.Unmarshal([]byte(line), req); err != nil {
+			return fmt.Errorf("%s:%d: not a CheckRequest: %w", file, i+1, err)
+		}
+		sv, cv := verdictOf(s.Explain(ctx, req).Decision), verdictOf(c.Explain(ctx, req).Decision)
+		counts[[2]string{sv, cv}]++
+		if sv != cv {
+			differ++
+			h := req.GetAttributes().GetRequest().GetHttp()
+			fmt.Fprintf(env.Stdout, "%s:%d: %s %s: serving %s, candidate %s\n", file, i+1, h.GetMethod(), h.GetPath(), sv, cv)
+		}
+	}
+	fmt.Fprintln(env.Stdout, "\nserving -> candidate: requests")
+	for _, k := range slices.SortedFunc(maps.Keys(counts), func(a, b [2]string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) }) {
+		fmt.Fprintf(env.Stdout, "  %s -> %s: %d\n", k[0], k[1], counts[k])
+	}
+	if differ > 0 {
+		return exitError(2)
+	}
+	return nil
 }
 
 // envoyRequest builds the CheckRequest Envoy would send for r through the
