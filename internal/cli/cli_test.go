@@ -40,7 +40,7 @@ func TestCheckAllowAndDeny(t *testing.T) {
 	}
 	// Envoy itself rejects escaped slashes before asking extauthz.
 	code, _, errOut = run(t, "", "check", "--path", "/v1/orders%2F..%2Fadmin")
-	if code != 1 || !strings.Contains(errOut, "Envoy itself would answer 400") {
+	if code != 1 || !strings.Contains(errOut, "Envoy itself answers 400") {
 		t.Errorf("escaped slash: %d %s", code, errOut)
 	}
 }
