@@ -20,7 +20,7 @@ run: ## run the sidecar on the embedded default policy and demo data
 	$(GO) run ./cmd/extauthz
 
 demo: envoy ## sidecar + real Envoy on 127.0.0.1:8000 + echo upstream, with curl examples
-	$(GO) run ./cmd/extauthz demo
+	$(GO) run ./cmd/extauthz-demo
 
 test: fmt-check vet envoy ## the whole test suite: gofmt, go vet, go test -race (Rego tests, golden files, real-Envoy e2e included)
 	ENVOY_BIN="$(or $(ENVOY_BIN),$(abspath $(ENVOY_LOCAL)))" $(GO) test -race -count=1 $(PKGS)

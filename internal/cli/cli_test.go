@@ -168,7 +168,6 @@ func TestHelpPerCommand(t *testing.T) {
 		{[]string{"validate", "-h"}, "-xff-trusted-hops"},
 		{[]string{"help", "key"}, "extauthz key create"},
 		{[]string{"key", "create", "--help"}, "-scope"},
-		{[]string{"help", "demo"}, "Usage: extauthz demo"},
 		{[]string{"help", "serve"}, "-grpc-addr"},
 		{[]string{"serve", "--help"}, "-grpc-addr"},
 	}
@@ -269,5 +268,13 @@ func TestValidateRefusesEmptyData(t *testing.T) {
 	code, out, _ := run(t, "", "validate", "--policy-dir", dir)
 	if code != 1 || !strings.Contains(out, "policy: FAIL") || !strings.Contains(out, "refused: no routes") {
 		t.Errorf("empty (%d):\n%s", code, out)
+	}
+}
+
+// TestDemoMoved: the demo left the product binary; `extauthz demo` says where it went.
+func TestDemoMoved(t *testing.T) {
+	code, _, errOut := run(t, "", "demo")
+	if code != 2 || !strings.Contains(errOut, "cmd/extauthz-demo") {
+		t.Errorf("demo: %d %s", code, errOut)
 	}
 }
