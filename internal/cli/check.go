@@ -18,11 +18,11 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/extauthz/extauthz/internal/check"
+	"github.com/extauthz/extauthz/internal/checkreq"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
-	"github.com/extauthz/extauthz/internal/envoysim"
 	"github.com/extauthz/extauthz/internal/source"
 )
 
@@ -233,10 +233,10 @@ func compareFile(ctx context.Context, env Env, file, policyDir, bundleFile, cand
 // envoyRequest builds the CheckRequest Envoy would send for r through the
 // shipped front proxy's HCM settings.
 func envoyRequest(r *http.Request) (*authv3.CheckRequest, error) {
-	req, err := envoysim.BuildCheckRequest(r, envoysim.ShippedHCM())
-	var lr *envoysim.LocalReplyError
+	req, err := checkreq.Build(r, checkreq.ShippedHCM())
+	var lr *checkreq.LocalReplyError
 	if errors.As(err, &lr) {
-		return nil, fmt.Errorf("Envoy itself would answer %d (%s) and never ask extauthz", lr.Status, lr.Details)
+		return nil, fmt.Errorf("this request never reaches extauthz: Envoy itself answers %d (%s)", lr.Status, lr.Details)
 	}
 	return req, err
 }

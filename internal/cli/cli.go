@@ -1,6 +1,6 @@
 // Package cli is the extauthz command line: serve (the default), check (why
 // was this request allowed or denied?), key (create and hash API keys),
-// validate (config, policy, data and Envoy files without serving) and demo.
+// validate (config, policy, data and Envoy files without serving).
 package cli
 
 import (
@@ -34,7 +34,6 @@ Usage:
   extauthz check [flags]       evaluate one request offline and show the decision and response
   extauthz key create|hash     make an API key record for policy data, or hash a key
   extauthz validate [flags]    check config, policy, data and Envoy files without serving
-  extauthz demo [flags]        sidecar + Envoy-semantics front + echo upstream, with curl examples
   extauthz help [command]
 
 Serve flags:
@@ -57,7 +56,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	case "validate":
 		err = runValidate(ctx, rest, env)
 	case "demo":
-		err = runDemo(ctx, rest, env)
+		// A developer tool since it left the product binary.
+		fmt.Fprintln(env.Stderr, "extauthz: the demo is a developer command now: `make demo` or `go run ./cmd/extauthz-demo` in the repository")
+		return 2
 	case "help", "-h", "--help":
 		if cmd == "help" && len(rest) > 0 {
 			return help(ctx, rest[0], env)
@@ -87,7 +88,7 @@ func help(ctx context.Context, cmd string, env Env) int {
 	case "serve":
 		fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
 		return 0
-	case "check", "validate", "demo":
+	case "check", "validate":
 		return Main(ctx, []string{cmd, "--help"}, env)
 	case "key":
 		fmt.Fprint(env.Stdout, keyUsage)

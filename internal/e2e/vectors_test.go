@@ -271,6 +271,7 @@ func hv(k, v string) *corev3.HeaderValueOption {
 
 func hvAppend(k, v string, appendValue bool) *corev3.HeaderValueOption {
 	o := hv(k, v)
+	//lint:ignore SA1019 the vectors exercise the deprecated append field on purpose: it is the portable overwrite across Envoy versions (see internal/check/response.go)
 	o.Append = wrapperspb.Bool(appendValue)
 	return o
 }

@@ -1,6 +1,6 @@
 // Package envoybin locates an Envoy binary and runs `envoy --mode validate`
-// with it. The CLI (extauthz validate, extauthz demo) and the test tooling
-// (internal/envoytest) share it.
+// with it. The CLI (extauthz validate), the demo (cmd/extauthz-demo) and the
+// test tooling (internal/envoytest) share it.
 package envoybin
 
 import (

@@ -1,4 +1,4 @@
-package envoysim
+package checkreq
 
 import (
 	"math"
@@ -42,7 +42,7 @@ const (
 // maybeNormalizePath ports ConnectionManagerUtility::maybeNormalizePath: fragment
 // rejection, escaped-slash handling, RFC 3986 normalisation (normalize_path) and
 // merge_slashes, in that order. It returns the new :path and the action.
-func maybeNormalizePath(path string, cfg *Config) (string, normalizeAction) {
+func maybeNormalizePath(path string, cfg *HCM) (string, normalizeAction) {
 	// envoy.reloadable_features.http_reject_path_with_fragment (default on).
 	if strings.IndexByte(path, '#') >= 0 {
 		return path, normReject

@@ -10,16 +10,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/extauthz/extauthz/internal/envoysim"
+	"github.com/extauthz/extauthz/internal/checkreq"
 )
 
-// TestEnvoysimMatchesRealEnvoy keeps internal/envoysim honest. It no longer
-// stands in for Envoy in any test; it remains only as the offline
-// CheckRequest builder of `extauthz check`. For every golden request and
-// the attack paths, the CheckRequest it builds must equal the one real
-// Envoy sends (path, method, host, headers; request ids aside), and where
-// Envoy answers by itself the simulator must say so with the same status.
-func TestEnvoysimMatchesRealEnvoy(t *testing.T) {
+// TestCheckRequestMatchesRealEnvoy keeps internal/checkreq, the offline
+// CheckRequest builder of `extauthz check`, honest. For every golden
+// request and the attack paths, the CheckRequest it builds must equal the
+// one real Envoy sends (path, method, host, headers; request ids aside), and
+// where Envoy answers by itself checkreq must say so with the same status.
+func TestCheckRequestMatchesRealEnvoy(t *testing.T) {
 	s := newStack(t)
 	var reqs []request
 	for _, c := range goldenSet() {
@@ -56,33 +55,33 @@ func TestEnvoysimMatchesRealEnvoy(t *testing.T) {
 			hr.Header.Set("Content-Length", "0")
 		}
 		hr.RemoteAddr = "127.0.0.1:40000"
-		sim, simErr := envoysim.BuildCheckRequest(hr, envoysim.ShippedHCM())
-		var lr *envoysim.LocalReplyError
+		built, buildErr := checkreq.Build(hr, checkreq.ShippedHCM())
+		var lr *checkreq.LocalReplyError
 		name := r.host + " " + r.path
 		if s.checks() == before { // Envoy answered by itself
-			if !errors.As(simErr, &lr) || lr.Status != resp.status {
-				t.Errorf("%s: Envoy answered %d without a check; envoysim: %v", name, resp.status, simErr)
+			if !errors.As(buildErr, &lr) || lr.Status != resp.status {
+				t.Errorf("%s: Envoy answered %d without a check; checkreq: %v", name, resp.status, buildErr)
 			}
 			continue
 		}
-		if simErr != nil {
-			t.Errorf("%s: Envoy checked it; envoysim: %v", name, simErr)
+		if buildErr != nil {
+			t.Errorf("%s: Envoy checked it; checkreq: %v", name, buildErr)
 			continue
 		}
 		real := s.lastCheck().GetAttributes().GetRequest().GetHttp()
-		got := sim.GetAttributes().GetRequest().GetHttp()
+		got := built.GetAttributes().GetRequest().GetHttp()
 		norm := func(h map[string]string) map[string]string {
 			out := maps.Clone(h)
 			delete(out, "x-request-id")
 			// For a loopback peer Envoy appends an address of its own
-			// choosing to x-forwarded-for, which envoysim models as a
+			// choosing to x-forwarded-for, which checkreq models as a
 			// configurable local address; source.address is compared by
 			// TestClientXFFIgnored.
 			delete(out, "x-forwarded-for")
 			return out
 		}
 		if diff := cmp.Diff(norm(real.GetHeaders()), norm(got.GetHeaders())); diff != "" {
-			t.Errorf("%s: headers (-envoy +envoysim):\n%s", name, diff)
+			t.Errorf("%s: headers (-envoy +checkreq):\n%s", name, diff)
 		}
 		for _, f := range [][3]string{
 			{"path", real.GetPath(), got.GetPath()},
@@ -92,7 +91,7 @@ func TestEnvoysimMatchesRealEnvoy(t *testing.T) {
 			{"protocol", real.GetProtocol(), got.GetProtocol()},
 		} {
 			if f[1] != f[2] {
-				t.Errorf("%s: %s: envoy %q, envoysim %q", name, f[0], f[1], f[2])
+				t.Errorf("%s: %s: envoy %q, checkreq %q", name, f[0], f[1], f[2])
 			}
 		}
 	}

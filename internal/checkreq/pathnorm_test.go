@@ -1,4 +1,4 @@
-package envoysim
+package checkreq
 
 import "testing"
 
@@ -84,45 +84,11 @@ func TestMaybeNormalizePathOrder(t *testing.T) {
 	t.Parallel()
 	// Escaped slashes are handled before normalisation, and merging runs last:
 	// "/a%2F%2E%2E/b" unescapes to "/a/%2E%2E/b", which normalises to "/b".
-	cfg := &Config{NormalizePath: true, MergeSlashes: true, PathWithEscapedSlashesAction: UnescapeAndForward}
+	cfg := &HCM{NormalizePath: true, MergeSlashes: true, PathWithEscapedSlashesAction: UnescapeAndForward}
 	if got, act := maybeNormalizePath("/a%2F%2E%2E/b", cfg); got != "/b" || act != normContinue {
 		t.Errorf("got %q, %v", got, act)
 	}
-	if got, act := maybeNormalizePath("/x%2F/y", &Config{PathWithEscapedSlashesAction: UnescapeAndRedirect, MergeSlashes: true}); got != "/x/y" || act != normRedirect {
+	if got, act := maybeNormalizePath("/x%2F/y", &HCM{PathWithEscapedSlashesAction: UnescapeAndRedirect, MergeSlashes: true}); got != "/x/y" || act != normRedirect {
 		t.Errorf("redirect: got %q, %v", got, act)
-	}
-}
-
-func TestGrpcStatusAndPercentEncoding(t *testing.T) {
-	t.Parallel()
-	m := map[int]int{400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14, 500: 2, 418: 2, 302: 2}
-	for code, want := range m {
-		if got := httpToGrpcStatus(code); got != want {
-			t.Errorf("httpToGrpcStatus(%d) = %d, want %d", code, got, want)
-		}
-	}
-	if got, want := percentEncode("a b%~é\n}"), "a b%25%7E%C3%A9%0A}"; got != want {
-		t.Errorf("percentEncode = %q, want %q", got, want)
-	}
-}
-
-func TestQueryParams(t *testing.T) {
-	t.Parallel()
-	qp := parseQueryParams("/p?b=2&a=1&b=3&flag&c=")
-	qp.overwrite("a", "9")
-	qp.remove("c")
-	// Keys come back sorted, repeated values in order, bare keys gain "=".
-	if got, want := qp.replaceQueryString("/p?b=2&a=1&b=3&flag&c="), "/p?a=9&b=2&b=3&flag="; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-	empty := parseQueryParams("/p?x=1")
-	empty.remove("x")
-	if got := empty.replaceQueryString("/p?x=1"); got != "/p" {
-		t.Errorf("all removed: %q", got)
-	}
-	for s, want := range map[string]bool{"abc-._*": true, "a%2Fb": true, "a b": false, "a/b": false, "a%2": false, "~": false, "": true} {
-		if got := queryParameterIsURLEncoded(s); got != want {
-			t.Errorf("queryParameterIsURLEncoded(%q) = %v", s, got)
-		}
 	}
 }

@@ -1,8 +1,7 @@
-package envoysim
+package checkreq
 
 import (
 	"net/http"
-	"net/textproto"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -102,44 +101,14 @@ func (h *headerMap) remove(key string) {
 	*h = slices.DeleteFunc(*h, func(e header) bool { return e.key == key })
 }
 
-// removeIf deletes every entry whose key satisfies pred.
-func (h *headerMap) removeIf(pred func(key string) bool) {
-	*h = slices.DeleteFunc(*h, func(e header) bool { return pred(e.key) })
-}
-
-func (h headerMap) clone() headerMap { return slices.Clone(h) }
-
 // joined returns the values of key merged with "," as check_request_utils.cc
-// does when it fills AttributeContext.HttpRequest.headers (§1.2 rule 4).
+// does when it fills AttributeContext.HttpRequest.headers.
 func (h headerMap) joined(key string) (string, bool) {
 	vs := h.get(key)
 	if len(vs) == 0 {
 		return "", false
 	}
 	return strings.Join(vs, ","), true
-}
-
-// byteSize approximates HeaderMap::byteSize (sum of key and value lengths).
-func (h headerMap) byteSize() int {
-	n := 0
-	for _, e := range h {
-		n += len(e.key) + len(e.value)
-	}
-	return n
-}
-
-// toHTTP converts the non-pseudo entries to a net/http header with canonical
-// keys, preserving the order of repeated values.
-func (h headerMap) toHTTP() http.Header {
-	out := make(http.Header, len(h))
-	for _, e := range h {
-		if strings.HasPrefix(e.key, ":") {
-			continue
-		}
-		k := textproto.CanonicalMIMEHeaderKey(e.key)
-		out[k] = append(out[k], e.value)
-	}
-	return out
 }
 
 // fromHTTP converts a net/http header into a headerMap with lower-case keys.
@@ -162,7 +131,7 @@ func fromHTTP(hh http.Header) headerMap {
 }
 
 // sanitizeUTF8 mirrors MessageUtil::sanitizeUtf8String: every byte that is not
-// part of a valid UTF-8 sequence becomes '!' (§1.2 rule 3).
+// part of a valid UTF-8 sequence becomes '!'.
 func sanitizeUTF8(s string) string {
 	if utf8.ValidString(s) {
 		return s
@@ -180,53 +149,4 @@ func sanitizeUTF8(s string) string {
 		i += size
 	}
 	return b.String()
-}
-
-// isTokenChar reports whether c is an RFC 7230 tchar.
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// headerNameIsValid follows HeaderUtility::headerNameIsValid: pseudo-header
-// names use HTTP/2 rules (lower-case token after ':'), all others the HTTP/1
-// token rule, upper case allowed.
-func headerNameIsValid(k string) bool {
-	if k == "" {
-		return false
-	}
-	if k[0] == ':' {
-		if len(k) == 1 {
-			return false
-		}
-		for i := 1; i < len(k); i++ {
-			c := k[i]
-			if !isTokenChar(c) || (c >= 'A' && c <= 'Z') {
-				return false
-			}
-		}
-		return true
-	}
-	for i := 0; i < len(k); i++ {
-		if !isTokenChar(k[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// headerValueIsValid follows nghttp2_check_header_value as used by
-// HeaderUtility::headerValueIsValid [inf]: no NUL, CR, LF or other control
-// characters except HTAB, no DEL.
-func headerValueIsValid(v string) bool {
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if (c < 0x20 && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
