@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io/fs"
+	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -140,7 +141,7 @@ func TestServable(t *testing.T) {
 		{"no routes", map[string]string{"data.json": `{"extauthz": {"routes": [], "api_keys": {"` + apikey.Hash("k") + `": {"id": "k"}}}}`}, `refused: no routes`},
 		{"default route only", map[string]string{"data.json": `{"extauthz": {"default_route": {"scopes": ["x"]}, "api_keys": {"` + apikey.Hash("k") + `": {"id": "k"}}}}`}, ""},
 		{"no credentials", map[string]string{"data.json": `{"extauthz": {"routes": [{"id": "a", "path": "/a"}]}}`}, `refused: no credentials (no extauthz.api_keys and no extauthz.jwt.issuers)`},
-		{"jwt only", map[string]string{"data.json": `{"extauthz": {"routes": [{"id": "a", "path": "/a"}], "jwt": {"issuers": [{"issuer": "x"}]}}}`}, ""},
+		{"jwt only", map[string]string{"data.json": `{"extauthz": {"routes": [{"id": "a", "path": "/a"}], "jwt": {"issuers": [{"issuer": "x", "audiences": ["a"], "jwks": ` + demoJWKS + `}]}}}`}, ""},
 		{"allowed empty", map[string]string{"data.json": `{"extauthz": {"settings": {"allow_empty": true}}}`}, ""},
 	}
 	for _, c := range cases {
@@ -164,3 +165,12 @@ func TestServable(t *testing.T) {
 		}
 	}
 }
+
+// demoJWKS is the demo issuer's key set (testdata/demo_jwks.json).
+var demoJWKS = func() string {
+	b, err := os.ReadFile("../../testdata/demo_jwks.json")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
