@@ -30,7 +30,7 @@ type outer struct {
 	Body    json.RawMessage  `json:"body"`
 	When    time.Time        `json:"when"`
 	Skip    string           `json:"-"`
-	private string //lint:ignore U1000 an unexported field, to show it is not a JSON field
+	private string           //lint:ignore U1000 an unexported field, to show it is not a JSON field
 	Embedded
 }
 
