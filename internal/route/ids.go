@@ -7,6 +7,3 @@ import (
 
 // IDs are the ids of the table's routes (not the default route), sorted.
 func (t *Table) IDs() []string { return slices.Sorted(maps.Keys(t.byID)) }
-
-// Default is the default route, nil when there is none.
-func (t *Table) Default() *Route { return t.fallback }
