@@ -152,6 +152,9 @@ func runRoutes(args []string, env Env) error {
 	for _, w := range s.Warnings {
 		fmt.Fprintf(env.Stderr, "warning: %s\n", w)
 	}
+	if hw := s.APIKeyHeaderWarnings("x-api-key"); len(hw) > 0 {
+		fmt.Fprintf(env.Stderr, "warning: the spec sends API keys in header %s; the sidecar reads one header, extauthz.settings.api_key_header (default X-API-Key)\n", strings.Join(s.APIKeyHeaders, ", "))
+	}
 	out, err := openapi.MarshalRoutes(defs)
 	if err != nil {
 		return err
@@ -174,7 +177,7 @@ func (o *openapiFlags) validate(w io.Writer, eng *engine.Engine) error {
 		fmt.Fprintf(w, "%s: FAIL\n%s\n", name, indent(err))
 		return err
 	}
-	for _, warn := range s.Warnings {
+	for _, warn := range append(s.Warnings, s.APIKeyHeaderWarnings(eng.Settings.APIKeyHeader)...) {
 		fmt.Fprintf(w, "%s: warning: %s\n", name, warn)
 	}
 	findings := openapi.Compare(eng.Routes, s)

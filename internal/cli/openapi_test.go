@@ -119,8 +119,12 @@ func TestImportedRoutesValidate(t *testing.T) {
 	if os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644) != nil || os.WriteFile(filepath.Join(dir, "extauthz.rego"), rego, 0o644) != nil {
 		t.Fatal("writing the policy")
 	}
+	if !strings.Contains(errOut, "warning: the spec sends API keys in header api_key; the sidecar reads one header, extauthz.settings.api_key_header") {
+		t.Errorf("no API-key header warning: %s", errOut)
+	}
 	code, out, _ := run(t, "", "validate", "--policy-dir", dir, "--openapi", specs+"petstore3.yaml")
-	if code != 0 || !strings.Contains(out, "policy: ok") || !strings.Contains(out, ": ok (19 operations") {
+	if code != 0 || !strings.Contains(out, "policy: ok") || !strings.Contains(out, ": ok (19 operations") ||
+		!strings.Contains(out, `warning: the spec sends API keys in header "api_key", but the policy reads them from "x-api-key"`) {
 		t.Errorf("validate (%d):\n%s", code, out)
 	}
 	// The demo policy's routes match none of the petstore's operations.

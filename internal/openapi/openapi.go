@@ -97,6 +97,9 @@ type Spec struct {
 	BasePath string
 	Ops      []Operation // by path, then method order
 	Warnings []string    // what could not be mapped exactly
+	// APIKeyHeaders are the headers the spec's api_key schemes name, as
+	// written, in order of first use.
+	APIKeyHeaders []string
 }
 
 var kindOrder = []string{route.AuthAPIKey, route.AuthAPIKeyBearer, route.AuthJWT}
@@ -187,6 +190,19 @@ func Load(data []byte, opts Options) (*Spec, error) {
 		return nil, errors.Join(errs...)
 	}
 	return s, nil
+}
+
+// APIKeyHeaderWarnings says which of the spec's API-key headers differ
+// from the one the sidecar reads (settings.api_key_header): keys sent
+// there are not seen, and such requests are denied credentials_missing.
+func (s *Spec) APIKeyHeaderWarnings(policyHeader string) []string {
+	var out []string
+	for _, h := range s.APIKeyHeaders {
+		if !strings.EqualFold(h, policyHeader) {
+			out = append(out, fmt.Sprintf("the spec sends API keys in header %q, but the policy reads them from %q (settings.api_key_header): such keys are not seen", h, policyHeader))
+		}
+	}
+	return out
 }
 
 func (s *Spec) warnf(format string, a ...any) {
@@ -303,6 +319,10 @@ func (s *Spec) security(o *Operation, sec openapi3.SecurityRequirements, schemes
 			}
 			for _, k := range ks {
 				kinds[k] = true
+			}
+			if h := ref.Value.Name; ref.Value.Type == "apiKey" && slices.Contains(ks, route.AuthAPIKey) &&
+				!slices.ContainsFunc(s.APIKeyHeaders, func(x string) bool { return strings.EqualFold(x, h) }) {
+				s.APIKeyHeaders = append(s.APIKeyHeaders, h)
 			}
 			for _, sc := range req[name] {
 				scopes[sc] = true

@@ -157,6 +157,16 @@ func TestPetstore3(t *testing.T) {
 	if len(s.Warnings) > 0 {
 		t.Errorf("warnings: %q", s.Warnings)
 	}
+	// Its API keys travel in header api_key.
+	if !slices.Equal(s.APIKeyHeaders, []string{"api_key"}) {
+		t.Errorf("API-key headers: %q", s.APIKeyHeaders)
+	}
+	if w := s.APIKeyHeaderWarnings("x-api-key"); len(w) != 1 || !strings.Contains(w[0], `header "api_key", but the policy reads them from "x-api-key"`) {
+		t.Errorf("header warnings: %q", w)
+	}
+	if w := s.APIKeyHeaderWarnings("API_KEY"); len(w) != 0 {
+		t.Errorf("header warnings: %q", w)
+	}
 }
 
 // OpenAPI 3.1 examples: scopes on a non-OAuth scheme; a document of
@@ -207,6 +217,9 @@ func TestDemoImport(t *testing.T) {
 	}
 	if len(s.Warnings) > 0 {
 		t.Errorf("warnings: %q", s.Warnings)
+	}
+	if !slices.Equal(s.APIKeyHeaders, []string{"X-API-Key"}) || len(s.APIKeyHeaderWarnings("x-api-key")) != 0 {
+		t.Errorf("API-key headers: %q", s.APIKeyHeaders)
 	}
 	// Without the flag, tenant headers stay out.
 	s = load(t, "demo.yaml", Options{})
