@@ -34,6 +34,7 @@ Usage:
   extauthz check [flags]       evaluate one request offline and show the decision and response
   extauthz key create|hash     make an API key record for policy data, or hash a key
   extauthz validate [flags]    check config, policy, data and Envoy files without serving
+  extauthz routes import SPEC  print the route table for an OpenAPI 3.0/3.1 document
   extauthz help [command]
 
 Serve flags:
@@ -55,6 +56,8 @@ func Main(ctx context.Context, args []string, env Env) int {
 		err = runKey(rest, env)
 	case "validate":
 		err = runValidate(ctx, rest, env)
+	case "routes":
+		err = runRoutes(rest, env)
 	case "demo":
 		// A developer tool since it left the product binary.
 		fmt.Fprintln(env.Stderr, "extauthz: the demo is a developer command now: `make demo` or `go run ./cmd/extauthz-demo` in the repository")
@@ -92,6 +95,9 @@ func help(ctx context.Context, cmd string, env Env) int {
 		return Main(ctx, []string{cmd, "--help"}, env)
 	case "key":
 		fmt.Fprint(env.Stdout, keyUsage)
+		return 0
+	case "routes":
+		fmt.Fprint(env.Stdout, routesUsage)
 		return 0
 	}
 	fmt.Fprintf(env.Stderr, "extauthz help: unknown command %q\n\n%s", cmd, usage)

@@ -28,7 +28,7 @@ import (
 	"github.com/extauthz/extauthz/internal/source"
 )
 
-const validateUsage = `Usage: extauthz validate [--envoy FILE]... [--coverage] [-v] [server flags]
+const validateUsage = `Usage: extauthz validate [--envoy FILE]... [--openapi SPEC] [--coverage] [-v] [server flags]
 Checks everything the server would load, without serving:
   - the server flags, file and EXTAUTHZ_* variables (every problem at once);
   - the policy and its data.json (every error with file and field), and that
@@ -38,11 +38,18 @@ Checks everything the server would load, without serving:
     'opa test DIR' does (a PASS/FAIL line per test, details on failure);
   - each Envoy file: schema, hardening, xff_num_trusted_hops equal to
     --xff-trusted-hops, and every route's context_extensions against the
-    policy (known route ids and profiles, valid requirement overrides).
+    policy (known route ids and profiles, valid requirement overrides);
+  - with --openapi, an OpenAPI 3.0/3.1 document against the policy's routes:
+    every operation with no route or a weaker one (public where the spec
+    secures it, missing scopes the spec requires, accepting credential kinds
+    the spec does not declare) and every route that matches no operation.
 Exits 0 when all is well, 1 otherwise.
 
 Flags:
   --envoy FILE   an Envoy bootstrap to check (repeatable)
+  --openapi SPEC an OpenAPI document to check the routes against; with
+                 --bearer-api-keys (bearer schemes carry API keys too) and
+                 --base-path PATH as for 'extauthz routes import'
   --coverage     also print the policy tests' coverage of each policy file
   -v             on a failed test, also print its evaluation trace
 
@@ -59,9 +66,11 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 	var rest []string
 	coverage, verbose := false, false
 	var argErrs []error
+	var oa openapiFlags
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
+		case oa.take(args, &i, &argErrs):
 		case a == "--envoy" || a == "-envoy":
 			if i+1 < len(args) {
 				envoyFiles = append(envoyFiles, args[i+1])
@@ -135,6 +144,11 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 					say("policy tests: ok (%d passed)", pass)
 				}
 			}
+		}
+	}
+	if oa.spec != "" {
+		if oerr := oa.validate(env.Stdout, eng); oerr != nil {
+			problems = append(problems, oerr)
 		}
 	}
 	// The go-control-plane checks (schema + hardening invariants) always
