@@ -231,43 +231,38 @@ func (c Config) Validate() error {
 	if c.GRPCAddr == "" {
 		bad("grpc-addr", "required")
 	}
-	if countSet(c.PolicyDir, c.BundleFile, c.BundleURL) > 1 {
-		bad("policy-dir", "set only one of policy-dir, bundle-file and bundle-url")
-	}
-	if n := countSet(c.CandidateDir, c.CandidateBundleFile, c.CandidateBundleURL); n > 1 {
-		bad("candidate-dir", "set at most one of candidate-dir, candidate-bundle-file, candidate-bundle-url")
-	}
-	if c.CandidateDir != "" {
-		if st, err := os.Stat(c.CandidateDir); err != nil || !st.IsDir() {
-			bad("candidate-dir", "%q is not a readable directory", c.CandidateDir)
+	// The serving policy's source, and the candidate's: each at most one of
+	// a directory, a bundle file and a bundle service.
+	for _, src := range []struct{ prefix, dir, file, url string }{
+		{"", c.PolicyDir, c.BundleFile, c.BundleURL},
+		{"candidate-", c.CandidateDir, c.CandidateBundleFile, c.CandidateBundleURL},
+	} {
+		dirFlag := src.prefix + "dir"
+		if src.prefix == "" {
+			dirFlag = "policy-dir"
 		}
-	}
-	if c.CandidateBundleFile != "" {
-		if _, err := os.Stat(c.CandidateBundleFile); err != nil {
-			bad("candidate-bundle-file", "%q is not readable", c.CandidateBundleFile)
+		if countSet(src.dir, src.file, src.url) > 1 {
+			bad(dirFlag, "set only one of %s, %sbundle-file and %sbundle-url", dirFlag, src.prefix, src.prefix)
 		}
-	}
-	if c.CandidateBundleURL != "" && !strings.HasPrefix(c.CandidateBundleURL, "http://") && !strings.HasPrefix(c.CandidateBundleURL, "https://") {
-		bad("candidate-bundle-url", "%q is not an http(s) URL", c.CandidateBundleURL)
+		if src.dir != "" {
+			if st, err := os.Stat(src.dir); err != nil || !st.IsDir() {
+				bad(dirFlag, "%q is not a readable directory", src.dir)
+			}
+		}
+		if src.file != "" {
+			if _, err := os.Stat(src.file); err != nil {
+				bad(src.prefix+"bundle-file", "%q is not readable", src.file)
+			}
+		}
+		if src.url != "" && !strings.HasPrefix(src.url, "http://") && !strings.HasPrefix(src.url, "https://") {
+			bad(src.prefix+"bundle-url", "%q is not an http(s) URL", src.url)
+		}
 	}
 	if c.CandidateSampleRate < 0 || c.CandidateSampleRate > 1 {
 		bad("candidate-sample-rate", "%v is outside 0..1", c.CandidateSampleRate)
 	}
 	if c.CandidateQueue < 1 || c.CandidateQueue > 1<<20 {
 		bad("candidate-queue", "%d is outside 1..1048576", c.CandidateQueue)
-	}
-	if c.PolicyDir != "" {
-		if st, err := os.Stat(c.PolicyDir); err != nil || !st.IsDir() {
-			bad("policy-dir", "%q is not a readable directory", c.PolicyDir)
-		}
-	}
-	if c.BundleFile != "" {
-		if _, err := os.Stat(c.BundleFile); err != nil {
-			bad("bundle-file", "%q is not readable", c.BundleFile)
-		}
-	}
-	if c.BundleURL != "" && !strings.HasPrefix(c.BundleURL, "http://") && !strings.HasPrefix(c.BundleURL, "https://") {
-		bad("bundle-url", "%q is not an http(s) URL", c.BundleURL)
 	}
 	if c.BundlePoll < time.Second {
 		bad("bundle-poll", "%v is below 1s", c.BundlePoll)

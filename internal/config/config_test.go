@@ -76,3 +76,15 @@ func TestLoadReportsEveryBadFlag(t *testing.T) {
 		t.Errorf("help: %v", err)
 	}
 }
+
+// The candidate policy's settings are checked like the serving policy's.
+func TestCandidateSettingsValidated(t *testing.T) {
+	c := Defaults()
+	c.CandidateDir, c.CandidateBundleURL, c.CandidateSampleRate, c.CandidateQueue = t.TempDir(), "ftp://x", 1.5, 0
+	err := c.Validate()
+	for _, want := range []string{"candidate-dir: set only one of candidate-dir", "candidate-bundle-url: \"ftp://x\" is not an http(s) URL", "candidate-sample-rate: 1.5 is outside 0..1", "candidate-queue: 0 is outside"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+}
