@@ -27,7 +27,7 @@ type builder struct {
 	tenants map[string]uint32 // raw JSON -> index in s.tenantSets
 	lists   map[string]uint32 // length-prefixed items -> index in s.lists
 	cidrOK  map[string]bool   // length-prefixed CIDR lists already validated
-	ids     []uint32          // key id -> record index + 1, linear probing
+	ids     []uint64          // key id -> hash<<32 | record index + 1, linear probing
 	key     []byte            // scratch
 	errs    []error
 	full    bool // arena full: reported once
@@ -53,15 +53,21 @@ func digestOf(h []byte) (d [sha256.Size]byte, ok bool) {
 	return d, true
 }
 
-func nibble(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
+// nibbles maps a lower-case hex digit to its value, anything else to 0xff.
+var nibbles = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
+
+func nibble(c byte) (byte, bool) { v := nibbles[c]; return v, v != 0xff }
 
 // where names record h in errors. A map key that is not a digest is never
 // echoed: it may be a plaintext secret.
@@ -215,20 +221,23 @@ func (b *builder) findID(id []byte) (uint32, bool) {
 		return 0, false
 	}
 	mask := uint64(len(b.ids) - 1)
-	for p := maphash.Bytes(b.s.seed, id) & mask; ; p = (p + 1) & mask {
+	h := maphash.Bytes(b.s.seed, id)
+	for p := h & mask; ; p = (p + 1) & mask {
 		v := b.ids[p]
 		if v == 0 {
 			return 0, false
 		}
-		if string(b.s.bytesOf(b.s.rec(v-1).keyID)) == string(id) {
-			return v - 1, true
+		if v>>32 == h>>32 {
+			if i := uint32(v) - 1; string(b.s.bytesOf(b.s.rec(i).keyID)) == string(id) {
+				return i, true
+			}
 		}
 	}
 }
 
 func (b *builder) addID(i uint32) {
 	if int(i+1)*4 > len(b.ids)*3 {
-		b.ids = make([]uint32, max(2*len(b.ids), 16))
+		b.ids = make([]uint64, max(2*len(b.ids), 16))
 		for j := range i {
 			b.insertID(j)
 		}
@@ -238,9 +247,10 @@ func (b *builder) addID(i uint32) {
 
 func (b *builder) insertID(i uint32) {
 	mask := uint64(len(b.ids) - 1)
-	p := maphash.Bytes(b.s.seed, b.s.bytesOf(b.s.rec(i).keyID)) & mask
+	h := maphash.Bytes(b.s.seed, b.s.bytesOf(b.s.rec(i).keyID))
+	p := h & mask
 	for b.ids[p] != 0 {
 		p = (p + 1) & mask
 	}
-	b.ids[p] = i + 1
+	b.ids[p] = h>>32<<32 | uint64(i+1)
 }

@@ -2,6 +2,8 @@ package apikey
 
 import (
 	"encoding/json"
+
+	"github.com/extauthz/extauthz/internal/jsonscan"
 )
 
 // The scanner reads extauthz.api_keys in its one flat shape:
@@ -18,20 +20,18 @@ import (
 // decoded by encoding/json too (it replaces invalid UTF-8). FuzzScan holds
 // the results and errors equal to encoding/json's.
 
-// maxDepth is encoding/json's nesting limit; deeper input goes to it.
-const maxDepth = 10000
-
 type scanner struct {
 	b []byte
 	i int
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+func (p *scanner) ws() { p.i = jsonscan.Space(p.b, p.i) }
 
-func (p *scanner) ws() {
-	for p.i < len(p.b) && isSpace(p.b[p.i]) {
-		p.i++
-	}
+// skipValue passes one value strictly (jsonscan.Value).
+func (p *scanner) skipValue() bool {
+	var ok bool
+	p.i, ok = jsonscan.Value(p.b, p.i)
+	return ok
 }
 
 // peek is the next byte after white space (0 at the end).
@@ -65,7 +65,8 @@ func (p *scanner) str() ([]byte, bool) {
 // slowStr decodes a string with escapes or non-ASCII bytes.
 func (p *scanner) slowStr() ([]byte, bool) {
 	start := p.i
-	if !p.skipString() {
+	var ok bool
+	if p.i, ok = jsonscan.String(p.b, p.i); !ok {
 		return nil, false
 	}
 	var s string
@@ -73,156 +74,6 @@ func (p *scanner) slowStr() ([]byte, bool) {
 		return nil, false
 	}
 	return []byte(s), true
-}
-
-// skipString passes a string strictly.
-func (p *scanner) skipString() bool {
-	b := p.b
-	j := p.i + 1
-	for j < len(b) {
-		c := b[j]
-		switch {
-		case c == '"':
-			p.i = j + 1
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			if j+1 >= len(b) {
-				return false
-			}
-			switch b[j+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				j += 2
-			case 'u':
-				if j+6 > len(b) {
-					return false
-				}
-				for _, h := range b[j+2 : j+6] {
-					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
-						return false
-					}
-				}
-				j += 6
-			default:
-				return false
-			}
-		default:
-			j++
-		}
-	}
-	return false
-}
-
-// skipValue passes one JSON value strictly (after white space).
-func (p *scanner) skipValue(depth int) bool {
-	if depth > maxDepth {
-		return false
-	}
-	switch p.peek() {
-	case '"':
-		return p.skipString()
-	case '{':
-		p.i++
-		if p.peek() == '}' {
-			p.i++
-			return true
-		}
-		for {
-			if p.peek() != '"' || !p.skipString() || p.peek() != ':' {
-				return false
-			}
-			p.i++
-			if !p.skipValue(depth + 1) {
-				return false
-			}
-			switch p.peek() {
-			case ',':
-				p.i++
-			case '}':
-				p.i++
-				return true
-			default:
-				return false
-			}
-		}
-	case '[':
-		p.i++
-		if p.peek() == ']' {
-			p.i++
-			return true
-		}
-		for {
-			if !p.skipValue(depth + 1) {
-				return false
-			}
-			switch p.peek() {
-			case ',':
-				p.i++
-			case ']':
-				p.i++
-				return true
-			default:
-				return false
-			}
-		}
-	case 't':
-		return p.lit("true")
-	case 'f':
-		return p.lit("false")
-	case 'n':
-		return p.lit("null")
-	default:
-		return p.number()
-	}
-}
-
-func (p *scanner) lit(w string) bool {
-	if len(p.b)-p.i < len(w) || string(p.b[p.i:p.i+len(w)]) != w {
-		return false
-	}
-	p.i += len(w)
-	return true
-}
-
-// number passes -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (p *scanner) number() bool {
-	b, i := p.b, p.i
-	digits := func() bool {
-		s := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		return i > s
-	}
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		digits()
-	default:
-		return false
-	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		if !digits() {
-			return false
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if !digits() {
-			return false
-		}
-	}
-	p.i = i
-	return true
 }
 
 // strList reads ["...", ...] into dst; ok false: not a list of strings
@@ -327,7 +178,7 @@ func (p *scanner) record(v *view) (ok, bad bool) {
 				return false, false // null: left to encoding/json
 			}
 			start := p.i
-			if !p.skipValue(1) {
+			if !p.skipValue() {
 				return false, true
 			}
 			v.tenants = p.b[start:p.i:p.i]
@@ -396,7 +247,7 @@ func scanKeys(raw []byte, b *builder, o *options) bool {
 				b.add(h, &v)
 			} else {
 				p.i = start
-				if !p.skipValue(1) {
+				if !p.skipValue() {
 					return false
 				}
 				if b.decodeRecord(h, n, p.b[start:p.i]) != nil {
