@@ -97,12 +97,9 @@ func (s *Store) find(d *[sha256.Size]byte) (uint32, bool) {
 	}
 }
 
-// add appends e and indexes it; it reports false (adding nothing) when a
-// record with its digest is already there.
-func (s *Store) add(e *rec) bool {
-	if _, dup := s.find(&e.digest); dup {
-		return false
-	}
+// add appends e and indexes it; the caller has made sure no record has its
+// digest.
+func (s *Store) add(e *rec) {
 	if (s.n+1)*4 > len(s.table)*3 { // load at most 3/4
 		s.grow()
 	}
@@ -114,7 +111,6 @@ func (s *Store) add(e *rec) bool {
 	*c = append(*c, *e)
 	s.n++
 	s.insert(i)
-	return true
 }
 
 func (s *Store) insert(i uint32) {
