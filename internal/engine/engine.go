@@ -16,8 +16,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -97,6 +99,44 @@ type Options struct {
 	Now func() time.Time
 	// OnJWKSFetch is told the outcome of every JWKS URL fetch (metrics).
 	OnJWKSFetch func(issuer string, ok bool)
+	// KeysProgress, if set, is called about every 100,000 API keys read
+	// and once at the end, with the keys read so far and the bytes of
+	// extauthz.api_keys read of total (a server may log it: a million keys
+	// take a second or two). It runs on the goroutine reading the keys.
+	KeysProgress func(keys, offset, total int)
+}
+
+// keysCache remembers the last key store built and the SHA-256 of the
+// api_keys section it came from. A reload whose keys are byte for byte the
+// same (a change of routes or limits) shares that store, identities built
+// so far included, instead of holding a second copy beside the serving
+// one. The store is immutable, so engines may share it; the weak pointer
+// lets it go with the last engine that uses it.
+var keysCache struct {
+	sync.Mutex
+	digest [sha256.Size]byte
+	store  weak.Pointer[apikey.Store]
+}
+
+// parseKeys builds the key store for section raw, whose SHA-256 is d,
+// or shares the last one built from the same bytes.
+func parseKeys(raw json.RawMessage, d [sha256.Size]byte, opts Options) (*apikey.Store, error) {
+	keysCache.Lock()
+	defer keysCache.Unlock() // one key set built at a time: its memory is the peak
+	if keysCache.digest == d {
+		if s := keysCache.store.Value(); s != nil {
+			return s, nil
+		}
+	}
+	var popts []apikey.Option
+	if opts.KeysProgress != nil {
+		popts = append(popts, apikey.WithProgress(100000, opts.KeysProgress))
+	}
+	s, err := apikey.Parse(raw, popts...)
+	if err == nil {
+		keysCache.digest, keysCache.store = d, weak.Make(s)
+	}
+	return s, err
 }
 
 // Build compiles src into an engine. Errors name the file or data field.
@@ -105,8 +145,21 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if err != nil {
 		return nil, err
 	}
+	// API keys (up to millions) are read on their own goroutine while the
+	// rest is checked and the policy compiled.
+	var keysDigest [sha256.Size]byte
+	var keysErr error
+	keysDone := make(chan struct{})
+	var keys *apikey.Store
+	go func() {
+		defer close(keysDone)
+		raw := sections["api_keys"]
+		keysDigest = sha256.Sum256(raw)
+		keys, keysErr = parseKeys(raw, keysDigest, opts)
+	}()
+	defer func() { <-keysDone }()
 	var errs []error
-	e := &Engine{Origin: src.Origin, Version: version(src)}
+	e := &Engine{Origin: src.Origin}
 	_, e.hasData = src.Data["extauthz"].(map[string]any)
 	at := src.Origin + ": data.json: extauthz." // errors name the file and field
 
@@ -136,9 +189,7 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if !hasProfile(e.Settings.DefaultProfile) {
 		errs = append(errs, fmt.Errorf("%ssettings.default_profile: unknown profile %q", at, e.Settings.DefaultProfile))
 	}
-	if e.Keys, err = apikey.Parse(sections["api_keys"]); err != nil {
-		errs = append(errs, prefix(at, err))
-	}
+	keysAt := len(errs) // key errors go here, in the order they always had
 	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
 		errs = append(errs, prefix(at, err))
 	}
@@ -154,6 +205,22 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			}
 		}
 	}
+	plansAt := len(errs) // unknown plans: after the limits' errors
+	if err := checkTenants(sections["tenants"]); err != nil {
+		errs = append(errs, prefix(at, err))
+	}
+	if raw := sections["jwt"]; raw != nil {
+		var j struct{ Issuers []json.RawMessage }
+		_ = json.Unmarshal(raw, &j)
+		e.issuers = len(j.Issuers)
+	}
+	var compileErr error
+	if len(errs) == 0 { // compiled while the keys are read; wasted if they are bad
+		e.Policy, compileErr = policy.Compile(ctx, src, storeData(src.Data))
+	}
+	<-keysDone
+	e.Keys, e.Version = keys, version(src, keysDigest)
+	var planErrs []error
 	if e.Keys != nil && (sections["limits"] == nil || e.Limits != nil) {
 		// A key's plan that names no plan would get no quota at all.
 		var plans map[string]ratelimit.Plan
@@ -166,22 +233,18 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			if len(plans) > 0 {
 				names = "known: " + strings.Join(slices.Sorted(maps.Keys(plans)), ", ")
 			}
-			errs = append(errs, prefix(at, suffix(err, " (extauthz.limits.plans: "+names+")")))
+			planErrs = append(planErrs, prefix(at, suffix(err, " (extauthz.limits.plans: "+names+")")))
 		}
 	}
-	if err := checkTenants(sections["tenants"]); err != nil {
-		errs = append(errs, prefix(at, err))
-	}
-	if raw := sections["jwt"]; raw != nil {
-		var j struct{ Issuers []json.RawMessage }
-		_ = json.Unmarshal(raw, &j)
-		e.issuers = len(j.Issuers)
+	errs = slices.Insert(errs, plansAt, planErrs...)
+	if keysErr != nil {
+		errs = slices.Insert(errs, keysAt, prefix(at, keysErr))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if e.Policy, err = policy.Compile(ctx, src, storeData(src.Data)); err != nil {
-		return nil, err
+	if compileErr != nil {
+		return nil, compileErr
 	}
 	e.Decider = memo.For(e.Policy)
 	// Warm the evaluator so the first real check does not pay for it; a slow
@@ -271,7 +334,9 @@ func storeData(d map[string]any) map[string]any {
 	return out
 }
 
-func version(src *policy.Source) string {
+// version hashes the modules and data; the API keys (up to millions) by
+// the SHA-256 of their raw section, keys.
+func version(src *policy.Source, keys [sha256.Size]byte) string {
 	h := sha256.New()
 	for _, n := range slices.Sorted(maps.Keys(src.Modules)) {
 		h.Write([]byte(n))
@@ -279,8 +344,8 @@ func version(src *policy.Source) string {
 		h.Write([]byte(src.Modules[n]))
 		h.Write([]byte{0})
 	}
-	// Raw sections (API keys, up to millions) are hashed as they are, not
-	// re-encoded with the rest.
+	// Raw sections are not re-encoded with the rest: the API keys by the
+	// digest Build computed, any other as it is.
 	data := maps.Clone(src.Data)
 	if root, ok := data["extauthz"].(map[string]any); ok {
 		r := maps.Clone(root)
@@ -289,7 +354,11 @@ func version(src *policy.Source) string {
 				delete(r, k)
 				h.Write([]byte(k))
 				h.Write([]byte{0})
-				h.Write(raw)
+				if k == "api_keys" {
+					h.Write(keys[:])
+				} else {
+					h.Write(raw)
+				}
 				h.Write([]byte{0})
 			}
 		}

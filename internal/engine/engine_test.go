@@ -174,3 +174,37 @@ var demoJWKS = func() string {
 	}
 	return string(b)
 }()
+
+// A reload whose API keys are byte for byte the same shares the serving
+// engine's key store (one copy in memory, identities kept); other keys get
+// their own. The progress callback sees every key.
+func TestKeyStoreSharedAcrossIdenticalKeys(t *testing.T) {
+	var seen int
+	opts := Options{KeysProgress: func(keys, offset, total int) { seen = keys }}
+	a, err := Build(context.Background(), demoSource(t, nil), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if seen != a.Keys.Len() || seen == 0 {
+		t.Errorf("progress saw %d keys of %d", seen, a.Keys.Len())
+	}
+	b, err := Build(context.Background(), demoSource(t, func(x map[string]any) { routeAt(x, 0)["id"] = "renamed" }), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.Keys != b.Keys || a.Version == b.Version {
+		t.Errorf("same keys, other routes: stores %p %p, versions %s %s", a.Keys, b.Keys, a.Version, b.Version)
+	}
+	c, err := Build(context.Background(), demoSource(t, func(x map[string]any) {
+		x["api_keys"].(map[string]any)[apikey.Hash("new")] = map[string]any{"id": "new-key"}
+	}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Keys == a.Keys || c.Keys.Len() != a.Keys.Len()+1 {
+		t.Errorf("other keys share the store: %d keys", c.Keys.Len())
+	}
+}

@@ -16,10 +16,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/extauthz/extauthz/internal/jsonscan"
 )
 
 // Query is the one rule the sidecar evaluates.
@@ -117,8 +120,120 @@ func ResolveDir(dir string) (string, error) {
 // never enter the policy store.
 var RawSections = map[string]bool{"api_keys": true}
 
-// decodeData decodes data.json, keeping RawSections of extauthz raw.
+// decodeData decodes data.json, keeping RawSections of extauthz raw. Raw
+// sections are slices of b, not copies (a million API keys are 180 MB).
 func decodeData(b []byte) (map[string]any, error) {
+	if out, ok := decodeDataFast(b); ok {
+		return out, nil
+	}
+	return decodeDataSlow(b)
+}
+
+// decodeDataFast is decodeData for valid input: one strict pass
+// (jsonscan) finds the top-level members and extauthz's sections without
+// decoding or copying them; each section but the raw ones is then decoded
+// as decodeDataSlow decodes it. Anything it does not take — input that is
+// not valid JSON, a top level or extauthz that is not an object, a section
+// that does not decode — it leaves to decodeDataSlow (ok false), whose
+// results and errors are encoding/json's.
+func decodeDataFast(b []byte) (out map[string]any, ok bool) {
+	top, ok := members(b)
+	if !ok {
+		return nil, false
+	}
+	out = make(map[string]any, len(top))
+	for _, t := range top {
+		if t.name != "extauthz" {
+			var v any
+			if decodeJSON(t.value, &v) != nil {
+				return nil, false
+			}
+			out[t.name] = v
+			continue
+		}
+		secs, ok := members(t.value)
+		if !ok {
+			return nil, false
+		}
+		m := make(map[string]any, len(secs))
+		for _, s := range secs {
+			if RawSections[s.name] {
+				m[s.name] = json.RawMessage(s.value)
+				continue
+			}
+			var v any
+			if decodeJSON(s.value, &v) != nil {
+				return nil, false
+			}
+			m[s.name] = v
+		}
+		out[t.name] = m // a repeated name: the last one, as encoding/json
+	}
+	return out, true
+}
+
+type member struct {
+	name  string
+	value []byte // a slice of the input, capacity clipped
+}
+
+// members lists the members of the JSON object b, in order; ok is false
+// when b is not exactly one valid JSON object.
+func members(b []byte) (ms []member, ok bool) {
+	i := jsonscan.Space(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil, false
+	}
+	i = jsonscan.Space(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return ms, jsonscan.Space(b, i+1) == len(b)
+	}
+	for {
+		start := i
+		if i, ok = jsonscan.String(b, i); !ok {
+			return nil, false
+		}
+		name := string(b[start+1 : i-1])
+		if !plain(b[start+1 : i-1]) {
+			if json.Unmarshal(b[start:i], &name) != nil {
+				return nil, false
+			}
+		}
+		if i = jsonscan.Space(b, i); i >= len(b) || b[i] != ':' {
+			return nil, false
+		}
+		vstart := jsonscan.Space(b, i+1)
+		if i, ok = jsonscan.Value(b, vstart); !ok {
+			return nil, false
+		}
+		ms = append(ms, member{name: name, value: b[vstart:i:i]})
+		if i = jsonscan.Space(b, i); i >= len(b) {
+			return nil, false
+		}
+		switch b[i] {
+		case ',':
+			i = jsonscan.Space(b, i+1)
+		case '}':
+			return ms, jsonscan.Space(b, i+1) == len(b)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// plain reports a string's content with no escapes and only ASCII: its
+// bytes are its value.
+func plain(s []byte) bool {
+	for _, c := range s {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeDataSlow decodes data.json with encoding/json alone.
+func decodeDataSlow(b []byte) (map[string]any, error) {
 	var top map[string]json.RawMessage
 	if err := decodeJSON(b, &top); err != nil { // syntax errors with line and column
 		return nil, err

@@ -257,7 +257,10 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.reloader = &source.Reloader{
 		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
 		Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
-			return engine.Build(ctx, src, engine.Options{OnJWKSFetch: s.metrics.JWKSFetched})
+			return engine.Build(ctx, src, engine.Options{OnJWKSFetch: s.metrics.JWKSFetched, KeysProgress: func(keys, offset, total int) {
+				// A million keys take a second or two: say how far it got.
+				log.Info("loading API keys", "keys", keys, "bytes_read", offset, "bytes_total", total)
+			}})
 		},
 		Holder: &s.holder, Log: log,
 	}

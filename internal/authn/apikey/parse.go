@@ -1,0 +1,140 @@
+package apikey
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/jsonx"
+)
+
+// Record is one API key as written in policy data under extauthz.api_keys,
+// keyed by the lower-case hex SHA-256 of the key.
+type Record struct {
+	ID           string          `json:"id"`
+	Subject      string          `json:"subject,omitempty"`
+	Tenants      json.RawMessage `json:"tenants,omitempty"` // ["42"] or {"workspace":["w1"],"brand":["b1"]}
+	Scopes       []string        `json:"scopes,omitempty"`
+	ExpiresAt    string          `json:"expires_at,omitempty"` // RFC 3339; empty = never
+	Status       string          `json:"status,omitempty"`     // active (default), revoked, suspended
+	AllowedCIDRs []string        `json:"allowed_cidrs,omitempty"`
+	Plan         string          `json:"plan,omitempty"`
+}
+
+// Option tunes Parse.
+type Option func(*options)
+
+type options struct {
+	progress func(keys, offset, total int)
+	every    int
+}
+
+// WithProgress calls fn about every n records read (and once at the end)
+// with the records read so far and the input offset reached, of total
+// bytes: a server loading a million keys can say how far it is.
+func WithProgress(n int, fn func(keys, offset, total int)) Option {
+	return func(o *options) { o.progress, o.every = fn, max(n, 1) }
+}
+
+// Parse builds a store from the extauthz.api_keys object. Errors name the
+// record (by key id or digest prefix) and field; all problems are reported.
+//
+// Records are read by a scanner for their one flat shape (see scan.go),
+// straight from raw into the store; a record it does not take as it is
+// (a field name in other letter case, a repeated field, a null, a wrong
+// type) is decoded by encoding/json as before, and input that is not valid
+// JSON is parsed wholly by encoding/json, so results and errors are the
+// ones encoding/json gives.
+func Parse(raw json.RawMessage, opts ...Option) (*Store, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return newStore(), nil
+	}
+	b := newBuilder()
+	if !scanKeys(raw, b, &o) {
+		b = newBuilder()
+		if err := parseSlow(raw, b, &o); err != nil {
+			return nil, err
+		}
+	}
+	return b.finish()
+}
+
+func (b *builder) finish() (*Store, error) {
+	s := b.s
+	s.ids = make([]atomic.Pointer[authn.Identity], s.n)
+	return s, errors.Join(b.errs...)
+}
+
+// decodeRecord decodes one record value as the streaming decoder did, for
+// records the scanner leaves to encoding/json. n is the entry's number.
+func (b *builder) decodeRecord(h []byte, n int, value []byte) error {
+	var r Record
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("%s: %w", where(h, fmt.Sprintf("entry %d", n)), err)
+		}
+		// Decode again with jsonx to name every bad field.
+		if jerr := jsonx.Strict(value, new(Record)); jerr != nil {
+			err = jerr
+		}
+		b.errs = append(b.errs, jsonx.At(where(h, fmt.Sprintf("entry %d", n)), err))
+		return nil
+	}
+	b.add(h, r.view())
+	return nil
+}
+
+func (r *Record) view() *view {
+	v := &view{id: []byte(r.ID), subject: []byte(r.Subject), expires: []byte(r.ExpiresAt), status: []byte(r.Status), plan: []byte(r.Plan), tenants: r.Tenants}
+	for _, s := range r.Scopes {
+		v.scopes = append(v.scopes, []byte(s))
+	}
+	if r.Scopes != nil && len(r.Scopes) == 0 {
+		v.scopes = [][]byte{}
+	}
+	for _, s := range r.AllowedCIDRs {
+		v.cidrs = append(v.cidrs, []byte(s))
+	}
+	return v
+}
+
+// parseSlow reads raw with encoding/json's streaming decoder, a record at a
+// time: the path for input the scanner does not take whole.
+func parseSlow(raw []byte, b *builder, o *options) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("api_keys: must be an object of key digest -> record")
+	}
+	for n := 0; dec.More(); n++ {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("api_keys: %w", err)
+		}
+		h, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return fmt.Errorf("%s: %w", where([]byte(h), fmt.Sprintf("entry %d", n+1)), err)
+		}
+		if err := b.decodeRecord([]byte(h), n+1, value); err != nil {
+			return err
+		}
+		if o.progress != nil && (n+1)%o.every == 0 {
+			o.progress(n+1, int(dec.InputOffset()), len(raw))
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("api_keys: %w", err)
+	}
+	return nil
+}
