@@ -106,7 +106,7 @@ get ` + "`X-RateLimit-Limit/Remaining/Reset`" + ` on the response, whatever the 
 
 const docChoicesIntro = `## Choices where a contract is silent
 
-The seed contracts document some cases exactly and leave others open. For
+The published contracts document some cases exactly and leave others open. For
 each profile, the first line lists the reasons whose status (and code, where
 the contract has codes) the contract states; every other reason is a choice,
 made from the contract's own conventions, and explained below. The status
@@ -204,7 +204,7 @@ var docProfiles = []docProfile{
 		name:         "default",
 		title:        "default",
 		codeIsReason: true,
-		about:        "extauthz's own envelope; there is no seed contract, so every row is a choice. The code is the reason's name; statuses follow RFC 9110.",
+		about:        "extauthz's own envelope; there is no published contract, so every row is a choice. The code is the reason's name; statuses follow RFC 9110.",
 		chosen: []choice{
 			{[]string{"request_invalid", "request_too_large"}, "400 request_invalid and 413 request_too_large (RFC 9110) for a CheckRequest the sidecar cannot read or that exceeds its size limit."},
 			{[]string{"path_invalid", "tenant_header_missing", "tenant_header_invalid", "idempotency_key_missing"}, "The client must fix the request; 400 rather than 428 for the missing Idempotency-Key because it is a malformed write, not a failed condition."},
@@ -219,7 +219,7 @@ var docProfiles = []docProfile{
 	},
 	{
 		name:  "aidial",
-		seed:  "000_58b98fc18c56fb73.txt",
+		seed:  "published",
 		title: "AiDial",
 		about: "The contract fixes the statuses and the protected-route envelope `{\"error\":{code,message,message_key,request_id,details}}` but publishes no code or message_key values: every code here is a snake_case name chosen for the case, every message_key is `errors.<reason>` (the two 404s share `errors.not_found`).",
 		stated: []string{"route_not_found", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "token_invalid", "token_expired", "wrong_scheme",
@@ -239,7 +239,7 @@ var docProfiles = []docProfile{
 	},
 	{
 		name:  "dialektai",
-		seed:  "001_f9ff774b12c06ae5.txt",
+		seed:  "published",
 		title: "dialektai",
 		about: "Flat envelope `{\"error\":true,message,error_code,status_code,details,trace_id,timestamp}`; the request id is the trace_id and is echoed in X-Request-ID. Codes come from the contract's catalogue (AUTH_*, NOT_FOUND_*, VALIDATION_*, QUOTA_*, SYSTEM_*); messages are the published example messages or the catalogue's description. The two tenant-header cases reproduce the published examples byte for byte.",
 		stated: []string{"route_not_found", "credentials_missing", "key_invalid", "token_expired",
@@ -259,7 +259,7 @@ var docProfiles = []docProfile{
 	},
 	{
 		name:  "aidelly",
-		seed:  "002_8160edf283357522.txt",
+		seed:  "published",
 		title: "Aidelly public API",
 		about: "Envelope `{\"error\":{code,message},\"request_id\"}`; error.code is the stable signal. Codes come from the catalogue and messages are its Meaning column. Aidelly's API key is sent as a bearer token; workspace and brand headers must match the key (the variants `.brand` answer the brand header).",
 		stated: []string{"credentials_missing", "credentials_malformed", "wrong_scheme", "key_invalid", "key_revoked", "key_expired", "auth_unavailable",
@@ -278,7 +278,7 @@ var docProfiles = []docProfile{
 	},
 	{
 		name:   "lowercase",
-		seed:   "003_a02231a6c5cfec19.txt",
+		seed:   "published",
 		title:  "x-api-key API with lower-case codes",
 		about:  "Envelope `{\"error\":{code,message,details}}`. The contract publishes the statuses and four codes with their bodies (invalid_api_key, invalid_parameters, rate_limit_exceeded, internal_error; its 404 code session_not_found is resource-specific). Other codes are coined in the same lower-case snake_case style, messages in its tone.",
 		stated: []string{"key_invalid", "key_revoked", "rate_limited", "internal_error"},
@@ -295,7 +295,7 @@ var docProfiles = []docProfile{
 	},
 	{
 		name:  "aisafe",
-		seed:  "004_a4080df21297d450.txt",
+		seed:  "published",
 		title: "AISafe",
 		about: "Body `{\"detail\": message}` only: there is no code, clients dispatch on the status and the message text is not a contract (the 429 text follows the published one). Messages follow FastAPI's defaults where one exists (\"Not authenticated\", \"Not found\").",
 		stated: []string{"route_not_found", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "token_invalid", "token_expired",
