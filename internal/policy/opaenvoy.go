@@ -121,6 +121,7 @@ func (e *Envoy) fromObject(m map[string]any) error {
 		if e.DynamicMetadata, ok = d.(map[string]any); !ok {
 			return errors.New("dynamic_metadata is not an object")
 		}
+		numbersToFloats(e.DynamicMetadata)
 	}
 	if q, ok := m["query_parameters_to_set"]; ok {
 		qm, ok := q.(map[string]any)
@@ -217,4 +218,23 @@ func envoyStrings(m map[string]any, field string) ([]string, error) {
 func envoyKnownStatus(code int) bool {
 	_, ok := typev3.StatusCode_name[int32(code)]
 	return ok
+}
+
+// numbersToFloats turns the JSON numbers of a decoded value into float64s,
+// as google.protobuf.Struct (dynamic metadata) holds them.
+func numbersToFloats(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		f, _ := v.Float64()
+		return f
+	case map[string]any:
+		for k, x := range v {
+			v[k] = numbersToFloats(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = numbersToFloats(x)
+		}
+	}
+	return v
 }
