@@ -88,7 +88,7 @@ func (p *OPAEnvoyPath) UnmarshalJSON(b []byte) error {
 		}
 		*p = OPAEnvoyPath(v)
 	default:
-		return errors.New("must be a decision path such as \"envoy/authz/allow\", or true")
+		return errors.New("opa_envoy_path must be a decision path such as \"envoy/authz/allow\", or true")
 	}
 	return nil
 }
