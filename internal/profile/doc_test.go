@@ -51,7 +51,8 @@ const docReasonsIntro = `## The reasons, in precedence order
 The policy checks the reasons in this order and the first that applies wins
 (decision.Precedence): the request's shape, then authentication, then
 authorization (auth mode, tenant, IP, scope), then request preconditions,
-then the verdict of a policy that gives no reason of its own, and last the quota, which is counted only for requests the policy allowed.
+then the verdict of a policy that gives no reason of its own, and last the
+quota, which is counted only for requests the policy allowed.
 So a request with no credential on an unknown route is ` + "`route_not_found`" + `,
 and a request with a revoked key and a foreign tenant is ` + "`key_revoked`" + `.
 `
