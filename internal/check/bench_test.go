@@ -5,6 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	gojwt "github.com/golang-jwt/jwt/v5"
 
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/wire"
@@ -166,4 +170,47 @@ func BenchmarkSteps(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkOPAEnvoyPolicy is what a policy written for the OPA-Envoy plugin
+// costs per check in the compatibility mode (never memoized): the plugin's
+// input (protojson of the CheckRequest decoded into an OPA value), a full
+// evaluation and the response, marshalled as the gRPC server does. Compare
+// with BenchmarkServe/apikey_allow, the shipped rulebook from the memo.
+func BenchmarkOPAEnvoyPolicy(b *testing.B) {
+	codec := wire.Codec(0)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, rego string
+		r          *authv3.CheckRequest
+	}{
+		{"path_allow", envoyPathPolicy, req("GET", "/people/17", map[string]string{"user-agent": "curl/8.5", "accept": "*/*"})},
+		{"object_allow", envoyObjectPolicy, req("GET", "/people/17?debug=1", map[string]string{"x-user": "alice", "user-agent": "curl/8.5", "accept": "*/*"})},
+		{"object_deny_envelope", envoyObjectPolicy, req("GET", "/people/17", map[string]string{"x-user": "bob", "user-agent": "curl/8.5", "accept": "*/*"})},
+	} {
+		s := envoyServer(b, c.rego)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				out, _ := codec.Marshal(s.CheckWire(ctx, c.r))
+				out.Free()
+			}
+		})
+	}
+	s := envoyServer(b, envoyJWTPolicy)
+	tok, err := gojwt.NewWithClaims(gojwt.SigningMethodHS256, gojwt.MapClaims{"role": "guest", "nbf": time.Now().Unix() - 60, "exp": time.Now().Unix() + 3600}).SignedString([]byte("secret"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := req("GET", "/people/17", map[string]string{"authorization": "Bearer " + tok, "user-agent": "curl/8.5", "accept": "*/*"})
+	if reason, _, _ := decide(&testing.T{}, s, r); reason != "ok" {
+		b.Fatalf("jwt: %s", reason)
+	}
+	b.Run("jwt_allow", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			out, _ := codec.Marshal(s.CheckWire(ctx, r))
+			out.Free()
+		}
+	})
 }

@@ -16,11 +16,13 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/memo"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/wire"
 )
@@ -164,7 +166,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		s.fail(d, errors.New("CheckRequest has no HTTP attributes"))
 		return
 	}
-	if r.routeErr != nil {
+	if r.routeErr != nil && !r.opaEnvoy { // an OPA-Envoy policy owns context_extensions
 		s.fail(d, r.routeErr)
 		return
 	}
@@ -175,6 +177,19 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 	if err := ctx.Err(); err != nil { // the caller gave up: do not spend work, do not allow
 		s.fail(d, err)
 		return
+	}
+	if r.opaEnvoy {
+		in, reason, err := envoyInput(r.req, r)
+		switch {
+		case reason == decision.InternalError:
+			s.fail(d, err)
+			return
+		case reason != "":
+			s.log().Info("OPA-Envoy input refused", "decision_id", d.ID, "reason", string(reason), "error", err.Error())
+			d.Allow, d.Reason = false, reason
+			return
+		}
+		r.envoyInput = in
 	}
 	dec := eng.Decider
 	if s.NoMemo {
@@ -192,7 +207,10 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		s.fail(d, fmt.Errorf("policy returned unknown reason %q", out.Reason))
 	case out.Allow != (reason == decision.OK):
 		s.fail(d, fmt.Errorf("policy returned allow=%v with reason %q", out.Allow, out.Reason))
-	case out.Allow && r.f.Identity() == nil && (r.f.Route == nil || !r.f.Route.Req.Public):
+	case r.opaEnvoy != (out.Envoy != nil):
+		s.fail(d, errors.New("policy decision does not match the OPA-Envoy mode"))
+	case r.opaEnvoy && !s.envoyMeta(r, out.Envoy, d):
+	case out.Allow && !r.opaEnvoy && r.f.Identity() == nil && (r.f.Route == nil || !r.f.Route.Req.Public):
 		s.fail(d, errors.New("policy allowed an unauthenticated request on a non-public route"))
 	default:
 		d.Allow, d.Reason, d.Variant, d.Details, d.UpstreamHeaders = out.Allow, reason, out.Variant, out.Details, out.UpstreamHeaders
@@ -200,6 +218,22 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 			s.limit(ctx, eng, r, d, now)
 		}
 	}
+}
+
+// envoyMeta checks an OPA-Envoy decision's dynamic metadata and keeps it
+// (r.envoy, r.envoyMeta); false after failing d.
+func (s *Server) envoyMeta(r *request, e *policy.Envoy, d *decision.Decision) bool {
+	r.envoy = e
+	if len(e.DynamicMetadata) == 0 {
+		return true
+	}
+	md, err := structpb.NewStruct(e.DynamicMetadata)
+	if err != nil {
+		s.fail(d, fmt.Errorf("policy dynamic_metadata: %w", err))
+		return false
+	}
+	r.envoyMeta = md
+	return true
 }
 
 // shadow turns a deny whose reason the route puts in shadow into an allow,

@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/credential"
@@ -18,6 +19,7 @@ import (
 	"github.com/extauthz/extauthz/internal/facts"
 	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/pathcanon"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/route"
 	"github.com/extauthz/extauthz/internal/wire"
 )
@@ -38,6 +40,12 @@ type request struct {
 	entry        *memo.Entry  // the remembered decision this request used, if any
 	tenant       string       // the verified tenant the request acts for (facts.Facts.Tenant)
 	segs         [6]string    // storage for path.Segments of ordinary paths
+	// OPA-Envoy compatibility mode (opaenvoy.go): the input built before
+	// evaluation, the policy's decision and its dynamic metadata.
+	opaEnvoy   bool
+	envoyInput ast.Value
+	envoy      *policy.Envoy
+	envoyMeta  *structpb.Struct
 }
 
 // rawHeaders reads the headers Envoy sends as header_map (encode_raw_headers:
@@ -84,7 +92,7 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 		headers, rawProblem = rawHeaders(h.GetHeaderMap())
 		problem = cmp.Or(problem, rawProblem)
 	}
-	*r = request{req: req, headers: headers, id: s.requestID(headers), problem: problem}
+	*r = request{req: req, headers: headers, id: s.requestID(headers), problem: problem, opaEnvoy: eng.OPAEnvoy()}
 	if r.id == "" {
 		r.id = decisionID
 	}
@@ -152,7 +160,12 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 }
 
 // Input is the policy input as an OPA value (memo.Input).
-func (r *request) Input() ast.Value { return buildInput(r.req, r) }
+func (r *request) Input() ast.Value {
+	if r.envoyInput != nil {
+		return r.envoyInput
+	}
+	return buildInput(r.req, r)
+}
 
 func (s *Server) verify(ctx context.Context, eng *engine.Engine, p credential.Presented, now time.Time) (authn.Status, *authn.Identity) {
 	switch {

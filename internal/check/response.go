@@ -16,6 +16,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
 )
 
@@ -28,6 +29,9 @@ var (
 // toCheckResponse is step three: an allow becomes an OkHttpResponse carrying
 // identity headers; a deny becomes the profile's status, headers and body.
 func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Decision, now time.Time) *authv3.CheckResponse {
+	if r != nil && r.envoy != nil && (d.Reason == decision.OK || d.Reason == decision.PolicyDenied) {
+		return s.envoyResponse(eng, r, d, now)
+	}
 	if d.Allow {
 		return &authv3.CheckResponse{
 			Status:          okStatus,
@@ -40,6 +44,27 @@ func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Dec
 		HttpResponse:    s.deniedResponse(eng, r, d, now),
 		DynamicMetadata: metadata(r, d),
 	}
+}
+
+// envoyResponse answers an OPA-Envoy policy's decision (opaenvoy.go): an
+// allow as the policy says, a deny with the policy's body or status as it
+// says, any other deny in the profile's envelope (policy_denied) with the
+// policy's headers added.
+func (s *Server) envoyResponse(eng *engine.Engine, r *request, d *decision.Decision, now time.Time) *authv3.CheckResponse {
+	e := r.envoy
+	if d.Allow != e.Allowed { // a deny the route shadows: allowed as it is
+		e = &policy.Envoy{Allowed: d.Allow}
+	}
+	md := envoyMetadata(metadata(r, d), r)
+	if d.Allow {
+		return &authv3.CheckResponse{Status: okStatus, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: envoyOK(r, e)}, DynamicMetadata: md}
+	}
+	if e.Custom() {
+		return &authv3.CheckResponse{Status: deniedStatus, HttpResponse: envoyDenied(e), DynamicMetadata: md}
+	}
+	denied := s.deniedResponse(eng, r, d, now)
+	denied.DeniedResponse.Headers = append(denied.DeniedResponse.Headers, headerOptions(e.Headers)...)
+	return &authv3.CheckResponse{Status: deniedStatus, HttpResponse: denied, DynamicMetadata: md}
 }
 
 // deniedResponse is the profile's status, headers and body for d.

@@ -31,13 +31,20 @@ const (
 	IPNotAllowed          Reason = "ip_not_allowed"
 	ScopeMissing          Reason = "scope_missing"
 	IdempotencyKeyMissing Reason = "idempotency_key_missing"
-	RateLimited           Reason = "rate_limited"
-	InternalError         Reason = "internal_error"
+	// PolicyDenied is a deny by a policy that gives no reason of its own:
+	// an OPA-Envoy compatible policy (extauthz.settings.opa_envoy_path)
+	// returning false, or an object with allowed false and neither body
+	// nor http_status. It comes after every check the sidecar's own
+	// rulebook makes and before the quota, which counts allowed requests.
+	PolicyDenied  Reason = "policy_denied"
+	RateLimited   Reason = "rate_limited"
+	InternalError Reason = "internal_error"
 )
 
 // Precedence lists every deny reason in the order the default policy checks
 // them: the request's shape, then authentication, then authorization
-// (auth mode, tenant, IP, scope), then request preconditions and quotas.
+// (auth mode, tenant, IP, scope), then request preconditions, then the
+// verdict of a policy that names no reason (policy_denied), and quotas.
 // internal_error is outside the order: it replaces any result that could not
 // be computed.
 var Precedence = []Reason{
@@ -47,7 +54,7 @@ var Precedence = []Reason{
 	TokenInvalid, TokenExpired, AuthUnavailable,
 	BrowserAPIKey, WrongAuthMode,
 	TenantHeaderMissing, TenantHeaderInvalid, TenantForbidden,
-	IPNotAllowed, ScopeMissing, IdempotencyKeyMissing, RateLimited,
+	IPNotAllowed, ScopeMissing, IdempotencyKeyMissing, PolicyDenied, RateLimited,
 }
 
 var known = func() map[Reason]bool {

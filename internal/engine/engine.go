@@ -56,6 +56,43 @@ type Settings struct {
 	// serve (it denies every protected request); by default such a version
 	// is refused as a deployment mistake (see Servable).
 	AllowEmpty bool `json:"allow_empty,omitempty"`
+	// OPAEnvoyPath switches the OPA-Envoy compatibility mode on: the policy
+	// is one written for the OPA-Envoy plugin and the query is its decision
+	// path (the plugin's "path" setting), e.g. "envoy/authz/allow". true or
+	// "" in data.json switch it on with that default path; absent, null or
+	// false leave it off ("" here).
+	OPAEnvoyPath OPAEnvoyPath `json:"opa_envoy_path,omitempty"`
+}
+
+// OPAEnvoyPath is settings.opa_envoy_path: the decision path, "" when the
+// mode is off.
+type OPAEnvoyPath string
+
+// UnmarshalJSON takes a path, "" or true (the default path), or false.
+func (p *OPAEnvoyPath) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case nil:
+	case bool:
+		*p = ""
+		if v {
+			*p = policy.DefaultOPAEnvoyPath
+		}
+	case string:
+		if strings.Trim(v, "/") == "" {
+			v = policy.DefaultOPAEnvoyPath
+		}
+		if _, err := policy.OPAEnvoyQuery(v); err != nil {
+			return err
+		}
+		*p = OPAEnvoyPath(v)
+	default:
+		return errors.New("opa_envoy_path must be a decision path such as \"envoy/authz/allow\", or true")
+	}
+	return nil
 }
 
 // DefaultSettings are used for every field data leaves unset.
@@ -216,7 +253,12 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	}
 	var compileErr error
 	if len(errs) == 0 { // compiled while the keys are read; wasted if they are bad
-		e.Policy, compileErr = policy.Compile(ctx, src, storeData(src.Data))
+		if p := e.Settings.OPAEnvoyPath; p != "" {
+			// The decision reads the request itself: never memoized.
+			e.Policy, compileErr = policy.CompileOPAEnvoy(ctx, src, storeData(src.Data), string(p))
+		} else {
+			e.Policy, compileErr = policy.Compile(ctx, src, storeData(src.Data))
+		}
 	}
 	<-keysDone
 	e.Keys, e.Version = keys, version(src, keysDigest)
@@ -246,7 +288,11 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if compileErr != nil {
 		return nil, compileErr
 	}
-	e.Decider = memo.For(e.Policy)
+	if e.Settings.OPAEnvoyPath != "" {
+		e.Decider = memo.Plain{Policy: e.Policy}
+	} else {
+		e.Decider = memo.For(e.Policy)
+	}
 	// Warm the evaluator so the first real check does not pay for it; a slow
 	// policy must not stall loading.
 	wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
@@ -369,18 +415,22 @@ func version(src *policy.Source, keys [sha256.Size]byte) string {
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
+// OPAEnvoy reports whether the version runs an OPA-Envoy plugin policy.
+func (e *Engine) OPAEnvoy() bool { return e.Settings.OPAEnvoyPath != "" }
+
 // Servable refuses a version that would deny every request because of a
 // deployment mistake rather than by intent: no data.json (or no extauthz
 // object in it), no routes (nor a default route), or no credentials (no API
 // keys and no JWT issuers). extauthz.settings.allow_empty: true lets such a
-// version serve. Reloads and startup call it; a refused version never
+// version serve, and so does the OPA-Envoy compatibility mode (the plugin's
+// policy decides alone). Reloads and startup call it; a refused version never
 // replaces the serving one.
 func (e *Engine) Servable() error {
 	if !e.hasData {
 		return fmt.Errorf("%s: refused: no data.json with an \"extauthz\" object (routes, credentials): every request would be denied", e.Origin)
 	}
-	if e.Settings.AllowEmpty {
-		return nil
+	if e.Settings.AllowEmpty || e.Settings.OPAEnvoyPath != "" {
+		return nil // allow_empty, or an OPA-Envoy policy: it needs neither routes nor credentials
 	}
 	var why []string
 	if e.Routes == nil || (e.Routes.Len() == 0 && !e.Routes.HasDefault()) {

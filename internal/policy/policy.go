@@ -311,6 +311,8 @@ func lineCol(b []byte, off int64) (int, int) {
 type Engine struct {
 	pq     rego.PreparedEvalQuery
 	purity Purity
+	query  string
+	envoy  bool // an OPA-Envoy plugin decision (CompileOPAEnvoy)
 }
 
 // parseModules parses src's modules, named by origin and file; errors name
@@ -333,6 +335,23 @@ func parseModules(src *Source) (map[string]*ast.Module, error) {
 // Compile parses and compiles the modules against data (the document given to
 // the store; the caller may leave out sections it handles itself).
 func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, error) {
+	return compileQuery(ctx, src, data, Query, false)
+}
+
+// CompileOPAEnvoy compiles a policy written for the OPA-Envoy plugin: the
+// query is its decision path (OPAEnvoyQuery), whose value is a boolean or
+// the plugin's object (see Envoy); Eval returns it as Output.Envoy with
+// reason "ok" or "policy_denied". Such a policy is never pure: its decision
+// reads the request, not the sidecar's facts, so it is never memoized.
+func CompileOPAEnvoy(ctx context.Context, src *Source, data map[string]any, path string) (*Engine, error) {
+	q, err := OPAEnvoyQuery(path)
+	if err != nil {
+		return nil, err
+	}
+	return compileQuery(ctx, src, data, q, true)
+}
+
+func compileQuery(ctx context.Context, src *Source, data map[string]any, query string, envoy bool) (*Engine, error) {
 	mods, err := parseModules(src)
 	if err != nil {
 		return nil, err
@@ -345,13 +364,22 @@ func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, er
 	refs, traced := clientIPUses(c)
 	purity.ReadsClientIP = refs > 0
 	purity.TracesClientIP = purity.Pure && refs > 0 && refs == traced
-	opts := []func(*rego.Rego){rego.Query(Query), rego.Compiler(c), rego.Store(inmem.NewFromObject(data))}
+	if envoy && purity.Pure {
+		purity = Purity{Why: "OPA-Envoy compatibility mode (extauthz.settings.opa_envoy_path): the decision is not a function of the sidecar's facts"}
+	}
+	opts := []func(*rego.Rego){rego.Query(query), rego.Compiler(c), rego.Store(inmem.NewFromObject(data))}
 	pq, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("prepare %s: %w", Query, err)
+		return nil, fmt.Errorf("prepare %s: %w", query, err)
 	}
-	return &Engine{pq: pq, purity: purity}, nil
+	return &Engine{pq: pq, purity: purity, query: query, envoy: envoy}, nil
 }
+
+// Query is the query the engine evaluates (Query, or an OPA-Envoy path's).
+func (e *Engine) Query() string { return e.query }
+
+// OPAEnvoy reports whether the engine evaluates an OPA-Envoy plugin decision.
+func (e *Engine) OPAEnvoy() bool { return e.envoy }
 
 // Pure reports whether the decision depends only on input.extauthz facts
 // other than request_id, and on data, with no time- or I/O-dependent
@@ -368,6 +396,9 @@ type Output struct {
 	Variant         string
 	Details         map[string]string
 	UpstreamHeaders map[string]string
+	// Envoy is the decision of an OPA-Envoy compatible policy
+	// (CompileOPAEnvoy); nil otherwise.
+	Envoy *Envoy
 	// IPTests are the tests of the client address the evaluation made,
 	// when the policy traces them (Purity.TracesClientIP).
 	IPTests IPTrace
@@ -395,6 +426,9 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
 		return Output{}, ErrUndefined
 	case len(rs) > 1 || len(rs[0].Expressions) > 1:
 		return Output{}, ErrConflict
+	}
+	if e.envoy {
+		return parseEnvoyOutput(rs[0].Expressions[0].Value)
 	}
 	out, err := parseOutput(rs[0].Expressions[0].Value)
 	if trace != nil {

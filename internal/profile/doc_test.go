@@ -51,7 +51,8 @@ const docReasonsIntro = `## The reasons, in precedence order
 The policy checks the reasons in this order and the first that applies wins
 (decision.Precedence): the request's shape, then authentication, then
 authorization (auth mode, tenant, IP, scope), then request preconditions,
-and last the quota, which is counted only for requests the policy allowed.
+then the verdict of a policy that gives no reason of its own, and last the
+quota, which is counted only for requests the policy allowed.
 So a request with no credential on an unknown route is ` + "`route_not_found`" + `,
 and a request with a revoked key and a foreign tenant is ` + "`key_revoked`" + `.
 `
@@ -148,6 +149,7 @@ var reasonMeaning = map[decision.Reason]string{
 	decision.IPNotAllowed:          "The client address is outside the allowlist of the key or of the tenant.",
 	decision.ScopeMissing:          "The credential lacks a scope the route requires.",
 	decision.IdempotencyKeyMissing: "A write that requires an Idempotency-Key header has none.",
+	decision.PolicyDenied:          "A policy that names no reason denied the request: an OPA-Envoy compatible policy (`extauthz.settings.opa_envoy_path`) returned `false`, or `allowed: false` without `body` or `http_status` (with either, the policy's own response is sent instead of the envelope).",
 	decision.RateLimited:           "The identity's quota for the current window is spent.",
 	decision.InternalError:         "Anything that could not be computed; the request is denied (fail closed).",
 }
@@ -176,6 +178,7 @@ var reasonStage = map[decision.Reason]string{
 	decision.IPNotAllowed:          "authorization: IP",
 	decision.ScopeMissing:          "authorization: scope",
 	decision.IdempotencyKeyMissing: "precondition",
+	decision.PolicyDenied:          "authorization: policy",
 	decision.RateLimited:           "quota",
 }
 
@@ -213,6 +216,7 @@ var docProfiles = []docProfile{
 			{[]string{"key_suspended"}, "Not 401: the key is genuine and re-authenticating with it will not help until the account is reinstated (dialektai's convention, AUTH_ACCOUNT_SUSPENDED 403)."},
 			{[]string{"auth_unavailable"}, "The failure is on the server side and the client may retry."},
 			{[]string{"browser_api_key", "wrong_auth_mode", "tenant_forbidden", "ip_not_allowed", "scope_missing"}, "Authenticated but not allowed. The tenant is not hidden behind a 404 here; profiles whose contract asks for it do so."},
+			{[]string{"policy_denied"}, "A policy said no without saying why (OPA-Envoy compatibility mode): the generic 403."},
 			{[]string{"rate_limited"}, "With Retry-After and X-RateLimit-Limit/Remaining/Reset, and the wait in details.retry_after_seconds."},
 			{[]string{"internal_error"}, "The failure is the server's; the request is denied, never allowed."},
 		},
@@ -233,6 +237,7 @@ var docProfiles = []docProfile{
 			{[]string{"wrong_auth_mode"}, "403 is what the contract states for a direct aidial_api endpoint that needs a different auth mode. Its non-enumerating 404 for a portal-only endpoint called with an API key is not modelled: the routes behind extauthz are direct API routes."},
 			{[]string{"tenant_header_missing", "tenant_header_invalid"}, "A missing or malformed tenant header is a validation failure: 400 with details.field_errors, the field the contract names for validation responses. (An out-of-scope tenant is a 404, below.)"},
 			{[]string{"tenant_forbidden"}, "The contract states a non-enumerating 404 for out-of-scope tenants. The answer is byte-identical to route_not_found (same code, message and message_key), so it reveals nothing about the tenant."},
+			{[]string{"policy_denied"}, "The contract's \"403 Forbidden or Security Policy Rejected\" with a coined forbidden code: a policy rejected the request without naming a reason."},
 			{[]string{"idempotency_key_missing"}, "The contract's \"409 Conflict or 428 Precondition Required: a required precondition was not met\"; 428 because nothing conflicts."},
 			{[]string{"rate_limited"}, "429 is stated; the contract names three places a client may find the wait (Retry-After, retry_after_ms, details.retry_after_seconds) and the 429 carries all three. It mentions no X-RateLimit-* headers, so the 429 has none."},
 		},
@@ -253,6 +258,7 @@ var docProfiles = []docProfile{
 			{[]string{"token_invalid"}, "AUTH_TOKEN_INVALID from the catalogue. An API key sent as Authorization: Bearer, which the contract calls wrong, ends here too: on a route that takes JWTs the policy reads any bearer value as a token."},
 			{[]string{"auth_unavailable"}, "SYSTEM_SERVICE_UNAVAILABLE 503 as published, with Retry-After: 30. The published example shows 300; the value is not fixed by the contract and a verification outage is expected to be short."},
 			{[]string{"browser_api_key", "wrong_auth_mode", "tenant_forbidden", "ip_not_allowed"}, "The catalogue's generic 403, AUTH_INSUFFICIENT_PERMISSIONS (\"Valid credentials but insufficient permissions\"), with its description as the message. dialektai has no non-enumeration rule, so a foreign tenant is 403, not 404."},
+			{[]string{"policy_denied"}, "The catalogue's generic 403, AUTH_INSUFFICIENT_PERMISSIONS, with its description as the message, for a policy's deny without a reason."},
 			{[]string{"scope_missing"}, "AUTH_INSUFFICIENT_PERMISSIONS, with details [{field \"scope\", code INSUFFICIENT_SCOPE}] naming the missing scope; the detail code is coined."},
 			{[]string{"idempotency_key_missing"}, "VALIDATION_ERROR 400 with details [{field \"header.Idempotency-Key\", message \"Field required\"}], modelled on the published body.database_id example."},
 		},
@@ -271,6 +277,7 @@ var docProfiles = []docProfile{
 			{[]string{"key_suspended"}, "Answered like a revoked key (\"wrong key, revoked key\")."},
 			{[]string{"token_invalid", "token_expired"}, "Aidelly's bearer token is the API key, so a bearer value that fails is an unrecognised or expired key."},
 			{[]string{"browser_api_key", "ip_not_allowed"}, "The catalogue has no browser or IP code; PUBLIC_API_SCOPE_FORBIDDEN is its 403 for a key that may not make this call."},
+			{[]string{"policy_denied"}, "PUBLIC_API_SCOPE_FORBIDDEN, the catalogue's 403 for a key that may not make this call, for a policy's deny without a reason."},
 			{[]string{"wrong_auth_mode"}, "A key sent in X-API-Key instead of as a bearer token is a missing bearer token: PUBLIC_API_AUTH_REQUIRED 401."},
 			{[]string{"tenant_header_missing", "tenant_header_invalid", "tenant_header_missing.brand", "tenant_header_invalid.brand"}, "The catalogue has no validation code for headers; a missing or malformed workspace or brand header is a header scope that does not match the key: WORKSPACE_FORBIDDEN or BRAND_FORBIDDEN 403."},
 			{[]string{"internal_error"}, "PUBLIC_API_CONTEXT_ERROR (\"Scope resolution failed server-side\", retry with backoff) for every fail-closed error; PUBLIC_API_AUTH_ERROR stays specific to key lookups."},
@@ -288,7 +295,7 @@ var docProfiles = []docProfile{
 			{[]string{"route_not_found"}, "404 as in the status table; not_found is coined because the published code (session_not_found) names a resource. The message is the table's description."},
 			{[]string{"credentials_missing", "credentials_malformed", "wrong_scheme", "key_expired", "key_suspended", "token_invalid", "token_expired"}, "The contract publishes one 401 for \"invalid or missing API key\": every 401 answers its published invalid_api_key and message; no code is coined for a 401."},
 			{[]string{"auth_unavailable"}, "503 from the status table (\"temporarily unavailable\"); service_unavailable is coined."},
-			{[]string{"browser_api_key", "wrong_auth_mode", "tenant_forbidden"}, "The table's 403 (\"You don't have permission to access this resource\") with a coined forbidden code."},
+			{[]string{"browser_api_key", "wrong_auth_mode", "tenant_forbidden", "policy_denied"}, "The table's 403 (\"You don't have permission to access this resource\") with a coined forbidden code."},
 			{[]string{"ip_not_allowed"}, "403 with the coined ip_not_allowed."},
 			{[]string{"scope_missing"}, "403 \"on missing permission\" is stated; insufficient_permissions is coined from the table's wording, with details.required_scopes."},
 		},
@@ -306,7 +313,7 @@ var docProfiles = []docProfile{
 			{[]string{"credentials_malformed", "wrong_scheme"}, "An unusable credential is an invalid one of the 401 list."},
 			{[]string{"key_suspended"}, "The 401 list (missing, expired, invalid, revoked) has no suspended key; it is answered like a revoked one."},
 			{[]string{"auth_unavailable"}, "AISafe documents no 503; a verification outage is its unexpected server error, 500, which clients retry with backoff."},
-			{[]string{"browser_api_key", "wrong_auth_mode", "ip_not_allowed"}, "\"Authenticated but not authorized\": 403."},
+			{[]string{"browser_api_key", "wrong_auth_mode", "ip_not_allowed", "policy_denied"}, "\"Authenticated but not authorized\": 403."},
 		},
 	},
 	{
@@ -315,7 +322,7 @@ var docProfiles = []docProfile{
 		codeIsReason: true,
 		about:        "A published standard rather than one API's contract: `application/problem+json` with `type` (absent, so `about:blank`: the status says it all), `title` (the status phrase), `status`, `detail` (the message) and, when a profile extending this one sets the `instance` variable, `instance`; the reason's name, the request id and the details are extension members (`code`, `request_id`, `details`).",
 		chosen: []choice{
-			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "rate_limited", "internal_error"}, "Statuses as in the default profile; RFC 9457 fixes the shape, not the statuses."},
+			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "policy_denied", "rate_limited", "internal_error"}, "Statuses as in the default profile; RFC 9457 fixes the shape, not the statuses."},
 		},
 	},
 	{
@@ -324,7 +331,7 @@ var docProfiles = []docProfile{
 		codeIsReason: true,
 		about:        "A published standard: `{\"error\":{code,message,status,details}}` with `code` the HTTP status, `status` the canonical name (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, FAILED_PRECONDITION for the missing Idempotency-Key) and one `google.rpc.ErrorInfo` whose `reason` is the reason's name in upper case, `domain` `extauthz` (a profile extending this one changes the body to name its own) and `metadata` the details as strings.",
 		chosen: []choice{
-			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "rate_limited", "internal_error"}, "Statuses as in the default profile; the canonical name follows from the status (AIP-193's mapping), 413 reading as INVALID_ARGUMENT."},
+			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "policy_denied", "rate_limited", "internal_error"}, "Statuses as in the default profile; the canonical name follows from the status (AIP-193's mapping), 413 reading as INVALID_ARGUMENT."},
 		},
 	},
 	{
@@ -333,7 +340,7 @@ var docProfiles = []docProfile{
 		codeIsReason: true,
 		about:        "A published standard: `application/vnd.api+json` with `{\"errors\":[{id,status,code,title,detail,meta}]}`: `id` the request id, `status` the HTTP status as a string, `code` the reason's name, `title` the status phrase, `detail` the message, `meta` the details.",
 		chosen: []choice{
-			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "rate_limited", "internal_error"}, "Statuses as in the default profile; JSON:API fixes the shape, not the statuses."},
+			{[]string{"request_invalid", "request_too_large", "path_invalid", "route_not_found", "credentials_malformed", "wrong_scheme", "credentials_missing", "key_invalid", "key_expired", "key_revoked", "key_suspended", "token_invalid", "token_expired", "auth_unavailable", "browser_api_key", "wrong_auth_mode", "tenant_header_missing", "tenant_header_invalid", "tenant_forbidden", "ip_not_allowed", "scope_missing", "idempotency_key_missing", "policy_denied", "rate_limited", "internal_error"}, "Statuses as in the default profile; JSON:API fixes the shape, not the statuses."},
 		},
 	},
 }

@@ -1,0 +1,199 @@
+package check
+
+import (
+	"bytes"
+	"errors"
+	"maps"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/policy"
+)
+
+// OPA-Envoy compatibility mode (extauthz.settings.opa_envoy_path): the
+// policy is one written for the OPA-Envoy plugin. Its input is the plugin's
+// (envoyInput), its decision the plugin's boolean or object
+// (policy.Envoy), rendered the plugin's way (envoyOK, envoyDenied); a deny
+// without a body or a status gets the profile's envelope, policy_denied.
+
+var (
+	kVersion       = ast.StringTerm("version")
+	kParsedBody    = ast.StringTerm("parsed_body")
+	kTruncatedBody = ast.StringTerm("truncated_body")
+	envoyVersion   = ast.ObjectTerm(
+		ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")),
+		ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")),
+	)
+	errEnvoyBody = errors.New("the request body is not valid for its content-type")
+)
+
+// envoyInput builds the OPA-Envoy plugin's input: the CheckRequest as
+// protojson gives it (attributes, with protojson's lowerCamelCase field
+// names), version, parsed_path, parsed_query, parsed_body and
+// truncated_body; plus input.extauthz, the sidecar's facts. A path or
+// query that does not decode is path_invalid, a body that does not parse
+// as its content-type says is request_invalid (the plugin fails the check).
+func envoyInput(req *authv3.CheckRequest, r *request) (ast.Value, decision.Reason, error) {
+	bs, err := protojson.Marshal(req)
+	if err != nil {
+		return nil, decision.InternalError, err
+	}
+	v, err := ast.ValueFromReader(bytes.NewReader(bs))
+	if err != nil {
+		return nil, decision.InternalError, err
+	}
+	in, ok := v.(ast.Object)
+	if !ok {
+		return nil, decision.InternalError, errors.New("CheckRequest is not a JSON object")
+	}
+	h := req.GetAttributes().GetRequest().GetHttp()
+	rawPath, rawQuery, _ := strings.Cut(h.GetPath(), "?")
+	p, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return nil, decision.PathInvalid, err
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, decision.PathInvalid, err
+	}
+	segs := strings.Split(strings.TrimLeft(p, "/"), "/")
+	pp := make([]*ast.Term, len(segs))
+	for i, s := range segs {
+		pp[i] = ast.StringTerm(s)
+	}
+	body, truncated, err := envoyBody(h, r.headers)
+	if err != nil {
+		return nil, decision.RequestInvalid, err
+	}
+	in.Insert(kVersion, envoyVersion)
+	in.Insert(kParsedPath, ast.ArrayTerm(pp...))
+	in.Insert(kParsedQuery, stringsObject(q))
+	in.Insert(kParsedBody, body)
+	in.Insert(kTruncatedBody, ast.BooleanTerm(truncated))
+	in.Insert(kExtauthz, ast.NewTerm(r.f.Value()))
+	return in, "", nil
+}
+
+// envoyBody is parsed_body and truncated_body as the plugin documents them:
+// a body Envoy cut (x-envoy-auth-partial-body: true, or shorter than its
+// content-length) is truncated and not parsed; a JSON body is parsed as
+// JSON, a form body as a map of arrays; anything else is null.
+func envoyBody(h *authv3.AttributeContext_HttpRequest, headers map[string]string) (*ast.Term, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return ast.NullTerm(), true, nil
+	}
+	ct := headers["content-type"]
+	json, form := strings.Contains(ct, "application/json"), strings.Contains(ct, "application/x-www-form-urlencoded")
+	if !json && !form {
+		return ast.NullTerm(), false, nil
+	}
+	body := h.GetBody()
+	if body == "" {
+		body = string(h.GetRawBody())
+	}
+	if body == "" {
+		return ast.NullTerm(), false, nil
+	}
+	if cl, ok := headers["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return nil, false, errEnvoyBody
+		}
+		if n > int64(len(body)) {
+			return ast.NullTerm(), true, nil
+		}
+	}
+	if form {
+		q, err := url.ParseQuery(body)
+		if err != nil {
+			return nil, false, errEnvoyBody
+		}
+		return stringsObject(q), false, nil
+	}
+	v, err := ast.ValueFromReader(strings.NewReader(body))
+	if err != nil {
+		return nil, false, errEnvoyBody
+	}
+	return ast.NewTerm(v), false, nil
+}
+
+func stringsObject(m map[string][]string) *ast.Term {
+	o := ast.NewObject()
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		vs := make([]*ast.Term, len(m[k]))
+		for i, v := range m[k] {
+			vs[i] = ast.StringTerm(v)
+		}
+		o.Insert(ast.StringTerm(k), ast.ArrayTerm(vs...))
+	}
+	return ast.NewTerm(o)
+}
+
+func headerOptions(hs [][2]string) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = header(strings.ToLower(h[0]), h[1])
+	}
+	return out
+}
+
+// envoyOK is the allow of an OPA-Envoy policy: its headers set upstream
+// (append false: they replace the client's), the headers it removes, the
+// response headers it adds and the query parameters it sets and removes.
+// The sidecar adds only its quota headers, if a quota applies.
+func envoyOK(r *request, e *policy.Envoy) *authv3.OkHttpResponse {
+	ok := &authv3.OkHttpResponse{
+		Headers:                 headerOptions(e.Headers),
+		HeadersToRemove:         e.RemoveHeaders,
+		ResponseHeadersToAdd:    headerOptions(e.ResponseHeaders),
+		QueryParametersToRemove: e.QueryParamsToRemove,
+	}
+	for _, q := range e.QueryParamsToSet {
+		ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: q[0], Value: q[1]})
+	}
+	for _, h := range r.quotaHeaders {
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(strings.ToLower(h[0]), h[1]))
+	}
+	return ok
+}
+
+// envoyDenied is a deny with the policy's own body and/or status (403 when
+// it gives none) and its headers, exactly as the plugin sends it: no
+// content-type is added.
+func envoyDenied(e *policy.Envoy) *authv3.CheckResponse_DeniedResponse {
+	status := e.HTTPStatus
+	if status == 0 {
+		status = 403
+	}
+	return &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+		Headers: headerOptions(e.Headers),
+		Body:    e.Body,
+	}}
+}
+
+// envoyMetadata merges the policy's dynamic_metadata (r.envoyMeta) under
+// the sidecar's own fields (decision_id, reason, ...), which win a name
+// they share.
+func envoyMetadata(md *structpb.Struct, r *request) *structpb.Struct {
+	if r == nil || r.envoyMeta == nil {
+		return md
+	}
+	for k, v := range md.GetFields() {
+		r.envoyMeta.Fields[k] = v
+	}
+	return r.envoyMeta
+}
