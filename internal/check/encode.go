@@ -2,6 +2,7 @@ package check
 
 import (
 	"slices"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -50,8 +51,8 @@ func (s *Server) encode(eng *engine.Engine, r *request, d *decision.Decision, no
 	if st.bytes == nil || (st.prep != nil && !st.prep.Fits(d)) || (st.prep == nil && !d.Allow) {
 		return nil
 	}
-	dyn := getDynamic()
-	defer putDynamic(dyn)
+	dyn := dynamicPool.Get().(*dynamic)
+	defer dynamicPool.Put(dyn)
 	dyn.id.StringValue = d.ID
 	dyn.resp.HttpResponse = nil
 	extra := len(d.ID) + 24
@@ -129,27 +130,7 @@ type dynamic struct {
 	body        []byte
 }
 
-// dynamicFree keeps dynamic messages for reuse: a bounded free list rather
-// than a sync.Pool, which may drop what it holds at any time.
-var dynamicFree = make(chan *dynamic, 256)
-
-func getDynamic() *dynamic {
-	select {
-	case d := <-dynamicFree:
-		return d
-	default:
-		return newDynamic()
-	}
-}
-
-func putDynamic(d *dynamic) {
-	select {
-	case dynamicFree <- d:
-	default:
-	}
-}
-
-func newDynamic() *dynamic {
+var dynamicPool = sync.Pool{New: func() any {
 	d := &dynamic{}
 	d.idValue.Kind = &d.id
 	d.meta.Fields = map[string]*structpb.Value{metaDecisionID: &d.idValue}
@@ -159,4 +140,4 @@ func newDynamic() *dynamic {
 	d.denied.Headers = make([]*corev3.HeaderValueOption, 0, 1)
 	d.body = make([]byte, 0, 512)
 	return d
-}
+}}
