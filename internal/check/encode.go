@@ -2,13 +2,10 @@ package check
 
 import (
 	"slices"
-	"sync"
 	"time"
-	"unsafe"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -20,20 +17,57 @@ import (
 
 // A response whose decision came from the memo differs from the previous one
 // with the same key only in its decision id and, for a deny, in what the
-// profile renders per request (the request-id header and the body). So its
-// encoding is two messages, both marshalled by proto.Marshal:
+// profile renders per request (request id, timestamp). So its encoding is
+// assembled from parts:
 //
-//	static   status, ok_response or denied_response (status and every header
-//	         but the request id), dynamic_metadata but decision_id: marshalled
-//	         once per memoized decision (rendered.static)
-//	dynamic  dynamic_metadata.decision_id and, for a deny, the request-id
-//	         header and the body: marshalled per check into the same buffer
+//	CheckResponse.status (1) and ok_response (3)   allow: okParts.head, marshalled once per memoized decision
+//	CheckResponse.status (1) and denied_response (2)   deny: denyParts, built once per memoized decision
+//	                                                   from the profile's prepared rendering, plus the
+//	                                                   request-id header and the body finished per check
+//	CheckResponse.dynamic_metadata (4), a Struct:  tag, length, then its map entries:
+//	  every field but decision_id                  memoEntry.meta, marshalled once per memoized decision
+//	  decision_id                                  appended per check
 //
-// A protobuf parser merges concatenated messages: singular message fields
-// merge, repeated fields (the headers) append, map entries (the metadata's
-// fields) add. So the two decode as the one message toCheckResponse builds
-// (the request-id header is the last header in both; see profile.Render).
-// encode_test.go decodes and compares them on every kind of response.
+// This skips rebuilding and reflecting over the metadata Struct, the costliest
+// part of marshalling a CheckResponse.
+//
+// Field numbers are those of envoy.service.auth.v3.CheckResponse and
+// google.protobuf.Struct/Value; encode_test.go decodes the result and compares
+// it with the message Check builds.
+const (
+	fieldCheckResponseMetadata = 4 // CheckResponse.dynamic_metadata
+	fieldStructFields          = 1 // Struct.fields (map<string, Value>)
+	fieldMapKey                = 1 // map entry key
+	fieldMapValue              = 2 // map entry value
+	fieldValueString           = 3 // Value.string_value
+)
+
+// encode fills p.head for an allow. On a marshal error it leaves it nil, and
+// the allow is sent as a message.
+func (p *okParts) encode() {
+	head, err := proto.Marshal(&authv3.CheckResponse{
+		Status:       okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: p.set, HeadersToRemove: p.remove}},
+	})
+	if err == nil {
+		p.head = slices.Clip(head) // shared: never appended to in place
+	}
+}
+
+// metaFor returns the encoded metadata entries but decision_id of r's
+// memoized decision d, built on its first use.
+func metaFor(r *request, d *decision.Decision) ([]byte, bool) {
+	parts := renderedFor(r.entry)
+	if m := parts.meta.Load(); m != nil {
+		return *m, true
+	}
+	m, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: metadataFields(r, d)})
+	if err != nil {
+		return nil, false
+	}
+	parts.meta.Store(&m)
+	return m, true
+}
 
 // encode is toCheckResponse in wire form for a decision taken from the memo
 // and not changed since (no rate limit applied, no failure): nil when it
@@ -42,102 +76,199 @@ func (s *Server) encode(eng *engine.Engine, r *request, d *decision.Decision, no
 	if r == nil || r.entry == nil || len(r.quotaHeaders) > 0 || string(d.Reason) != r.entry.Out.Reason {
 		return nil
 	}
+	meta, ok := metaFor(r, d)
+	if !ok {
+		return nil
+	}
+	var head []byte
+	if d.Allow {
+		shared := okPartsFor(eng, r, d).head
+		if shared == nil {
+			return nil
+		}
+		head = append(make([]byte, 0, len(shared)+len(meta)+len(d.ID)+24), shared...)
+	} else {
+		head = denyPartsFor(eng, r, d).append(eng, d, now, len(meta)+len(d.ID)+24)
+	}
+	return appendMetadata(head, meta, d.ID)
+}
+
+// denyParts are a memoized deny's encoding but what varies per request: its
+// DeniedHttpResponse fields before and after the request-id header, and the
+// profile's prepared rendering, which gives that header's value and the body.
+type denyParts struct {
+	prep          *profile.Prepared // nil: the profile renders this deny per request
+	before, after []byte
+}
+
+func denyPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *denyParts {
 	parts := renderedFor(r.entry)
-	st := parts.static.Load()
-	if st == nil {
-		st = s.staticParts(eng, r, d)
-		parts.static.Store(st)
+	if p := parts.deny.Load(); p != nil {
+		return p
 	}
-	if st.bytes == nil || (st.prep != nil && !st.prep.Fits(d)) || (st.prep == nil && !d.Allow) {
-		return nil
-	}
-	dyn := dynamicPool.Get().(*dynamic)
-	defer dynamicPool.Put(dyn)
-	dyn.id.StringValue = d.ID
-	dyn.resp.HttpResponse = nil
-	extra := len(d.ID) + 24
-	if !d.Allow {
-		dyn.denied.Body = ""
-		dyn.body = st.prep.AppendBody(dyn.body[:0], d, now)
-		if len(dyn.body) > 0 {
-			// dyn.body is not written again until dyn is back in the pool.
-			dyn.denied.Body = unsafe.String(&dyn.body[0], len(dyn.body))
+	p := &denyParts{prep: denyProfile(eng, d).Prepare(d)}
+	if pr := p.prep; pr != nil {
+		p.before = appendHTTPStatus(nil, pr.Status)
+		for i, h := range pr.Headers {
+			switch {
+			case i < pr.ReqID || pr.ReqID < 0:
+				p.before = appendHeaderOption(p.before, h)
+			case i > pr.ReqID:
+				p.after = appendHeaderOption(p.after, h)
+			}
 		}
-		extra += len(dyn.body) + 16
-		dyn.denied.Headers = dyn.denied.Headers[:0]
-		if st.prep.ReqID >= 0 {
-			dyn.reqID.Key, dyn.reqID.Value = st.prep.Headers[st.prep.ReqID][0], st.prep.RequestIDHeader(d)
-			dyn.denied.Headers = append(dyn.denied.Headers, &dyn.reqIDOpt)
-			extra += len(dyn.reqID.Key) + len(dyn.reqID.Value) + 16
-		}
-		dyn.resp.HttpResponse = &dyn.deniedField
+		p.before, p.after = slices.Clip(p.before), slices.Clip(p.after)
 	}
-	b := make([]byte, len(st.bytes), len(st.bytes)+extra)
-	copy(b, st.bytes)
-	b, err := proto.MarshalOptions{}.MarshalAppend(b, &dyn.resp)
-	if err != nil {
-		return nil
+	parts.deny.Store(p)
+	return p
+}
+
+// append encodes CheckResponse.status and denied_response for d into a new
+// buffer with spare room for extra more bytes.
+func (p *denyParts) append(eng *engine.Engine, d *decision.Decision, now time.Time, extra int) []byte {
+	if !p.prep.Fits(d) {
+		out := denyProfile(eng, d).Render(d, now)
+		fields := appendHTTPStatus(nil, out.Status)
+		for _, h := range out.Headers {
+			fields = appendHeaderOption(fields, h)
+		}
+		return appendDenied(make([]byte, 0, len(fields)+len(out.Body)+extra+16), fields, nil, out.Body)
+	}
+	var scratch [512]byte
+	body := p.prep.AppendBody(scratch[:0], d, now)
+	size := len(p.before) + len(p.after) + len(body) + extra + 32
+	if p.prep.ReqID < 0 {
+		return appendDenied(make([]byte, 0, size), p.before, nil, body)
+	}
+	reqID := p.prep.Headers[p.prep.ReqID]
+	reqID[1] = p.prep.RequestIDHeader(d)
+	return appendDenied(make([]byte, 0, size+len(reqID[0])+len(reqID[1])+8), p.before, &reqID, body, p.after...)
+}
+
+// Field numbers of the deny's messages: envoy.service.auth.v3.CheckResponse,
+// DeniedHttpResponse, envoy.type.v3.HttpStatus, envoy.config.core.v3
+// HeaderValueOption and HeaderValue, google.rpc.Status.
+const (
+	fieldCheckResponseDenied = 2 // CheckResponse.denied_response
+	fieldDeniedStatus        = 1 // DeniedHttpResponse.status (HttpStatus)
+	fieldDeniedHeaders       = 2 // DeniedHttpResponse.headers (HeaderValueOption)
+	fieldDeniedBody          = 3 // DeniedHttpResponse.body
+	fieldHTTPStatusCode      = 1 // HttpStatus.code
+	fieldOptionHeader        = 1 // HeaderValueOption.header (HeaderValue)
+	fieldOptionAppend        = 2 // HeaderValueOption.append (BoolValue false: an empty message)
+	fieldHeaderKey           = 1 // HeaderValue.key
+	fieldHeaderValue         = 2 // HeaderValue.value
+)
+
+// deniedStatusField is CheckResponse.status of every deny, encoded.
+var deniedStatusField, _ = proto.Marshal(&authv3.CheckResponse{Status: deniedStatus})
+
+// appendDenied appends CheckResponse.status and denied_response: its
+// encoded status and header fields (fields, then the request-id header
+// when reqID is not nil, then more) and then its body, field for field what
+// proto.Marshal writes for the message deniedResponse builds.
+func appendDenied(b, fields []byte, reqID *[2]string, body []byte, more ...byte) []byte {
+	size := len(fields) + len(more) + sizeBytesField(fieldDeniedBody, len(body))
+	if reqID != nil {
+		size += headerFieldSize(*reqID)
+	}
+	b = append(b, deniedStatusField...)
+	b = protowire.AppendTag(b, fieldCheckResponseDenied, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b = append(b, fields...)
+	if reqID != nil {
+		b = appendHeaderOption(b, *reqID)
+	}
+	b = append(b, more...)
+	if len(body) > 0 {
+		b = protowire.AppendTag(b, fieldDeniedBody, protowire.BytesType)
+		b = protowire.AppendBytes(b, body)
 	}
 	return b
 }
 
-// static is a memoized decision's static message, encoded; prep is the
-// profile's prepared rendering of a deny (nil for an allow).
-type static struct {
-	bytes []byte // nil: not encodable; the message is sent
-	prep  *profile.Prepared
-}
-
-// staticParts marshals the static message of r's memoized decision d.
-func (s *Server) staticParts(eng *engine.Engine, r *request, d *decision.Decision) *static {
-	st := &static{}
-	msg := &authv3.CheckResponse{DynamicMetadata: &structpb.Struct{Fields: metadataFields(r, d)}}
-	if d.Allow {
-		parts := okPartsFor(eng, r, d)
-		msg.Status = okStatus
-		msg.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: parts.set, HeadersToRemove: parts.remove}}
-	} else {
-		if st.prep = denyProfile(eng, d).Prepare(d); st.prep == nil {
-			return st
-		}
-		hs := make([]*corev3.HeaderValueOption, 0, len(st.prep.Headers))
-		for i, h := range st.prep.Headers {
-			if i != st.prep.ReqID {
-				hs = append(hs, header(h[0], h[1]))
-			}
-		}
-		msg.Status = deniedStatus
-		msg.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode(st.prep.Status)}, Headers: hs}}
+// sizeBytesField is the encoded size of a length-delimited field of n
+// bytes; proto3 leaves an empty one out.
+func sizeBytesField(num protowire.Number, n int) int {
+	if n == 0 {
+		return 0
 	}
-	if b, err := (proto.MarshalOptions{Deterministic: true}).Marshal(msg); err == nil {
-		st.bytes = slices.Clip(b)
+	return protowire.SizeTag(num) + protowire.SizeBytes(n)
+}
+
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
 	}
-	return st
+	return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
 }
 
-// dynamic is the per-check message, kept for reuse: marshalling it
-// allocates nothing but the output.
-type dynamic struct {
-	resp        authv3.CheckResponse
-	meta        structpb.Struct
-	idValue     structpb.Value
-	id          structpb.Value_StringValue
-	deniedField authv3.CheckResponse_DeniedResponse
-	denied      authv3.DeniedHttpResponse
-	reqIDOpt    corev3.HeaderValueOption
-	reqID       corev3.HeaderValue
-	body        []byte
+// appendHTTPStatus appends DeniedHttpResponse.status.
+func appendHTTPStatus(b []byte, status int) []byte {
+	size := 0
+	if status != 0 {
+		size = protowire.SizeTag(fieldHTTPStatusCode) + protowire.SizeVarint(uint64(status))
+	}
+	b = protowire.AppendTag(b, fieldDeniedStatus, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	if status != 0 {
+		b = protowire.AppendTag(b, fieldHTTPStatusCode, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(status))
+	}
+	return b
 }
 
-var dynamicPool = sync.Pool{New: func() any {
-	d := &dynamic{}
-	d.idValue.Kind = &d.id
-	d.meta.Fields = map[string]*structpb.Value{metaDecisionID: &d.idValue}
-	d.resp.DynamicMetadata = &d.meta
-	d.deniedField.DeniedResponse = &d.denied
-	d.reqIDOpt = corev3.HeaderValueOption{Header: &d.reqID, Append: appendFalse} //lint:ignore SA1019 see header in response.go
-	d.denied.Headers = make([]*corev3.HeaderValueOption, 0, 1)
-	d.body = make([]byte, 0, 512)
-	return d
-}}
+// headerValueSize is the encoded size of HeaderValue{key, value}.
+func headerValueSize(h [2]string) int {
+	return sizeBytesField(fieldHeaderKey, len(h[0])) + sizeBytesField(fieldHeaderValue, len(h[1]))
+}
+
+// headerOptionSize is the encoded size of HeaderValueOption{header: h,
+// append: false}, the message header() builds.
+func headerOptionSize(h [2]string) int {
+	return protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(headerValueSize(h)) +
+		protowire.SizeTag(fieldOptionAppend) + protowire.SizeBytes(0)
+}
+
+// headerFieldSize is the encoded size of a DeniedHttpResponse.headers field.
+func headerFieldSize(h [2]string) int {
+	return protowire.SizeTag(fieldDeniedHeaders) + protowire.SizeBytes(headerOptionSize(h))
+}
+
+// appendHeaderOption appends a DeniedHttpResponse.headers field.
+func appendHeaderOption(b []byte, h [2]string) []byte {
+	b = protowire.AppendTag(b, fieldDeniedHeaders, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(headerOptionSize(h)))
+	b = protowire.AppendTag(b, fieldOptionHeader, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(headerValueSize(h)))
+	b = appendStringField(b, fieldHeaderKey, h[0])
+	b = appendStringField(b, fieldHeaderValue, h[1])
+	b = protowire.AppendTag(b, fieldOptionAppend, protowire.BytesType)
+	return protowire.AppendVarint(b, 0)
+}
+
+// appendMetadata appends CheckResponse.dynamic_metadata to head, which the
+// caller owns: the entries in meta and decision_id = id.
+func appendMetadata(head, meta []byte, id string) wire.Encoded {
+	value := protowire.SizeTag(fieldValueString) + protowire.SizeBytes(len(id))
+	entry := protowire.SizeTag(fieldMapKey) + protowire.SizeBytes(len(metaDecisionID)) +
+		protowire.SizeTag(fieldMapValue) + protowire.SizeBytes(value)
+	metaLen := len(meta) + protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entry)
+
+	b := head
+	if need := protowire.SizeTag(fieldCheckResponseMetadata) + protowire.SizeBytes(metaLen); cap(b)-len(b) < need {
+		b = append(make([]byte, 0, len(head)+need), head...)
+	}
+	b = protowire.AppendTag(b, fieldCheckResponseMetadata, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(metaLen))
+	b = append(b, meta...)
+	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(entry))
+	b = protowire.AppendTag(b, fieldMapKey, protowire.BytesType)
+	b = protowire.AppendString(b, metaDecisionID)
+	b = protowire.AppendTag(b, fieldMapValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(value))
+	b = protowire.AppendTag(b, fieldValueString, protowire.BytesType)
+	b = protowire.AppendString(b, id)
+	return b
+}

@@ -13,8 +13,9 @@ import (
 // on first use, attached to the memo entry (memo.Entry.Derived) and shared
 // by every response from it.
 type rendered struct {
-	ok     atomic.Pointer[okParts]
-	static atomic.Pointer[static] // the encoded static message (see encode.go)
+	ok   atomic.Pointer[okParts]
+	meta atomic.Pointer[[]byte] // encoded dynamic metadata but decision_id (see encode.go)
+	deny atomic.Pointer[denyParts]
 }
 
 func newRendered() any { return &rendered{} }
@@ -26,4 +27,5 @@ func renderedFor(e *memo.Entry) *rendered { return e.Derived(newRendered).(*rend
 type okParts struct {
 	set    []*corev3.HeaderValueOption
 	remove []string
+	head   []byte // encoded status and ok_response (see encode.go)
 }

@@ -128,6 +128,7 @@ func okPartsFor(eng *engine.Engine, r *request, d *decision.Decision) *okParts {
 	parts := rp.ok.Load()
 	if parts == nil {
 		parts = buildOKParts(eng, r, d)
+		parts.encode()
 		rp.ok.Store(parts)
 	}
 	return parts
