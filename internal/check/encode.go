@@ -32,8 +32,12 @@ import (
 // part of marshalling a CheckResponse.
 //
 // Field numbers are those of envoy.service.auth.v3.CheckResponse and
-// google.protobuf.Struct/Value; encode_test.go decodes the result and compares
-// it with the message Check builds.
+// google.protobuf.Struct/Value. This file is the only hand-kept protobuf in
+// the project, kept because composing the same bytes with proto.Marshal per
+// check cost about 2 µs (over 5% of a check through the gRPC server).
+// encode_test.go decodes the result and compares it with the message Check
+// builds; encode_gen_test.go compares it with proto.Marshal, byte for byte,
+// on generated responses.
 const (
 	fieldCheckResponseMetadata = 4 // CheckResponse.dynamic_metadata
 	fieldStructFields          = 1 // Struct.fields (map<string, Value>)

@@ -25,7 +25,7 @@ func startServer(t *testing.T, network, addr string) authv3.AuthorizationClient 
 	return authv3.NewAuthorizationClient(startServerConn(t, network, addr))
 }
 
-func startServerConn(t *testing.T, network, addr string) *grpc.ClientConn {
+func startServerConn(t testing.TB, network, addr string) *grpc.ClientConn {
 	t.Helper()
 	eng, err := source.Engine(context.Background(), "", engine.Options{})
 	if err != nil {
