@@ -3,6 +3,7 @@
 package grpcopts
 
 import (
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,6 +25,10 @@ const DefaultMaxRequestBytes = 8 << 20
 func Server() []grpc.ServerOption {
 	return append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1024),
+		// Streams run on long-lived workers whose stacks have grown once,
+		// instead of a fresh goroutine per call that grows (copies) its
+		// stack on every check; when all are busy grpc-go starts one.
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}, Limit(DefaultMaxRequestBytes)...)
