@@ -383,13 +383,9 @@ func TestRateLimitBackendDownDenies(t *testing.T) {
 	s := newServer(t, e)
 	r := req("GET", "/v1/orders", map[string]string{"x-api-key": freeKey, "x-tenant-id": "42"})
 	r.Attributes.ContextExtensions = map[string]string{"profile": "dialektai"}
-	start := time.Now()
 	reason, status, _ := decide(t, s, r)
 	if reason != "auth_unavailable" || status != 503 {
 		t.Fatalf("got %s/%d", reason, status)
-	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("a down backend held the check for %v", el)
 	}
 	// Keys without a plan never touch the backend.
 	if reason, _, _ := decide(t, s, req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"})); reason != "ok" {

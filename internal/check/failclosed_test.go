@@ -135,16 +135,14 @@ func TestContextExtensionsOverrideRoute(t *testing.T) {
 	}
 }
 
-// A policy that overruns the evaluation budget is denied, not waited for.
+// A policy that overruns the evaluation budget is denied, not waited for:
+// this one would take hours (10^10 steps), so the test only returns if the
+// budget stops it.
 func TestFailClosedEvaluationBudget(t *testing.T) {
-	s := newServer(t, engineWith(t, "package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\"} if count([1 | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); x > y]) > 0\n"))
+	s := newServer(t, engineWith(t, "package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\"} if count([1 | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000); x > y]) > 0\n"))
 	s.Timeout = 20 * time.Millisecond
-	start := time.Now()
 	reason, status, _ := decide(t, s, req("GET", "/x", nil))
 	if reason != "internal_error" || status != 500 {
 		t.Fatalf("got %s/%d", reason, status)
-	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("budget not enforced: %v", el)
 	}
 }

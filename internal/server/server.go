@@ -254,6 +254,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.throttle = logthrottle.New(log.Handler(), logthrottle.Options{Interval: cfg.FaultLogInterval, Level: slog.LevelWarn, OnSuppress: s.metrics.LogSuppressed})
 	s.faultLog = slog.New(s.throttle)
 
+	s.quotas = ratelimit.NewQuotas(ratelimit.Options{Metrics: s.metrics.RateLimit(), Logger: s.faultLog})
 	s.reloader = &source.Reloader{
 		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
 		Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
@@ -264,9 +265,13 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		},
 		Holder: &s.holder, Log: log,
 	}
-	s.reloader.OnResult = func(ok bool) { s.metrics.Reloaded(ok, s.reloader.Status().Version) }
+	s.reloader.OnResult = func(ok bool) {
+		s.metrics.Reloaded(ok, s.reloader.Status().Version)
+		if e := s.holder.Current(); ok && e != nil {
+			s.quotas.For(e.Limits) // the new version's plans, on the same counters
+		}
+	}
 
-	s.quotas = ratelimit.NewQuotas(ratelimit.Options{Metrics: s.metrics.RateLimit(), Logger: s.faultLog})
 	s.check = check.NewServer(&s.holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
 	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
 	s.check.Observers = []check.Observer{s.metrics, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}

@@ -168,12 +168,8 @@ func TestJWKSURLUnreachableAtStart(t *testing.T) {
 		"with kid":    sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", claims(t0)),
 		"without kid": sign(t, gojwt.SigningMethodRS256, k.rsa, "", claims(t0)),
 	} {
-		start := time.Now()
 		if got := v.Verify(context.Background(), tok); got.Status != Unavailable || got.Issuer != issA {
 			t.Errorf("%s: %+v; want %s for %s", name, got, Unavailable, issA)
-		}
-		if d := time.Since(start); d > 100*time.Millisecond {
-			t.Errorf("%s: Verify took %v", name, d)
 		}
 	}
 }
