@@ -272,7 +272,8 @@ func TestOPAEnvoyObjectResult(t *testing.T) {
 			}
 		}
 		for _, h := range ok.GetHeaders() {
-			if h.GetAppend().GetValue() { //lint:ignore SA1019 the field the sidecar sets
+			//lint:ignore SA1019 the field the sidecar sets
+			if h.GetAppend().GetValue() {
 				t.Errorf("header %s appends; want it set (append false)", h.GetHeader().GetKey())
 			}
 		}
