@@ -57,6 +57,12 @@ type Config struct {
 	FaultLogInterval time.Duration `json:"fault_log_interval"` // a repeated warning or error is logged once per interval, with a count
 	DecisionLog      string        `json:"decision_log"`       // all, deny, none
 	AllowSampleRate  float64       `json:"allow_sample_rate"`  // fraction of allows logged when decision_log is all
+
+	// Decision logs uploaded to an OPA-compatible decision-log service by
+	// OPA's decision_logs plugin: an OPA configuration file (services,
+	// labels, decision_logs), and Rego for its mask and drop rules.
+	DecisionLogServiceConfig string `json:"decision_log_service_config"`
+	DecisionLogPolicy        string `json:"decision_log_policy"`
 }
 
 // Defaults.
@@ -219,6 +225,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.FaultLogInterval, "fault-log-interval", c.FaultLogInterval, "a repeated warning or error (Redis down, failing checks, rejected TLS clients) is logged once, then at most once per interval with the count suppressed [EXTAUTHZ_FAULT_LOG_INTERVAL]")
 	fs.StringVar(&c.DecisionLog, "decision-log", c.DecisionLog, "which decisions to log: all, deny or none [EXTAUTHZ_DECISION_LOG]")
 	fs.Float64Var(&c.AllowSampleRate, "allow-sample-rate", c.AllowSampleRate, "fraction of allows logged (0..1) [EXTAUTHZ_ALLOW_SAMPLE_RATE]")
+	fs.StringVar(&c.DecisionLogServiceConfig, "decision-log-service-config", c.DecisionLogServiceConfig, "OPA configuration file (JSON or YAML; services, labels, decision_logs): upload every decision to that decision-log service with OPA's decision_logs plugin (batched, gzip'd, retried; never holding up a check) [EXTAUTHZ_DECISION_LOG_SERVICE_CONFIG]")
+	fs.StringVar(&c.DecisionLogPolicy, "decision-log-policy", c.DecisionLogPolicy, "Rego file or directory with the uploaded decision logs' mask and drop rules (data.system.log.mask, data.system.log.drop unless decision_logs names others) [EXTAUTHZ_DECISION_LOG_POLICY]")
 }
 
 // applyEnv reads EXTAUTHZ_<FLAG_NAME> for every field.
@@ -318,6 +326,9 @@ func (c Config) Validate() error {
 	case "all", "deny", "none":
 	default:
 		bad("decision-log", "%q is not one of all, deny, none", c.DecisionLog)
+	}
+	if c.DecisionLogPolicy != "" && c.DecisionLogServiceConfig == "" {
+		bad("decision-log-policy", "needs decision-log-service-config")
 	}
 	if c.AllowSampleRate < 0 || c.AllowSampleRate > 1 {
 		bad("allow-sample-rate", "%v is outside 0..1", c.AllowSampleRate)

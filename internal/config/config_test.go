@@ -88,3 +88,20 @@ func TestCandidateSettingsValidated(t *testing.T) {
 		}
 	}
 }
+
+// The decision-log service settings: flags, variables and file keys.
+func TestDecisionLogServiceSettings(t *testing.T) {
+	c, err := Load("t", []string{"--decision-log-service-config", "opa.yaml", "--decision-log-policy", "mask.rego"}, env(nil))
+	if err != nil || c.DecisionLogServiceConfig != "opa.yaml" || c.DecisionLogPolicy != "mask.rego" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c, err = Load("t", nil, env(map[string]string{"EXTAUTHZ_DECISION_LOG_SERVICE_CONFIG": "x.json"}))
+	if err != nil || c.DecisionLogServiceConfig != "x.json" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c = Defaults()
+	c.DecisionLogPolicy = "mask.rego"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "decision-log-policy: needs decision-log-service-config") {
+		t.Errorf("policy without service: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,56 @@ type Metrics struct {
 	candDrop prometheus.Counter
 	tlsFail  *prometheus.CounterVec
 	logSupp  prometheus.Counter
+	upload   atomic.Pointer[func() DecisionLogUpload]
+}
+
+// DecisionLogUpload are the decision-log uploader's counters
+// (decisionlog.Uploader).
+type DecisionLogUpload struct {
+	QueueFull, BufferFull, RateLimited, EncodingFailed uint64 // dropped
+	ChunksUploaded, ChunksFailed                       uint64
+}
+
+// SetDecisionLogUpload makes the uploader's counters part of the metrics:
+// extauthz_decision_log_upload_dropped_total by reason and
+// extauthz_decision_log_upload_chunks_total by result. Without an uploader
+// neither has series.
+func (m *Metrics) SetDecisionLogUpload(stats func() DecisionLogUpload) { m.upload.Store(&stats) }
+
+var (
+	uploadDroppedDesc = prometheus.NewDesc("extauthz_decision_log_upload_dropped_total",
+		"Decisions not uploaded to the decision-log service, by reason: queue_full (the hand-off to the uploader was full), buffer_full (the upload buffer's limit: events, or chunks of the size buffer), rate_limited (max_decisions_per_second), encoding_failed.",
+		[]string{"reason"}, nil)
+	uploadChunksDesc = prometheus.NewDesc("extauthz_decision_log_upload_chunks_total",
+		"Gzip'd batches of decisions sent to the decision-log service, by result (uploaded, failed: kept and retried).",
+		[]string{"result"}, nil)
+)
+
+// uploadCollector reads the uploader's counters at scrape time.
+type uploadCollector struct{ m *Metrics }
+
+func (c uploadCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- uploadDroppedDesc
+	ch <- uploadChunksDesc
+}
+
+func (c uploadCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.m.upload.Load()
+	if f == nil {
+		return
+	}
+	s := (*f)()
+	for _, v := range []struct {
+		desc  *prometheus.Desc
+		n     uint64
+		label string
+	}{
+		{uploadDroppedDesc, s.QueueFull, "queue_full"}, {uploadDroppedDesc, s.BufferFull, "buffer_full"},
+		{uploadDroppedDesc, s.RateLimited, "rate_limited"}, {uploadDroppedDesc, s.EncodingFailed, "encoding_failed"},
+		{uploadChunksDesc, s.ChunksUploaded, "uploaded"}, {uploadChunksDesc, s.ChunksFailed, "failed"},
+	} {
+		ch <- prometheus.MustNewConstMetric(v.desc, prometheus.CounterValue, float64(v.n), v.label)
+	}
 }
 
 // Cache reports credential-cache counters (the JWT verifier's).
@@ -85,7 +136,7 @@ func New(cache func() Cache) *Metrics {
 	m.logSupp = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "extauthz_log_lines_suppressed_total", Help: "Repeated warning and error lines not written (counted in the next line or summary of their message).",
 	})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.tlsFail, m.logSupp, m.shadow, m.cand, m.candDrop,
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.tlsFail, m.logSupp, m.shadow, m.cand, m.candDrop, uploadCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {

@@ -219,6 +219,7 @@ type Server struct {
 	candidate       *check.Candidate
 	candidateLoader *source.Reloader
 	quotas          *ratelimit.Quotas
+	uploader        *decisionlog.Uploader // decision logs to a decision-log service; nil without one
 	health          *health.Server
 	grpc            *grpc.Server
 	admin           *http.Server
@@ -275,6 +276,25 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.check = check.NewServer(&s.holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
 	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
 	s.check.Observers = []check.Observer{s.metrics, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
+	if cfg.DecisionLogServiceConfig != "" {
+		b, err := decisionlog.ReadUploaderConfig(cfg.DecisionLogServiceConfig)
+		if err != nil {
+			return nil, err
+		}
+		opts := decisionlog.UploaderOptions{Config: b, Log: s.faultLog}
+		if cfg.DecisionLogPolicy != "" {
+			opts.Policies = []string{cfg.DecisionLogPolicy}
+		}
+		if s.uploader, err = decisionlog.NewUploader(opts); err != nil {
+			return nil, err
+		}
+		s.metrics.SetDecisionLogUpload(func() metrics.DecisionLogUpload {
+			st := s.uploader.Stats()
+			return metrics.DecisionLogUpload{QueueFull: st.QueueFull, BufferFull: st.BufferFull, RateLimited: st.RateLimited,
+				EncodingFailed: st.EncodingFailed, ChunksUploaded: st.ChunksUploaded, ChunksFailed: st.ChunksFailed}
+		})
+		s.check.Observers = append(s.check.Observers, s.uploader)
+	}
 
 	if cfg.CandidateDir != "" || cfg.CandidateBundleFile != "" || cfg.CandidateBundleURL != "" {
 		var holder engine.Holder
@@ -329,6 +349,19 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.quotas.Close()
 	for _, w := range ExposureWarnings(s.cfg) {
 		s.log.Warn("exposed listener", "warning", w)
+	}
+
+	if s.uploader != nil {
+		if err := s.uploader.Start(ctx); err != nil {
+			return err
+		}
+		// Stopped after the gRPC server (deferred first, run last): what
+		// the last checks decided is uploaded within the drain budget.
+		defer func() {
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
+			defer cancel()
+			s.uploader.Stop(c)
+		}()
 	}
 
 	stopAdmin, err := s.serveAdmin()
