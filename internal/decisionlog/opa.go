@@ -350,7 +350,11 @@ func (l latencyMetrics) All() map[string]any {
 // slogLogger is OPA's logging.Logger on a slog.Logger.
 type slogLogger struct{ l *slog.Logger }
 
-func (s slogLogger) Debug(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s slogLogger) Debug(f string, a ...any) {
+	if s.l.Enabled(context.Background(), slog.LevelDebug) {
+		s.l.Debug(fmt.Sprintf(f, a...))
+	}
+}
 func (s slogLogger) Info(f string, a ...any)  { s.l.Info(fmt.Sprintf(f, a...)) }
 func (s slogLogger) Warn(f string, a ...any)  { s.l.Warn(fmt.Sprintf(f, a...)) }
 func (s slogLogger) Error(f string, a ...any) { s.l.Error(fmt.Sprintf(f, a...)) }

@@ -266,3 +266,17 @@ func TestUploaderConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUploaderObserve is the cost on the check path: a copy into the
+// queue (the service is down and the queue full: the worst case, a drop).
+func BenchmarkUploaderObserve(b *testing.B) {
+	u, err := NewUploader(UploaderOptions{Config: serviceConfig("http://127.0.0.1:1", ""), Queue: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := sample(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		u.Observe(context.Background(), d, time.Millisecond)
+	}
+}
