@@ -186,9 +186,10 @@ drop if input.input.route == "healthz"
 	d := sample(0)
 	u.Observe(context.Background(), &decision.Decision{Allow: true, Reason: decision.OK, ID: "dropme", Route: "healthz"}, time.Millisecond)
 	u.Observe(context.Background(), d, time.Millisecond)
-	_, events := rc.waitEvents(t, 1)
-	time.Sleep(1500 * time.Millisecond) // one more upload period: nothing else comes
-	_, events, _ = rc.snapshot()
+	// One feeder, in order: once d0 has arrived, "dropme" was decided
+	// before it and would have come in the same or an earlier upload.
+	rc.waitEvents(t, 1)
+	_, events, _ := rc.snapshot()
 	if len(events) != 1 || events[0]["decision_id"] != "d0" {
 		t.Fatalf("events = %v", events)
 	}
