@@ -380,8 +380,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	if s.candidate != nil {
-		// A candidate never holds up serving: until it loads, nothing is
-		// compared (the candidate's checks fail closed and count as such).
+		// A candidate never holds up serving: until a version of it loads,
+		// nothing is compared.
 		if err := s.candidateLoader.Reload(ctx); err != nil {
 			s.log.Warn("candidate policy not loaded", "error", err.Error())
 		}
