@@ -130,11 +130,7 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 		req.Attributes.ContextExtensions[k] = v
 	}
 
-	s, _, err := source.New(*policyDir, *bundleFile, "", nil).Load(ctx)
-	if err != nil {
-		return err
-	}
-	eng, err := engine.Build(ctx, s, engine.Options{})
+	eng, err := loadEngine(ctx, *policyDir, *bundleFile)
 	if err != nil {
 		return err
 	}
@@ -164,6 +160,16 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	return err
 }
 
+// loadEngine builds the policy of a directory or bundle file ("" for both:
+// the embedded one).
+func loadEngine(ctx context.Context, dir, bundleFile string) (*engine.Engine, error) {
+	src, _, err := source.New(dir, bundleFile, "", nil).Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Build(ctx, src, engine.Options{})
+}
+
 // offlineServer decides with eng as the server would, counting no quota.
 func offlineServer(eng *engine.Engine, hops int) *check.Server {
 	var h engine.Holder
@@ -183,11 +189,7 @@ func verdictOf(d decision.Decision) string {
 // compareFile decides every CheckRequest of file (JSON lines) with the
 // serving and the candidate policy and reports where they differ.
 func compareFile(ctx context.Context, env Env, file, policyDir, bundleFile, candDir string, hops int) error {
-	src, _, err := source.New(policyDir, bundleFile, "", nil).Load(ctx)
-	if err != nil {
-		return err
-	}
-	serving, err := engine.Build(ctx, src, engine.Options{})
+	serving, err := loadEngine(ctx, policyDir, bundleFile)
 	if err != nil {
 		return err
 	}

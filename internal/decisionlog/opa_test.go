@@ -159,8 +159,20 @@ func TestUploadBatched(t *testing.T) {
 	if got, _ := json.Marshal(byID["d1"]["result"]); string(got) != `{"allow":false,"reason":"scope_missing"}` {
 		t.Errorf("result = %s", got)
 	}
-	if s := u.Stats(); s.ChunksUploaded == 0 || s.QueueFull != 0 {
-		t.Errorf("stats = %+v", s)
+	// The plugin counts an upload once the receiver has answered it, which
+	// may be just after the events arrived here.
+	for i := 0; ; i++ {
+		s := u.Stats()
+		if s.QueueFull != 0 {
+			t.Fatalf("queue drops with a live receiver: %+v", s)
+		}
+		if s.ChunksUploaded > 0 {
+			break
+		}
+		if i > 1000 {
+			t.Fatalf("no upload counted: %+v", s)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -216,29 +228,19 @@ func TestServiceDown(t *testing.T) {
     buffer_size_limit_events: 100
 `
 	u := startUploader(t, UploaderOptions{Config: serviceConfig(url, extra), Queue: 64})
+	// Observe never waits for the service: with nothing listening, a
+	// burst far larger than the queue completes (a blocking Observe would
+	// hang the test), and what does not fit is dropped and counted.
 	const workers, per = 8, 5000
-	start := time.Now()
 	var wg sync.WaitGroup
-	var slowest time.Duration
-	var mu sync.Mutex
 	for w := range workers {
 		wg.Go(func() {
-			var worst time.Duration
 			for i := range per {
-				t0 := time.Now()
 				u.Observe(context.Background(), sample(w*per+i), time.Millisecond)
-				worst = max(worst, time.Since(t0))
 			}
-			mu.Lock()
-			slowest = max(slowest, worst)
-			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	t.Logf("%d observations in %v, slowest %v", workers*per, time.Since(start), slowest)
-	if time.Since(start) > 10*time.Second {
-		t.Errorf("observing %d decisions took %v", workers*per, time.Since(start))
-	}
 	if s := u.Stats(); s.QueueFull == 0 {
 		t.Errorf("a burst of %d into a queue of 64: no queue drops counted: %+v", workers*per, s)
 	}
