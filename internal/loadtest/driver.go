@@ -130,8 +130,8 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 				id := string(idBuf)
 				slot.h["x-request-id"] = id
 				slot.r.Attributes.Request.Http.Id = id
-				if d.Mix.Cases[ci].FreshSource {
-					a := FreshAddr(d.Seq + uint64(i))
+				if fresh := d.Mix.Cases[ci].FreshSource; fresh != nil {
+					a := fresh(d.Seq + uint64(i))
 					slot.h["x-forwarded-for"], slot.h["x-envoy-external-address"] = a, a
 					slot.r.Attributes.Source.Address.GetSocketAddress().Address = a
 				}

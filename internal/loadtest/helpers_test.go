@@ -139,7 +139,7 @@ func TestMixes(t *testing.T) {
 			continue // one case per synthetic key; see TestScaleMix
 		}
 		if name == ManyIPsMix {
-			if len(m.Cases) != 2 || !m.Cases[0].FreshSource || !m.Cases[1].FreshSource || counts["apikey_allow_fresh_ip"] != counts["allowlisted_fresh_ip"] {
+			if len(m.Cases) != 2 || m.Cases[0].FreshSource == nil || m.Cases[1].FreshSource == nil || counts["apikey_allow_fresh_ip"] != counts["allowlisted_fresh_ip"] {
 				t.Errorf("%s: %v", name, counts)
 			}
 			continue

@@ -31,10 +31,10 @@ type Case struct {
 	// Source is the client address Envoy saw (attributes.source, which
 	// extauthz's IP allowlists check); empty means 127.0.0.1.
 	Source string
-	// FreshSource sends every request of this case from a new address in
-	// 10.0.0.0/8 (attributes.source, x-forwarded-for and
+	// FreshSource, when set, gives request seq of this case a new client
+	// address (attributes.source, x-forwarded-for and
 	// x-envoy-external-address), as a public API's clients arrive.
-	FreshSource bool
+	FreshSource func(seq uint64) string
 	// Want is the expected HTTP status: 200 for allow, else the deny status.
 	Want int
 }
@@ -60,7 +60,8 @@ func MixNames() []string {
 // whose allowlist (10.0.0.0/8) holds every address sent.
 const ManyIPsMix = "many_ips"
 
-// FreshAddr is the client address of request seq of a FreshSource case.
+// FreshAddr is the client address of request seq of a ManyIPsMix case: one
+// of the 2^24 addresses of 10.0.0.0/8.
 func FreshAddr(seq uint64) string {
 	return fmt.Sprintf("10.%d.%d.%d", (seq>>16)&255, (seq>>8)&255, seq&255)
 }
@@ -73,7 +74,7 @@ const ScaleMix = "scale_allow"
 const scaleCases = 16
 
 const scaleMixDesc = ScaleMix + " GET→200 100%: 16 cases, each a synthetic key (spread evenly over the synthetic keys) " +
-	"with its tenant in X-Tenant-Id, from an address in that tenant's IP allowlist, on a synthetic route (spread evenly over them); " +
+	"with its tenant in X-Tenant-Id, from a new address per request in that tenant's IP allowlist (its IPv6 /64), on a synthetic route (spread evenly over them); " +
 	"the demo key on tenant 42 stands in when there are no synthetic keys, /v1/orders/17 when there are no synthetic routes"
 
 // NeedsJWT reports whether a mix sends the demo JWT.
@@ -112,7 +113,8 @@ func cases(jwt string) map[string]Case {
 // scaleAllowCases are ScaleMix's cases for a policy written by
 // WriteScaledPolicy with sizes sc. Case j uses synthetic key
 // k = j*n/16 of the n synthetic keys, with its tenant in X-Tenant-Id and,
-// when that is a synthetic tenant, a source address in its first CIDR; and
+// when that is a synthetic tenant, a new source address per request in the
+// tenant's IPv6 allowlist entry (SyntheticTenantAddr6); and
 // route r = j*routes/16 (GET /v1/svc<r>/items/1). Without synthetic keys
 // every case is the demo key on tenant 42 and GET /v1/orders/17 (the demo
 // key lacks items:read); without synthetic routes the path is
@@ -132,12 +134,18 @@ func scaleAllowCases(sc Scale) []Case {
 		tenant := SyntheticKeyTenant(k, sc.Tenants)
 		c.Headers = map[string]string{"x-api-key": SyntheticKey(k), "x-tenant-id": fmt.Sprint(tenant)}
 		if sc.Tenants > 0 {
-			c.Source = tenantAddr(k % sc.Tenants)
+			t := k % sc.Tenants
+			c.Source = tenantAddr(t)
+			c.FreshSource = func(seq uint64) string { return SyntheticTenantAddr6(t, seq) }
 		}
 		if sc.Routes > 0 {
 			c.Path = SyntheticRoutePath(j*sc.Routes/scaleCases) + "/1"
 		}
-		c.Name = fmt.Sprintf("%s#%d key %d tenant %d from %s %s", ScaleMix, j, k, tenant, c.source(), c.Path)
+		from := c.source()
+		if sc.Tenants > 0 {
+			from = SyntheticTenantCIDR6(k % sc.Tenants)
+		}
+		c.Name = fmt.Sprintf("%s#%d key %d tenant %d from %s %s", ScaleMix, j, k, tenant, from, c.Path)
 		out = append(out, c)
 	}
 	return out
@@ -178,9 +186,9 @@ func NewScaledMix(name, jwt string, sc Scale) (*Mix, error) {
 		}
 	case ManyIPsMix:
 		m.Cases = []Case{
-			{Name: "apikey_allow_fresh_ip", Method: "GET", Path: "/v1/orders/17", FreshSource: true,
+			{Name: "apikey_allow_fresh_ip", Method: "GET", Path: "/v1/orders/17", FreshSource: FreshAddr,
 				Headers: map[string]string{"x-api-key": DemoAPIKey, "x-tenant-id": "42"}, Want: 200},
-			{Name: "allowlisted_fresh_ip", Method: "GET", Path: "/v1/orders", FreshSource: true,
+			{Name: "allowlisted_fresh_ip", Method: "GET", Path: "/v1/orders", FreshSource: FreshAddr,
 				Headers: map[string]string{"x-api-key": Tenant7APIKey, "x-tenant-id": "7"}, Want: 200},
 		}
 		m.Weights = []int{1, 1}

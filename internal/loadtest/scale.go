@@ -144,6 +144,16 @@ func SyntheticKeyTenant(i, tenants int) int {
 // 1000+t: 10.<(t>>8)&255>.<t&255>.0/24.
 func SyntheticTenantCIDR(t int) string { return fmt.Sprintf("10.%d.%d.0/24", (t>>8)&255, t&255) }
 
+// SyntheticTenantCIDR6 is the last allowlist entry of synthetic tenant
+// 1000+t: fd00:10:0:<t>::/64, room for a fresh client address per request.
+func SyntheticTenantCIDR6(t int) string { return fmt.Sprintf("fd00:10:0:%x::/64", t&0xffff) }
+
+// SyntheticTenantAddr6 is address seq of synthetic tenant 1000+t's IPv6
+// allowlist entry; no two seqs (below 2^64) give the same address.
+func SyntheticTenantAddr6(t int, seq uint64) string {
+	return fmt.Sprintf("fd00:10:0:%x:%x:%x:%x:%x", t&0xffff, seq>>48, (seq>>32)&0xffff, (seq>>16)&0xffff, seq&0xffff)
+}
+
 // SyntheticRoutePath is the path prefix of generated route i (GET and HEAD,
 // scope items:read, a required positive-integer X-Tenant-Id).
 func SyntheticRoutePath(i int) string { return fmt.Sprintf("/v1/svc%d/items", i) }
@@ -255,7 +265,7 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		sep = ",\n    "
 	}
 	for i := range tenants {
-		fmt.Fprintf(w, "%s\"%d\": {\"allowed_cidrs\": [%q, \"198.18.%d.0/24\"]}", sep, 1000+i, SyntheticTenantCIDR(i), i&255)
+		fmt.Fprintf(w, "%s\"%d\": {\"allowed_cidrs\": [%q, \"198.18.%d.0/24\", %q]}", sep, 1000+i, SyntheticTenantCIDR(i), i&255, SyntheticTenantCIDR6(i))
 		sep = ",\n    "
 	}
 	fmt.Fprint(w, "\n  },\n")

@@ -87,6 +87,10 @@ func TestScaleMix(t *testing.T) {
 			t.Errorf("Describe: %s", m.Describe())
 		}
 	}
+	// Fresh addresses never repeat within a tenant, nor across tenants.
+	if a, b, c := SyntheticTenantAddr6(3, 1), SyntheticTenantAddr6(3, 1<<16), SyntheticTenantAddr6(4, 1); a == b || a == c {
+		t.Errorf("fresh addresses repeat: %s %s %s", a, b, c)
+	}
 	// Keys of distinct tenants are spread over the whole key set.
 	m, _ := NewScaledMix(ScaleMix, "", Scale{Keys: nDemo + 1600, Tenants: 1600})
 	tenants := map[string]bool{}
@@ -150,6 +154,22 @@ func TestScaleMixAllowed(t *testing.T) {
 			for _, c := range m.Cases {
 				if got, why := decide(c); got != c.Want {
 					t.Errorf("%+v hops=%d %s: got %d (%s), want %d", sc, hops, c.Name, got, why, c.Want)
+				}
+				if c.FreshSource != nil {
+					// Every fresh address is in the tenant's allowlist, and
+					// one in no tenant's /64 is refused.
+					for _, seq := range []uint64{0, 1, 65537, 1<<40 + 7} {
+						fresh := c
+						fresh.Source = c.FreshSource(seq)
+						if got, why := decide(fresh); got != 200 {
+							t.Errorf("%+v hops=%d %s from fresh address %s: got %d (%s), want 200", sc, hops, c.Name, fresh.Source, got, why)
+						}
+					}
+					out := c
+					out.Source = SyntheticTenantAddr6(0xffff, 1)
+					if got, _ := decide(out); got != 403 {
+						t.Errorf("%+v hops=%d %s from %s: got %d, want 403", sc, hops, c.Name, out.Source, got)
+					}
 				}
 				if c.Source != "" {
 					out := c
