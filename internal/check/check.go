@@ -71,7 +71,7 @@ type Server struct {
 	NoMemo bool
 	// NoQuota leaves quotas alone: the server decides, it does not count
 	// (a candidate policy's server, offline comparisons).
-	NoQuota bool
+	NoQuota    bool
 	replayKeys replayKeys // key-id index for Replay
 	// Candidate, when set, is offered every finished check to compare with
 	// a candidate policy (see candidate.go).
