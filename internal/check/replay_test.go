@@ -2,11 +2,17 @@ package check
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,5 +312,93 @@ func TestReplayRefusesWhatItCannotDecide(t *testing.T) {
 	// Quotas are not replayed: a rate-limited record counts as ok.
 	if d, err := s.Replay(context.Background(), &replay.Record{Reason: decision.OK, Facts: recs[1].Facts}); err != nil || d.Reason != decision.OK {
 		t.Errorf("replay: %v %v", d, err)
+	}
+}
+
+// eventSink is a decision-log service keeping each upload's body (a JSON
+// array of events, gunzipped) as one line.
+type eventSink struct {
+	mu     sync.Mutex
+	lines  [][]byte
+	events int
+}
+
+func (s *eventSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	zr, err := gzip.NewReader(r.Body)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	b, _ := io.ReadAll(zr)
+	var evs []json.RawMessage
+	if json.Unmarshal(b, &evs) != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.lines, s.events = append(s.lines, b), s.events+len(evs)
+	s.mu.Unlock()
+}
+
+// The OPA upload carries the same facts: the service's bodies, one per
+// line, replay to the recorded reasons.
+func TestReplayUploadedEvents(t *testing.T) {
+	sink := &eventSink{}
+	hs := httptest.NewServer(sink)
+	defer hs.Close()
+	u, err := decisionlog.NewUploader(decisionlog.UploaderOptions{Facts: true, Config: fmt.Appendf(nil, `
+services: {logsvc: {url: %q}}
+decision_logs: {service: logsvc, reporting: {min_delay_seconds: 1, max_delay_seconds: 1}}
+`, hs.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eng := demoEngine(t)
+	s := newServer(t, eng)
+	s.Observers = []Observer{u}
+	cases := replayCases()
+	for _, c := range cases {
+		r := req(c.method, c.path, c.headers)
+		r.Attributes.ContextExtensions = c.ce
+		decide(t, s, r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	u.Stop(ctx) // hands the queue to the plugin and uploads what it holds
+	cancel()
+	sink.mu.Lock()
+	body := bytes.Join(sink.lines, []byte("\n"))
+	n := sink.events
+	sink.mu.Unlock()
+	if n != len(cases) {
+		t.Fatalf("%d events uploaded of %d", n, len(cases))
+	}
+	for _, secret := range []string{demoKey, readonlyKey, demoJWT, "xa_not_a_key"} {
+		if bytes.Contains(body, []byte(secret)) {
+			t.Errorf("an uploaded event holds a credential %.12s…", secret)
+		}
+	}
+	want := map[string]int{} // reasons made by the cases, less those replayed
+	for _, c := range cases {
+		want[c.reason]++
+	}
+	replayer := newServer(t, eng)
+	for _, rec := range readRecords(t, body) {
+		d, err := replayer.Replay(context.Background(), &rec)
+		if err != nil {
+			t.Errorf("%s: %v", rec.DecisionID, err)
+			continue
+		}
+		if Verdict(d) != rec.Reason {
+			t.Errorf("%s %s %s: recorded %s, replayed %s", rec.DecisionID, rec.Facts.Method, rec.Facts.Path, rec.Reason, Verdict(d))
+		}
+		want[string(rec.Reason)]--
+	}
+	for r, n := range want {
+		if n != 0 {
+			t.Errorf("reason %s: %d more made than replayed", r, n)
+		}
 	}
 }

@@ -44,6 +44,22 @@ by both, the verdicts are counted by (serving, candidate) and each difference
 is printed; the exit status is then 0 when the two agree on every request and
 2 when they differ on any.
 
+Replaying the decision log with --decision-log FILE: FILE holds the
+sidecar's decision records written with --decision-log-facts (its JSON log
+lines; other lines are skipped) or OPA decision-log events (one per line, or
+an upload's JSON array per line). Each record's facts are decided again by the
+policy (--policy-dir / --bundle-file, default the embedded one) and, with
+--candidate-dir DIR, by the candidate. Verdicts are reasons; a shadowed deny
+counts as its reason and a quota denial as ok (quotas are not replayed). The
+counts are printed by (recorded, replayed), or (recorded, serving,
+candidate), and each record where the last two differ. A record that cannot be
+decided exactly is "not replayable" with the reason (no facts, a withheld
+value, a key id the policy lacks, an unknown key or a JWT under changed
+api_keys / jwt sections, a policy that reads more than the facts); an
+unreadable line is reported with its number. Exit status: 0 when every record
+was replayed and the last two verdicts agree, 2 when they differ on any, 3 when
+none differ but some could not be replayed or read, 1 on an error.
+
 Exit status: 0 when the request is allowed, 2 when it is denied, 1 on an
 error (bad flags, a policy that does not load, a request Envoy itself would
 refuse).
