@@ -57,7 +57,11 @@ func NewCandidate(engines Engines, ip clientip.Resolver, rate float64, queue int
 	return c
 }
 
-// verdict is what a decision says of the policy's view of the request.
+// Verdict is what a decision says of the policy's view of the request: the
+// reason, with a shadowed deny counted as its reason and a quota denial as
+// the allow it was before the quota.
+func Verdict(d *decision.Decision) decision.Reason { return verdict(d) }
+
 func verdict(d *decision.Decision) decision.Reason {
 	switch {
 	case d.Shadow != nil:

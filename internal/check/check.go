@@ -24,6 +24,7 @@ import (
 	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/replay"
 	"github.com/extauthz/extauthz/internal/wire"
 )
 
@@ -41,6 +42,14 @@ type Engines interface {
 // Observer receives every finished decision (metrics, decision logs).
 type Observer interface {
 	Observe(ctx context.Context, d *decision.Decision, elapsed time.Duration)
+}
+
+// FactsObserver is an Observer that can also be given the facts the
+// decision was taken on (decision logs with --decision-log-facts). It is
+// called instead of Observe whenever the facts were resolved.
+type FactsObserver interface {
+	Observer
+	ObserveFacts(ctx context.Context, d *decision.Decision, src replay.Source, elapsed time.Duration)
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -62,7 +71,8 @@ type Server struct {
 	NoMemo bool
 	// NoQuota leaves quotas alone: the server decides, it does not count
 	// (a candidate policy's server, offline comparisons).
-	NoQuota bool
+	NoQuota    bool
+	replayKeys replayKeys // key-id index for Replay
 	// Candidate, when set, is offered every finished check to compare with
 	// a candidate policy (see candidate.go).
 	Candidate *Candidate
@@ -102,6 +112,10 @@ func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest, encode boo
 		}
 		elapsed := time.Since(start)
 		for _, o := range s.Observers {
+			if fo, ok := o.(FactsObserver); ok && r != nil && r.eng != nil {
+				fo.ObserveFacts(ctx, d, replay.Source{Facts: &r.f, Context: r.req.GetAttributes().GetContextExtensions(), Engine: r.eng}, elapsed)
+				continue
+			}
 			o.Observe(ctx, d, elapsed)
 		}
 	}

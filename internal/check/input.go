@@ -28,6 +28,7 @@ import (
 // policy is given, and what the sidecar keeps beside them.
 type request struct {
 	req          *authv3.CheckRequest
+	eng          *engine.Engine // the policy version deciding
 	f            facts.Facts
 	id           string // request id (x-request-id or generated); f.RequestID
 	path         pathcanon.Path
@@ -92,7 +93,7 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 		headers, rawProblem = rawHeaders(h.GetHeaderMap())
 		problem = cmp.Or(problem, rawProblem)
 	}
-	*r = request{req: req, headers: headers, id: s.requestID(headers), problem: problem, opaEnvoy: eng.OPAEnvoy()}
+	*r = request{req: req, eng: eng, headers: headers, id: s.requestID(headers), problem: problem, opaEnvoy: eng.OPAEnvoy()}
 	if r.id == "" {
 		r.id = decisionID
 	}
@@ -108,20 +109,7 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 	r.path = pathcanon.ParseInto(rawPath, r.segs[:0])
 	f.Path, f.PathProblem = r.path.Canonical, r.path.Problem
 	ce := attrs.GetContextExtensions()
-
-	// Route: an Envoy route may name it; otherwise the prepared matcher.
-	if id, ok := ce[route.CERoute]; ok {
-		if rt, found := eng.Routes.ByID(id); found {
-			f.Route = rt
-		} else {
-			r.routeErr = errUnknownRoute
-		}
-	} else if r.path.Problem == "" {
-		f.Route = eng.Routes.Match(f.Method, r.path.Segments)
-	}
-	if f.Route != nil && route.HasOverrides(ce) {
-		f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce)
-	}
+	r.route(eng, ce)
 	if f.Route != nil {
 		for i, th := range f.Route.Req.TenantHeaders {
 			if v, ok := headers[th.Key]; ok {
@@ -136,6 +124,36 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 		}
 	}
 	f.IdempotencyKey = headers["idempotency-key"] != ""
+
+	// Credential: found, then verified.
+	r.cred = credential.Extract(headers, eng.Settings.APIKeyHeader)
+	f.Credential.Kind, f.Credential.Via = r.cred.Kind, r.cred.Via
+	f.Credential.Status, f.Credential.Identity = s.verify(ctx, eng, r.cred, now)
+
+	// Client address.
+	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
+	f.ClientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
+	r.tenant = f.Tenant()
+}
+
+// route resolves the route and the profile of r's method and path under
+// the Envoy route's context extensions ce (r.routeErr: ce names what the
+// policy does not have).
+func (r *request) route(eng *engine.Engine, ce map[string]string) {
+	f := &r.f
+	// Route: an Envoy route may name it; otherwise the prepared matcher.
+	if id, ok := ce[route.CERoute]; ok {
+		if rt, found := eng.Routes.ByID(id); found {
+			f.Route = rt
+		} else {
+			r.routeErr = errUnknownRoute
+		}
+	} else if r.path.Problem == "" {
+		f.Route = eng.Routes.Match(f.Method, r.path.Segments)
+	}
+	if f.Route != nil && route.HasOverrides(ce) {
+		f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce)
+	}
 	f.Profile = eng.Settings.DefaultProfile
 	if f.Route != nil && f.Route.Req.Profile != "" {
 		f.Profile = f.Route.Req.Profile
@@ -147,16 +165,6 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 			r.routeErr = errUnknownProfile
 		}
 	}
-
-	// Credential: found, then verified.
-	r.cred = credential.Extract(headers, eng.Settings.APIKeyHeader)
-	f.Credential.Kind, f.Credential.Via = r.cred.Kind, r.cred.Via
-	f.Credential.Status, f.Credential.Identity = s.verify(ctx, eng, r.cred, now)
-
-	// Client address.
-	src := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
-	f.ClientIP, _ = s.ClientIP.Resolve(src, headers["x-forwarded-for"])
-	r.tenant = f.Tenant()
 }
 
 // Input is the policy input as an OPA value (memo.Input).

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/replay"
 	"github.com/extauthz/extauthz/internal/source"
 )
 
@@ -43,6 +43,22 @@ in protobuf JSON per line, e.g. recorded from Envoy) every request is decided
 by both, the verdicts are counted by (serving, candidate) and each difference
 is printed; the exit status is then 0 when the two agree on every request and
 2 when they differ on any.
+
+Replaying the decision log with --decision-log FILE: FILE holds the
+sidecar's decision records written with --decision-log-facts (its JSON log
+lines; other lines are skipped) or OPA decision-log events (one per line, or
+an upload's JSON array per line). Each record's facts are decided again by the
+policy (--policy-dir / --bundle-file, default the embedded one) and, with
+--candidate-dir DIR, by the candidate. Verdicts are reasons; a shadowed deny
+counts as its reason and a quota denial as ok (quotas are not replayed). The
+counts are printed by (recorded, replayed), or (recorded, serving,
+candidate), and each record where the last two differ. A record that cannot be
+decided exactly is "not replayable" with the reason (no facts, a withheld
+value, a key id the policy lacks, an unknown key or a JWT under changed
+api_keys / jwt sections, a policy that reads more than the facts); an
+unreadable line is reported with its number. Exit status: 0 when every record
+was replayed and the last two verdicts agree, 2 when they differ on any, 3 when
+none differ but some could not be replayed or read, 1 on an error.
 
 Exit status: 0 when the request is allowed, 2 when it is denied, 1 on an
 error (bad flags, a policy that does not load, a request Envoy itself would
@@ -75,6 +91,7 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	asJSON := fs.Bool("json", false, "print the explanation as JSON")
 	candDir := fs.String("candidate-dir", "", "a candidate policy directory to compare with")
 	reqsFile := fs.String("requests", "", "with --candidate-dir: a file of CheckRequests (protobuf JSON, one per line) to compare on")
+	logFile := fs.String("decision-log", "", "a decision-log file (JSON lines written with --decision-log-facts, or OPA decision-log events) to replay on the policy (and --candidate-dir)")
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
 	fs.Var(&ctxExt, "context", "context extension key=value (repeatable)")
 	if err := config.ParseAll(fs, args); errors.Is(err, flag.ErrHelp) {
@@ -89,6 +106,8 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 	var req *authv3.CheckRequest
 	var err error
 	switch {
+	case *logFile != "":
+		return replayLog(ctx, env, *logFile, *policyDir, *bundleFile, *candDir)
 	case *reqsFile != "":
 		if *candDir == "" {
 			return errors.New("--requests needs --candidate-dir")
@@ -204,8 +223,7 @@ func compareFile(ctx context.Context, env Env, file, policyDir, bundleFile, cand
 		return err
 	}
 	s, c := offlineServer(serving, hops), offlineServer(cand, hops)
-	counts := map[[2]string]int{}
-	differ := 0
+	cmp := newComparison(env.Stdout, "serving", "candidate")
 	for i, line := range strings.Split(string(b), "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
@@ -214,22 +232,70 @@ func compareFile(ctx context.Context, env Env, file, policyDir, bundleFile, cand
 		if err := protojson.Unmarshal([]byte(line), req); err != nil {
 			return fmt.Errorf("%s:%d: not a CheckRequest: %w", file, i+1, err)
 		}
-		sv, cv := verdictOf(s.Explain(ctx, req).Decision), verdictOf(c.Explain(ctx, req).Decision)
-		counts[[2]string{sv, cv}]++
-		if sv != cv {
-			differ++
-			h := req.GetAttributes().GetRequest().GetHttp()
-			fmt.Fprintf(env.Stdout, "%s:%d: %s %s: serving %s, candidate %s\n", file, i+1, h.GetMethod(), h.GetPath(), sv, cv)
+		h := req.GetAttributes().GetRequest().GetHttp()
+		cmp.add(fmt.Sprintf("%s:%d", file, i+1), h.GetMethod()+" "+h.GetPath(),
+			verdictOf(s.Explain(ctx, req).Decision), verdictOf(c.Explain(ctx, req).Decision))
+	}
+	return cmp.finish("requests")
+}
+
+// replayLog decides every decision record of file again from the facts it
+// carries, with the policy and, when candDir is set, the candidate too, and
+// reports where the verdicts differ (internal/replay).
+func replayLog(ctx context.Context, env Env, file, policyDir, bundleFile, candDir string) error {
+	serving, err := loadEngine(ctx, policyDir, bundleFile)
+	if err != nil {
+		return err
+	}
+	defer serving.Close()
+	servers := []*check.Server{offlineServer(serving, 0)}
+	columns := []string{"recorded", "replayed"}
+	if candDir != "" {
+		cand, err := source.Engine(ctx, candDir, engine.Options{})
+		if err != nil {
+			return fmt.Errorf("candidate: %w", err)
 		}
+		defer cand.Close()
+		servers = append(servers, offlineServer(cand, 0))
+		columns = []string{"recorded", "serving", "candidate"}
 	}
-	fmt.Fprintln(env.Stdout, "\nserving -> candidate: requests")
-	for _, k := range slices.SortedFunc(maps.Keys(counts), func(a, b [2]string) int { return strings.Compare(a[0]+a[1], b[0]+b[1]) }) {
-		fmt.Fprintf(env.Stdout, "  %s -> %s: %d\n", k[0], k[1], counts[k])
+	in, err := os.Open(file)
+	if err != nil {
+		return err
 	}
-	if differ > 0 {
-		return exitError(2)
+	defer in.Close()
+	cmp := newComparison(env.Stdout, columns...)
+	err = replay.Read(in, func(rec replay.Record) {
+		where := fmt.Sprintf("%s:%d", file, rec.Line)
+		what := "decision " + rec.DecisionID
+		if f := rec.Facts; f != nil {
+			what += " " + printable(f.Method+" "+f.Path)
+		}
+		verdicts := []string{string(rec.Reason)}
+		for i, srv := range servers {
+			d, err := srv.Replay(ctx, &rec)
+			var nr *replay.NotReplayable
+			switch {
+			case errors.As(err, &nr):
+				if len(servers) > 1 {
+					nr.Why = columns[i+1] + ": " + nr.Why
+				}
+				cmp.skip(where+": "+what, nr.Why, nr.Detail)
+				return
+			case err != nil:
+				cmp.bad(where, err)
+				return
+			}
+			verdicts = append(verdicts, string(check.Verdict(d)))
+		}
+		cmp.add(where, what, verdicts...)
+	}, func(line int, err error) {
+		cmp.bad(fmt.Sprintf("%s:%d", file, line), err)
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return cmp.finish("records (reasons; a shadowed deny counts as its reason, a quota denial as ok)")
 }
 
 // envoyRequest builds the CheckRequest Envoy would send for r through the

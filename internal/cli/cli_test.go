@@ -3,12 +3,16 @@ package cli
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/extauthz/extauthz/internal/authn/apikey"
+	"github.com/extauthz/extauthz/internal/check"
+	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/envoybin"
 )
 
@@ -306,5 +310,80 @@ func TestDemoMoved(t *testing.T) {
 	code, _, errOut := run(t, "", "demo")
 	if code != 2 || !strings.Contains(errOut, "cmd/extauthz-demo") {
 		t.Errorf("demo: %d %s", code, errOut)
+	}
+}
+
+// extauthz check --decision-log replays the sidecar's own decision records
+// (written with facts) on the policy and a candidate: counts by verdict,
+// each difference, exit 2 on a difference and 3 when lines could not be
+// replayed or read.
+func TestCheckReplaysADecisionLog(t *testing.T) {
+	ctx := context.Background()
+	eng, err := loadEngine(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	var log bytes.Buffer
+	srv := offlineServer(eng, 0)
+	l := decisionlog.New(slog.New(slog.NewJSONHandler(&log, nil)), "all", 1)
+	l.Facts = true
+	srv.Observers = []check.Observer{l}
+	for _, c := range []struct{ method, key, idem string }{
+		{"GET", "xa_demo_7Qm2vK9pL4sT8wZ1", ""}, {"GET", "xa_demo_readonly_K3n8Vb", ""}, {"POST", "xa_demo_readonly_K3n8Vb", "k1"}, {"GET", "xa_nope", ""},
+	} {
+		r, _ := http.NewRequest(c.method, "http://api.example.com/v1/orders", nil)
+		r.Header.Set("X-API-Key", c.key)
+		r.Header.Set("X-Tenant-Id", "42")
+		if c.idem != "" {
+			r.Header.Set("Idempotency-Key", c.idem)
+		}
+		r.RemoteAddr = "127.0.0.1:40000"
+		req, err := envoyRequest(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Check(ctx, req)
+	}
+	file := filepath.Join(t.TempDir(), "decisions.jsonl")
+	os.WriteFile(file, log.Bytes(), 0o600)
+
+	if _, help, _ := run(t, "", "help", "check"); !strings.Contains(help, "-decision-log") || !strings.Contains(help, "3 when\nnone differ") {
+		t.Errorf("extauthz help check does not document --decision-log:\n%s", help)
+	}
+	code, out, errOut := run(t, "", "check", "--decision-log", file)
+	for _, want := range []string{"recorded -> replayed: records", "  ok -> ok: 2", "  scope_missing -> scope_missing: 1", "  key_invalid -> key_invalid: 1"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("same policy: exit %d, want %q\n%s%s", code, want, out, errOut)
+		}
+	}
+	if strings.Contains(log.String(), "xa_demo_") || strings.Contains(log.String(), "xa_nope") {
+		t.Fatalf("the decision log holds a key:\n%s", log.String())
+	}
+
+	dir := t.TempDir()
+	rego, _ := os.ReadFile("../../policies/extauthz.rego")
+	data, _ := os.ReadFile("../../policies/data.json")
+	stricter := strings.Replace(string(rego), "} else := allow if {\n\troute.public", "} else := deny(\"key_revoked\") if {\n\tidentity.key_id == \"demo-readonly\"\n} else := allow if {\n\troute.public", 1)
+	os.WriteFile(filepath.Join(dir, "extauthz.rego"), []byte(stricter), 0o600)
+	os.WriteFile(filepath.Join(dir, "data.json"), data, 0o600)
+	code, out, _ = run(t, "", "check", "--decision-log", file, "--candidate-dir", dir)
+	if code != 2 || !strings.Contains(out, ":2: decision ") || !strings.Contains(out, " GET /v1/orders: recorded ok, serving ok, candidate key_revoked") ||
+		!strings.Contains(out, "  ok -> ok -> key_revoked: 1") || !strings.Contains(out, "  scope_missing -> scope_missing -> scope_missing: 1") || !strings.Contains(out, "  ok -> ok -> ok: 1") {
+		t.Fatalf("candidate: exit %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "", "check", "--decision-log", file, "--policy-dir", dir)
+	if code != 2 || !strings.Contains(out, "recorded ok, replayed key_revoked") {
+		t.Fatalf("changed policy: exit %d\n%s", code, out)
+	}
+
+	// A truncated line and a record without facts: reported, exit 3.
+	lines := strings.SplitAfter(log.String(), "\n")
+	bad := lines[0][:len(lines[0])/2] + "\n" + `{"msg":"decision","reason":"ok","decision_id":"d9"}` + "\n" + strings.Join(lines[1:], "")
+	os.WriteFile(file, []byte(bad), 0o600)
+	code, out, _ = run(t, "", "check", "--decision-log", file)
+	if code != 3 || !strings.Contains(out, ":1: unreadable: not a JSON object") || !strings.Contains(out, ":2: decision d9: not replayable: the record carries no facts") ||
+		!strings.Contains(out, "unreadable: 1") || !strings.Contains(out, "not replayable: 1") {
+		t.Fatalf("bad lines: exit %d\n%s", code, out)
 	}
 }

@@ -57,6 +57,10 @@ type Config struct {
 	FaultLogInterval time.Duration `json:"fault_log_interval"` // a repeated warning or error is logged once per interval, with a count
 	DecisionLog      string        `json:"decision_log"`       // all, deny, none
 	AllowSampleRate  float64       `json:"allow_sample_rate"`  // fraction of allows logged when decision_log is all
+	// DecisionLogFacts adds to each decision record (and uploaded event)
+	// the facts it was taken on, so that extauthz check --decision-log can
+	// replay it (internal/replay).
+	DecisionLogFacts bool `json:"decision_log_facts"`
 
 	// Decision logs uploaded to an OPA-compatible decision-log service by
 	// OPA's decision_logs plugin: an OPA configuration file (services,
@@ -225,6 +229,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.FaultLogInterval, "fault-log-interval", c.FaultLogInterval, "a repeated warning or error (Redis down, failing checks, rejected TLS clients) is logged once, then at most once per interval with the count suppressed [EXTAUTHZ_FAULT_LOG_INTERVAL]")
 	fs.StringVar(&c.DecisionLog, "decision-log", c.DecisionLog, "which decisions to log: all, deny or none [EXTAUTHZ_DECISION_LOG]")
 	fs.Float64Var(&c.AllowSampleRate, "allow-sample-rate", c.AllowSampleRate, "fraction of allows logged (0..1) [EXTAUTHZ_ALLOW_SAMPLE_RATE]")
+	fs.BoolVar(&c.DecisionLogFacts, "decision-log-facts", c.DecisionLogFacts, "add to each decision record the facts it was decided on (method, canonical path, route context, credential kind, status and key id or JWT claims, tenant header values, client address; bounded, never a credential), so that extauthz check --decision-log can replay it [EXTAUTHZ_DECISION_LOG_FACTS]")
 	fs.StringVar(&c.DecisionLogServiceConfig, "decision-log-service-config", c.DecisionLogServiceConfig, "OPA configuration file (JSON or YAML; services, labels, decision_logs): upload every decision to that decision-log service with OPA's decision_logs plugin (batched, gzip'd, retried; never holding up a check) [EXTAUTHZ_DECISION_LOG_SERVICE_CONFIG]")
 	fs.StringVar(&c.DecisionLogPolicy, "decision-log-policy", c.DecisionLogPolicy, "Rego file or directory with the uploaded decision logs' mask and drop rules (data.system.log.mask, data.system.log.drop unless decision_logs names others) [EXTAUTHZ_DECISION_LOG_POLICY]")
 }

@@ -2,6 +2,9 @@
 // log/slog: who (key id or subject, tenant), what (route, profile, reason),
 // the ids to join with Envoy's access log, and the latency. It never sees a
 // credential or a header value, so none can leak; allows can be sampled.
+// With Facts, a record also carries the facts the decision was taken on
+// (internal/replay), bounded, so that extauthz check --decision-log can
+// decide it again.
 package decisionlog
 
 import (
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/replay"
 )
 
 // Logger is a check.Observer.
@@ -19,6 +23,7 @@ type Logger struct {
 	Denies     bool    // log denies
 	Allows     bool    // log allows ...
 	SampleRate float64 // ... this fraction of them
+	Facts      bool    // add the facts the decision was taken on ("facts")
 }
 
 // New returns a decision logger for mode all, deny or none.
@@ -28,6 +33,19 @@ func New(log *slog.Logger, mode string, allowSample float64) *Logger {
 
 // Observe logs d.
 func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time.Duration) {
+	l.observe(ctx, d, nil, elapsed)
+}
+
+// ObserveFacts logs d with the facts it was taken on when l.Facts is set.
+func (l *Logger) ObserveFacts(ctx context.Context, d *decision.Decision, src replay.Source, elapsed time.Duration) {
+	if !l.Facts {
+		l.observe(ctx, d, nil, elapsed)
+		return
+	}
+	l.observe(ctx, d, &src, elapsed)
+}
+
+func (l *Logger) observe(ctx context.Context, d *decision.Decision, src *replay.Source, elapsed time.Duration) {
 	if d.Allow && d.Shadow == nil { // a shadowed deny is logged as denies are
 		if !l.Allows || (l.SampleRate < 1 && rand.Float64() >= l.SampleRate) {
 			return
@@ -42,7 +60,7 @@ func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time
 	if d.Reason == decision.InternalError {
 		level = slog.LevelWarn
 	}
-	var buf [13]slog.Attr // on the stack: LogAttrs copies the attributes
+	var buf [14]slog.Attr // on the stack: LogAttrs copies the attributes
 	attrs := append(buf[:0],
 		slog.String("decision_id", d.ID),
 		slog.String("request_id", d.RequestID),
@@ -68,6 +86,9 @@ func (l *Logger) Observe(ctx context.Context, d *decision.Decision, elapsed time
 	if sh := d.Shadow; sh != nil {
 		// The deny that was not enforced, as the client would have seen it.
 		attrs = append(attrs, slog.Group("shadow", slog.String("reason", string(sh.Reason)), slog.Int("status", sh.Status), slog.String("body", sh.Body)))
+	}
+	if src != nil && src.Facts != nil {
+		attrs = append(attrs, slog.Any("facts", replay.Of(*src)))
 	}
 	// The record is built here rather than by Logger.LogAttrs, which would
 	// capture the caller's program counter (runtime.Callers: a third of the

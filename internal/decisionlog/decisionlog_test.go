@@ -6,11 +6,16 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/extauthz/extauthz/internal/authn"
+	cred "github.com/extauthz/extauthz/internal/credential"
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/facts"
+	"github.com/extauthz/extauthz/internal/replay"
 )
 
 func TestModesAndFields(t *testing.T) {
@@ -62,5 +67,53 @@ func TestHandlerLevel(t *testing.T) {
 	out := buf.String()
 	if strings.Contains(out, `"d1"`) || !strings.Contains(out, `"decision_id":"d2"`) || !strings.Contains(out, `"level":"WARN"`) {
 		t.Fatalf("level warn:\n%s", out)
+	}
+}
+
+// benchSource is what the check path hands a FactsObserver.
+func benchSource() replay.Source {
+	f := &facts.Facts{Method: "GET", Path: "/v1/orders", ClientIP: netip.MustParseAddr("127.0.0.1"),
+		Credential: facts.Credential{Kind: cred.APIKey, Via: cred.ViaHeader, Status: authn.Valid, Identity: &authn.Identity{Kind: "api_key", KeyID: "demo-orders"}}}
+	return replay.Source{Facts: f}
+}
+
+// BenchmarkObserveFacts is a record as the server writes it since
+// --decision-log-facts: through ObserveFacts, with facts off (the default)
+// and on.
+func BenchmarkObserveFacts(b *testing.B) {
+	d := &decision.Decision{Allow: true, Reason: decision.OK, ID: "dn1g51kso7jf-k", RequestID: "c015d7a0-f96e-4fa9-80d7-130912045a6d", Profile: "default", Route: "orders-read", KeyID: "demo-orders", Subject: "svc:orders-demo", Tenant: "42", PolicyVersion: "efe3876aa0c2"}
+	src := benchSource()
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			l := New(slog.New(slog.NewJSONHandler(io.Discard, nil)), "all", 1)
+			l.Facts = on
+			b.ReportAllocs()
+			for b.Loop() {
+				l.ObserveFacts(context.Background(), d, src, 80*time.Microsecond)
+			}
+		})
+	}
+}
+
+// With facts off (the default) a record is what it always was; with facts
+// on it carries them, and never a credential.
+func TestFactsOptIn(t *testing.T) {
+	d := &decision.Decision{Allow: true, Reason: decision.OK, ID: "d1", KeyID: "demo-orders"}
+	for _, on := range []bool{false, true} {
+		var buf bytes.Buffer
+		l := New(slog.New(slog.NewJSONHandler(&buf, nil)), "all", 1)
+		l.Facts = on
+		l.ObserveFacts(context.Background(), d, benchSource(), time.Millisecond)
+		var rec map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		f, has := rec["facts"].(map[string]any)
+		if has != on {
+			t.Fatalf("facts %v: record %s", on, buf.String())
+		}
+		if on && (f["method"] != "GET" || f["credential"].(map[string]any)["key_id"] != "demo-orders") {
+			t.Errorf("facts %v", f)
+		}
 	}
 }

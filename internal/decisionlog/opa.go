@@ -16,6 +16,7 @@ package decisionlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/replay"
 )
 
 // EventPath is the path of every uploaded event: the decision
@@ -61,6 +63,9 @@ type UploaderOptions struct {
 	Log *slog.Logger
 	// ID names this instance in the manager (labels.id); default "extauthz".
 	ID string
+	// Facts adds the facts each decision was taken on as input.facts
+	// (internal/replay), as the slog records carry them.
+	Facts bool
 }
 
 // UploadStats are the uploader's counters.
@@ -78,6 +83,7 @@ type Uploader struct {
 	manager *plugins.Manager
 	plugin  *logs.Plugin
 	metrics opametrics.Metrics
+	facts   bool
 	queue   chan entry // never closed: Observe may run after Stop
 	dropped atomic.Uint64
 	stop    chan struct{}
@@ -97,6 +103,7 @@ type entry struct {
 	reason, shadowReason, credKind  string
 	credStatus                      string
 	allow                           bool
+	facts                           *replay.Facts
 }
 
 // ReadUploaderConfig reads an OPA configuration file.
@@ -155,7 +162,7 @@ func NewUploader(opts UploaderOptions) (*Uploader, error) {
 	met := opametrics.New()
 	p := logs.New(cfg, m).WithMetrics(met)
 	m.Register(logs.Name, p)
-	return &Uploader{manager: m, plugin: p, metrics: met, queue: make(chan entry, opts.Queue), stop: make(chan struct{}), done: make(chan struct{})}, nil
+	return &Uploader{facts: opts.Facts, manager: m, plugin: p, metrics: met, queue: make(chan entry, opts.Queue), stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // Start initialises the manager (compiles the mask and drop policies) and
@@ -220,6 +227,20 @@ func (u *Uploader) Stats() UploadStats {
 // Observe queues d for upload; a full queue drops it (counted). It never
 // blocks and never fails the check.
 func (u *Uploader) Observe(_ context.Context, d *decision.Decision, elapsed time.Duration) {
+	u.observe(d, nil, elapsed)
+}
+
+// ObserveFacts is Observe, with the facts d was taken on when the uploader
+// adds them.
+func (u *Uploader) ObserveFacts(_ context.Context, d *decision.Decision, src replay.Source, elapsed time.Duration) {
+	if !u.facts {
+		u.observe(d, nil, elapsed)
+		return
+	}
+	u.observe(d, &src, elapsed)
+}
+
+func (u *Uploader) observe(d *decision.Decision, src *replay.Source, elapsed time.Duration) {
 	e := entry{
 		at: time.Now(), elapsed: elapsed,
 		id: d.ID, requestID: d.RequestID, profile: d.Profile, route: d.Route,
@@ -230,6 +251,9 @@ func (u *Uploader) Observe(_ context.Context, d *decision.Decision, elapsed time
 		e.shadowReason = string(d.Shadow.Reason)
 	}
 	e.credKind, e.credStatus = credential(d)
+	if src != nil && src.Facts != nil {
+		e.facts = replay.Of(*src) // copied now: the facts belong to the check
+	}
 	select {
 	case u.queue <- e:
 	default:
@@ -278,6 +302,13 @@ func (e entry) info() *opaserver.Info {
 	}
 	if e.requestID != "" {
 		in["request_id"] = e.requestID
+	}
+	if e.facts != nil {
+		// As a JSON object, so that mask rules reach into it by path.
+		var f map[string]any
+		if b, err := json.Marshal(e.facts); err == nil && json.Unmarshal(b, &f) == nil {
+			in["facts"] = f
+		}
 	}
 	res := map[string]any{"allow": e.allow, "reason": e.reason}
 	if e.shadowReason != "" {

@@ -117,6 +117,11 @@ type Engine struct {
 	Profiles *profile.Set
 	Tokens   Tokens            // may be nil
 	Limits   *ratelimit.Config // quotas (extauthz.limits); nil = none
+	// KeysVersion and JWTVersion fingerprint the extauthz.api_keys and
+	// extauthz.jwt sections (SHA-256 of their bytes, 12 hex digits): a
+	// decision-log replay decides a presented key no record matched, or a
+	// bearer token, exactly only against the sections it was recorded with.
+	KeysVersion, JWTVersion string
 
 	hasData bool // data.json gave an extauthz object
 	issuers int  // extauthz.jwt.issuers entries
@@ -262,6 +267,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	}
 	<-keysDone
 	e.Keys, e.Version = keys, version(src, keysDigest)
+	e.KeysVersion = hex.EncodeToString(keysDigest[:6])
+	jwtDigest := sha256.Sum256(sections["jwt"])
+	e.JWTVersion = hex.EncodeToString(jwtDigest[:6])
 	var planErrs []error
 	if e.Keys != nil && (sections["limits"] == nil || e.Limits != nil) {
 		// A key's plan that names no plan would get no quota at all.

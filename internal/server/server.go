@@ -275,13 +275,15 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 
 	s.check = check.NewServer(&s.holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
 	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
-	s.check.Observers = []check.Observer{s.metrics, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
+	dlog := decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)
+	dlog.Facts = cfg.DecisionLogFacts
+	s.check.Observers = []check.Observer{s.metrics, dlog}
 	if cfg.DecisionLogServiceConfig != "" {
 		b, err := decisionlog.ReadUploaderConfig(cfg.DecisionLogServiceConfig)
 		if err != nil {
 			return nil, err
 		}
-		opts := decisionlog.UploaderOptions{Config: b, Log: s.faultLog}
+		opts := decisionlog.UploaderOptions{Config: b, Log: s.faultLog, Facts: cfg.DecisionLogFacts}
 		if cfg.DecisionLogPolicy != "" {
 			opts.Policies = []string{cfg.DecisionLogPolicy}
 		}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
@@ -106,6 +107,11 @@ func (s *Store) Lookup(key string, now time.Time) Result {
 	if !ok || subtle.ConstantTimeCompare(s.rec(i).digest[:], d[:]) != 1 {
 		return Result{Status: authn.Unknown}
 	}
+	return s.result(i, now)
+}
+
+// result is record i's status at now, with its identity.
+func (s *Store) result(i uint32, now time.Time) Result {
 	e := s.rec(i)
 	id := s.identity(i)
 	if e.status != statusValid {
@@ -139,4 +145,36 @@ func short(h string) string {
 		return h[:12] + "…"
 	}
 	return h
+}
+
+// IDIndex looks records up by key id (offline replay of decision logs,
+// which carry the key id, never the key). The serving store keeps no id
+// index (a million keys would pay for it); IDIndex builds one, a map of
+// every id, on its first call and keeps it for its lookups.
+type IDIndex struct {
+	s    *Store
+	once sync.Once
+	ids  map[string]uint32
+}
+
+// NewIDIndex returns an index over s, built on its first lookup.
+func NewIDIndex(s *Store) *IDIndex { return &IDIndex{s: s} }
+
+// Lookup is what Lookup would have answered at now for the key whose id is
+// id; ok is false when no record has that id.
+func (x *IDIndex) Lookup(id string, now time.Time) (res Result, ok bool) {
+	if x == nil || x.s == nil {
+		return Result{}, false
+	}
+	x.once.Do(func() {
+		x.ids = make(map[string]uint32, x.s.n)
+		for i := range uint32(x.s.n) {
+			x.ids[x.s.str(x.s.rec(i).keyID)] = i
+		}
+	})
+	i, found := x.ids[id]
+	if !found {
+		return Result{}, false
+	}
+	return x.s.result(i, now), true
 }
