@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/replay"
 )
 
 // logService is a loopback decision-log service keeping every upload raw.
@@ -170,4 +171,62 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// TestDecisionLogFactsFlag: --decision-log-facts reaches both sinks — every
+// logged record and every uploaded event carries the facts it was decided
+// on, which internal/replay reads back — and still no credential.
+func TestDecisionLogFactsFlag(t *testing.T) {
+	svc := &logService{}
+	srv := httptest.NewServer(svc)
+	defer srv.Close()
+	file := writeServiceConfig(t, srv.URL, "")
+	r := startRun(t, func(c *config.Config) { c.DecisionLogServiceConfig, c.DecisionLogFacts = file, true })
+	token, _ := os.ReadFile("../../testdata/demo.jwt")
+	secrets := []string{"xa_demo_7Qm2vK9pL4sT8wZ1", string(token)}
+	for _, h := range []map[string]string{
+		{"x-api-key": secrets[0], "x-tenant-id": "42"},
+		{"authorization": "Bearer " + secrets[1], "x-tenant-id": "42"},
+		{"x-api-key": secrets[0], "x-tenant-id": "43"},
+	} {
+		if _, err := r.client.Check(context.Background(), checkReq(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for polls := 0; ; polls++ { // bounded by count: the upload interval is short
+		svc.mu.Lock()
+		n := len(svc.events)
+		svc.mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if polls == 300 {
+			t.Fatalf("%d events uploaded, want 3", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	svc.mu.Lock()
+	uploaded := strings.Join(svc.bodies, "\n")
+	for _, e := range svc.events {
+		if f, ok := e["input"].(map[string]any)["facts"].(map[string]any); !ok || f["method"] != "GET" {
+			t.Errorf("uploaded event without facts: %v", e)
+		}
+	}
+	svc.mu.Unlock()
+	logs := r.logs.String()
+	var reasons []string
+	err := replay.Read(strings.NewReader(logs), func(rec replay.Record) {
+		if rec.Facts == nil {
+			t.Errorf("record %s without facts", rec.DecisionID)
+		}
+		reasons = append(reasons, string(rec.Reason))
+	}, func(line int, err error) { t.Errorf("log line %d: %v", line, err) })
+	if err != nil || strings.Join(reasons, " ") != "ok ok tenant_forbidden" {
+		t.Errorf("replayable records: %v %v\n%s", reasons, err, logs)
+	}
+	for _, s := range secrets {
+		if strings.Contains(logs, s) || strings.Contains(uploaded, s) {
+			t.Errorf("a credential reached the decision log: %.12s…", s)
+		}
+	}
 }
