@@ -43,11 +43,14 @@ var (
 // CheckRequest's as the plugin converts it (protoValue, JSON field names),
 // version, parsed_path, parsed_query, parsed_body, truncated_body and,
 // when the source peer has one, source_principal; plus input.extauthz, the
-// sidecar's facts. It is built as an OPA value directly, once per check.
+// sidecar's facts. It is built as an OPA value directly, once per check,
+// and only the parts the policy can read (sel): the path, query and body
+// are always decoded, as the plugin fails a check whose path or body does
+// not decode.
 // A path or query that does not decode is path_invalid, a body that does
 // not parse as its content-type says is request_invalid (the plugin fails
 // the check).
-func envoyInput(req *authv3.CheckRequest, r *request) (ast.Value, decision.Reason, error) {
+func envoyInput(req *authv3.CheckRequest, r *request, sel *policy.InputPaths) (ast.Value, decision.Reason, error) {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	rawPath, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	p, err := url.PathUnescape(rawPath)
@@ -68,8 +71,8 @@ func envoyInput(req *authv3.CheckRequest, r *request) (ast.Value, decision.Reaso
 		return nil, decision.RequestInvalid, err
 	}
 	items := make([][2]*ast.Term, 0, 8)
-	if a := req.GetAttributes(); a != nil {
-		items = append(items, [2]*ast.Term{kAttributes, ast.NewTerm(protoValue(a.ProtoReflect()))})
+	if a, as := req.GetAttributes(), sel.Child("attributes"); a != nil && as != nil {
+		items = append(items, [2]*ast.Term{kAttributes, ast.NewTerm(protoValueOf(a.ProtoReflect(), as))})
 	}
 	items = append(items,
 		[2]*ast.Term{kVersion, envoyVersion},
@@ -77,8 +80,10 @@ func envoyInput(req *authv3.CheckRequest, r *request) (ast.Value, decision.Reaso
 		[2]*ast.Term{kParsedQuery, stringsObject(q)},
 		[2]*ast.Term{kParsedBody, body},
 		[2]*ast.Term{kTruncatedBody, ast.InternedTerm(truncated)},
-		[2]*ast.Term{kExtauthz, ast.NewTerm(r.f.Value())},
 	)
+	if sel.Child("extauthz") != nil {
+		items = append(items, [2]*ast.Term{kExtauthz, ast.NewTerm(r.f.Value())})
+	}
 	if sp := req.GetAttributes().GetSource().GetPrincipal(); sp != "" {
 		items = append(items, [2]*ast.Term{kSourcePrincipal, ast.StringTerm(sp)})
 	}

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	_ "google.golang.org/protobuf/types/known/wrapperspb" // an Any in a fixture holds a StringValue
+
+	"github.com/extauthz/extauthz/internal/policy"
 )
 
 // The plugin's input, taken from the plugin itself.
@@ -117,7 +119,7 @@ func TestOPAEnvoyInputMatchesPlugin(t *testing.T) {
 			}
 			var rq request
 			s.requestToInput(context.Background(), e, c.req, testNow, "d1", &rq)
-			in, reason, err := envoyInput(c.req, &rq)
+			in, reason, err := envoyInput(c.req, &rq, e.Policy.InputPaths())
 			if err != nil || reason != "" {
 				t.Fatalf("input refused: %s %v", reason, err)
 			}
@@ -214,4 +216,58 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return fmt.Sprint(l.Addr())
+}
+
+// Only the parts of the input a policy can read are built
+// (policy.InputPaths): a policy that echoes what it reads gets the same
+// answer from that input as from the whole one, for every fixture.
+func TestOPAEnvoyInputOnlyWhatIsRead(t *testing.T) {
+	const echo = `package envoy.authz
+
+import input.attributes.request.http as http_request
+
+read := {
+	"method": http_request.method,
+	"user": [x | x := http_request.headers["x-user"]],
+	"ct": [x | x := http_request.headers["content-type"]],
+	"path": input.parsed_path,
+	"query": input.parsed_query,
+	"body": input.parsed_body,
+	"time": [x | x := input.attributes.request.time],
+	"port": [x | x := input.attributes.source.address.socketAddress.portValue],
+	"sub": [x | x := input.attributes.metadataContext.filterMetadata["envoy.filters.http.jwt_authn"].payload.sub],
+	"route": [x | x := input.attributes.routeMetadataContext.filterMetadata.route],
+	"raw": [x | x := input.attributes.request.http.headerMap.headers[_].key],
+	"ce": [x | x := input.attributes.contextExtensions],
+	"sp": [x | x := input.source_principal],
+}
+
+allow := {"allowed": false, "body": json.marshal(read)}
+`
+	e := envoyEngine(t, echo, `{"opa_envoy_path": "envoy/authz/allow"}`)
+	if e.Policy.InputPaths().All() {
+		t.Fatal("the policy reads parts of input, not all of it")
+	}
+	s := newServer(t, e)
+	for _, c := range goldenCases(t) {
+		var rq request
+		s.requestToInput(context.Background(), e, c.req, testNow, "d1", &rq)
+		var bodies [2]string
+		for i, sel := range []*policy.InputPaths{e.Policy.InputPaths(), policy.AllInput()} {
+			in, reason, err := envoyInput(c.req, &rq, sel)
+			if err != nil || reason != "" {
+				t.Fatalf("%s: input refused: %s %v", c.name, reason, err)
+			}
+			out, err := e.Policy.Eval(context.Background(), in)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			bodies[i] = out.Envoy.Body
+		}
+		if bodies[0] != bodies[1] {
+			t.Errorf("%s: the policy read\n%s\nfrom the built parts, and\n%s\nfrom the whole input", c.name, bodies[0], bodies[1])
+		} else {
+			t.Logf("%s: %s", c.name, bodies[0])
+		}
+	}
 }

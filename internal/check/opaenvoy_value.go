@@ -8,6 +8,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/extauthz/extauthz/internal/policy"
 )
 
 // protoValue is the OPA value the OPA-Envoy plugin makes of a message
@@ -30,24 +32,78 @@ func protoValue(m protoreflect.Message) ast.Value {
 	}
 	items := make([][2]*ast.Term, 0, m.Descriptor().Fields().Len())
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		items = append(items, [2]*ast.Term{jsonName(fd), ast.NewTerm(protoValue1(fd, v))})
+		return true
+	})
+	return ast.NewObject(items...)
+}
+
+// protoValueOf is protoValue of the parts of m that sel can read: the
+// fields it names, each as sel's child says; any other field is left out.
+func protoValueOf(m protoreflect.Message, sel *policy.InputPaths) ast.Value {
+	if sel.All() {
+		return protoValue(m)
+	}
+	if _, ok := m.Interface().(*structpb.Struct); ok {
+		return protoValue(m)
+	}
+	fields := m.Descriptor().Fields()
+	items := make([][2]*ast.Term, 0, len(sel.Keys()))
+	for name, sub := range sel.Keys() {
+		fd := fields.ByJSONName(name)
+		if fd == nil || !m.Has(fd) {
+			continue
+		}
+		v := m.Get(fd)
 		var x ast.Value
 		switch {
+		case sub.All(), fd.IsList():
+			x = protoValue1(fd, v)
 		case fd.IsMap():
-			x = protoMap(fd.MapValue(), v.Map())
-		case fd.IsList():
-			l := v.List()
-			ts := make([]*ast.Term, l.Len())
-			for i := range ts {
-				ts[i] = ast.NewTerm(protoField(fd, l.Get(i)))
+			if fd.MapKey().Kind() != protoreflect.StringKind {
+				x = protoMap(fd.MapValue(), v.Map())
+				break
 			}
-			x = ast.NewArray(ts...)
+			mv := v.Map()
+			kv := make([][2]*ast.Term, 0, len(sub.Keys()))
+			for k, ksub := range sub.Keys() {
+				e := mv.Get(protoreflect.ValueOfString(k).MapKey())
+				if !e.IsValid() {
+					continue
+				}
+				var ev ast.Value
+				if fd.MapValue().Kind() == protoreflect.MessageKind && !ksub.All() {
+					ev = protoValueOf(e.Message(), ksub)
+				} else {
+					ev = protoField(fd.MapValue(), e)
+				}
+				kv = append(kv, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(ev)})
+			}
+			x = ast.NewObject(kv...)
+		case fd.Kind() == protoreflect.MessageKind:
+			x = protoValueOf(v.Message(), sub)
 		default:
 			x = protoField(fd, v)
 		}
 		items = append(items, [2]*ast.Term{jsonName(fd), ast.NewTerm(x)})
-		return true
-	})
+	}
 	return ast.NewObject(items...)
+}
+
+// protoValue1 is the value of field fd, whatever its cardinality.
+func protoValue1(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
+	switch {
+	case fd.IsMap():
+		return protoMap(fd.MapValue(), v.Map())
+	case fd.IsList():
+		l := v.List()
+		ts := make([]*ast.Term, l.Len())
+		for i := range ts {
+			ts[i] = ast.NewTerm(protoField(fd, l.Get(i)))
+		}
+		return ast.NewArray(ts...)
+	}
+	return protoField(fd, v)
 }
 
 func protoMap(vd protoreflect.FieldDescriptor, m protoreflect.Map) ast.Value {
