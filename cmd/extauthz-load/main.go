@@ -235,6 +235,9 @@ func run() int {
 		if err != nil {
 			return fail(err)
 		}
+		for _, p := range r.Problems() {
+			fmt.Fprintln(os.Stderr, "extauthz-load:", p)
+		}
 		return exitFor(r.Problems())
 	}
 
