@@ -15,7 +15,7 @@ ENVOY_LOCAL := $(ENVOY_DIR)/envoy/_bin/envoy
 PYTHON ?= python3
 
 
-.PHONY: help envoy run demo test lint vet fmt-check rego-test golden bench bench-scale load load-compare load-envoy load-smoke e2e-docker fuzz build
+.PHONY: help envoy run demo test lint vet fmt-check rego-test golden bench bench-scale load load-compare load-envoy load-opa-envoy load-smoke e2e-docker fuzz build
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -88,6 +88,10 @@ load-compare: ## allow vs each deny against the same processes, interleaved (is 
 
 load-envoy: envoy ## latency through real Envoy: wrk -> Envoy -> {no filter, no-op ext_authz, extauthz} -> upstream (BENCHMARKS.md)
 	ENVOY_BIN="$(or $(ENVOY_BIN),$(abspath $(ENVOY_LOCAL)))" $(GO) run ./cmd/extauthz-load-envoy --concurrency 16,64 --duration 5s --rounds 3
+
+load-opa-envoy: ## extauthz's OPA-Envoy mode vs the OPA-Envoy plugin (OPA_ENVOY_PLUGIN_BIN=<binary built outside the repo>; BENCHMARKS.md)
+	@test -n "$(OPA_ENVOY_PLUGIN_BIN)" || { echo "set OPA_ENVOY_PLUGIN_BIN to an opa-envoy-plugin binary (go build ./cmd/opa-envoy-plugin in its checkout)"; exit 2; }
+	$(GO) run ./cmd/extauthz-load --opa-envoy-plugin "$(OPA_ENVOY_PLUGIN_BIN)" --extauthz-arg=--decision-log=none --concurrency 16,64 --requests 10000 --rounds 3
 
 load-smoke: ## a few hundred checks per server, zero errors required, no timing
 	$(GO) run ./cmd/extauthz-load --smoke

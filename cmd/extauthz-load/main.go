@@ -20,6 +20,14 @@
 //	go run ./cmd/extauthz-load --extauthz-arg=--decision-log=none
 //	go run ./cmd/extauthz-load --compare apikey_allow,deny_missing,deny_tenant,deny_scope
 //
+// --opa-envoy-plugin BIN compares extauthz's OPA-Envoy compatibility mode
+// with the OPA-Envoy plugin (a binary built outside this repository from
+// its public source): the same plugin-style policies (--plugin-policies:
+// path, jwt, body, time), the same requests, rounds alternating the two
+// processes; it reports server CPU per check and the extauthz/plugin ratio.
+//
+//	go run ./cmd/extauthz-load --opa-envoy-plugin /path/to/opa-envoy-plugin --extauthz-arg=--decision-log=none
+//
 // --compare drives several mixes against the same two server processes,
 // interleaved over --rounds rounds, and reports each mix's cost against the
 // first one's: the way to see whether a deny costs more than an allow.
@@ -60,6 +68,9 @@ func run() int {
 		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
 		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
 		compare    = flag.String("compare", "", "comma-separated mixes to compare against the same server processes, the first as baseline (e.g. apikey_allow,deny_tenant)")
+		pluginBin  = flag.String("opa-envoy-plugin", "", "compare with the OPA-Envoy plugin: its binary (built outside the repository)")
+		pluginPols = flag.String("plugin-policies", strings.Join(loadtest.PluginPolicies(), ","), "policies for --opa-envoy-plugin")
+		pluginArgs []string
 		rounds     = flag.Int("rounds", 3, "rounds for --compare and --sweep (and for a plain run when given): every mix, size or server once per round, interleaved; --requests is per round")
 	)
 	flag.StringVar(&cfg.Mix, "mix", "blend", "request mix: "+strings.Join(loadtest.MixNames(), ", ")+
@@ -73,6 +84,10 @@ func run() int {
 	flag.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory passed to extauthz (default: its embedded demo policy)")
 	flag.Func("extauthz-arg", "extra extauthz flag, repeatable (e.g. --extauthz-arg=--decision-log=none)", func(v string) error {
 		cfg.ExtauthzArgs = append(cfg.ExtauthzArgs, v)
+		return nil
+	})
+	flag.Func("plugin-arg", "extra flag for the plugin's run command, repeatable", func(v string) error {
+		pluginArgs = append(pluginArgs, v)
 		return nil
 	})
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 0, "bound on server startup (default 60s; 5m for --sweep)")
@@ -202,6 +217,28 @@ func run() int {
 		if cfg.ReadyTimeout == 0 {
 			cfg.ReadyTimeout = 5 * time.Minute
 		}
+	}
+
+	if *pluginBin != "" {
+		if compared != nil || *smoke || dim != "" || !scale.Zero() {
+			return usage("--opa-envoy-plugin cannot be combined with --compare, --smoke, --sweep or --scale")
+		}
+		pc := loadtest.PluginConfig{Config: cfg, PluginBin: *pluginBin, PluginArgs: pluginArgs, Policies: strings.Split(*pluginPols, ",")}
+		if pc.Requests == 0 {
+			pc.Requests = 10000
+		}
+		pc.Rounds = *rounds
+		r, err := loadtest.VersusPlugin(ctx, pc)
+		if r != nil {
+			r.Markdown(os.Stdout)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range r.Problems() {
+			fmt.Fprintln(os.Stderr, "extauthz-load:", p)
+		}
+		return exitFor(r.Problems())
 	}
 
 	if compared != nil {

@@ -193,7 +193,7 @@ func (s *Server) decide(ctx context.Context, eng *engine.Engine, r *request, d *
 		return
 	}
 	if r.opaEnvoy {
-		in, reason, err := envoyInput(r.req, r)
+		in, reason, err := envoyInput(r.req, r, eng.Policy.InputPaths())
 		switch {
 		case reason == decision.InternalError:
 			s.fail(d, err)

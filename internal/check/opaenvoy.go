@@ -1,7 +1,6 @@
 package check
 
 import (
-	"bytes"
 	"errors"
 	"maps"
 	"net/url"
@@ -13,7 +12,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"google.golang.org/protobuf/encoding/protojson"
+	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/extauthz/extauthz/internal/decision"
@@ -30,32 +29,28 @@ var (
 	kVersion       = ast.StringTerm("version")
 	kParsedBody    = ast.StringTerm("parsed_body")
 	kTruncatedBody = ast.StringTerm("truncated_body")
-	envoyVersion   = ast.ObjectTerm(
+	// kSourcePrincipal: the plugin copies attributes.source.principal to
+	// the top level when it is set.
+	kSourcePrincipal = ast.StringTerm("source_principal")
+	envoyVersion     = ast.ObjectTerm(
 		ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")),
 		ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")),
 	)
 	errEnvoyBody = errors.New("the request body is not valid for its content-type")
 )
 
-// envoyInput builds the OPA-Envoy plugin's input: the CheckRequest as
-// protojson gives it (attributes, with protojson's lowerCamelCase field
-// names), version, parsed_path, parsed_query, parsed_body and
-// truncated_body; plus input.extauthz, the sidecar's facts. A path or
-// query that does not decode is path_invalid, a body that does not parse
-// as its content-type says is request_invalid (the plugin fails the check).
-func envoyInput(req *authv3.CheckRequest, r *request) (ast.Value, decision.Reason, error) {
-	bs, err := protojson.Marshal(req)
-	if err != nil {
-		return nil, decision.InternalError, err
-	}
-	v, err := ast.ValueFromReader(bytes.NewReader(bs))
-	if err != nil {
-		return nil, decision.InternalError, err
-	}
-	in, ok := v.(ast.Object)
-	if !ok {
-		return nil, decision.InternalError, errors.New("CheckRequest is not a JSON object")
-	}
+// envoyInput builds the OPA-Envoy plugin's input: attributes, the
+// CheckRequest's as the plugin converts it (protoValue, JSON field names),
+// version, parsed_path, parsed_query, parsed_body, truncated_body and,
+// when the source peer has one, source_principal; plus input.extauthz, the
+// sidecar's facts. It is built as an OPA value directly, once per check,
+// and only the parts the policy can read (sel): the path, query and body
+// are always decoded, as the plugin fails a check whose path or body does
+// not decode.
+// A path or query that does not decode is path_invalid, a body that does
+// not parse as its content-type says is request_invalid (the plugin fails
+// the check).
+func envoyInput(req *authv3.CheckRequest, r *request, sel *policy.InputPaths) (ast.Value, decision.Reason, error) {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	rawPath, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	p, err := url.PathUnescape(rawPath)
@@ -71,29 +66,44 @@ func envoyInput(req *authv3.CheckRequest, r *request) (ast.Value, decision.Reaso
 	for i, s := range segs {
 		pp[i] = ast.StringTerm(s)
 	}
-	body, truncated, err := envoyBody(h, r.headers)
+	body, truncated, err := envoyBody(h)
 	if err != nil {
 		return nil, decision.RequestInvalid, err
 	}
-	in.Insert(kVersion, envoyVersion)
-	in.Insert(kParsedPath, ast.ArrayTerm(pp...))
-	in.Insert(kParsedQuery, stringsObject(q))
-	in.Insert(kParsedBody, body)
-	in.Insert(kTruncatedBody, ast.BooleanTerm(truncated))
-	in.Insert(kExtauthz, ast.NewTerm(r.f.Value()))
-	return in, "", nil
+	items := make([][2]*ast.Term, 0, 8)
+	if a, as := req.GetAttributes(), sel.Child("attributes"); a != nil && as != nil {
+		items = append(items, [2]*ast.Term{kAttributes, ast.NewTerm(protoValueOf(a.ProtoReflect(), as))})
+	}
+	items = append(items,
+		[2]*ast.Term{kVersion, envoyVersion},
+		[2]*ast.Term{kParsedPath, ast.ArrayTerm(pp...)},
+		[2]*ast.Term{kParsedQuery, stringsObject(q)},
+		[2]*ast.Term{kParsedBody, body},
+		[2]*ast.Term{kTruncatedBody, ast.InternedTerm(truncated)},
+	)
+	if sel.Child("extauthz") != nil {
+		items = append(items, [2]*ast.Term{kExtauthz, ast.NewTerm(r.f.Value())})
+	}
+	if sp := req.GetAttributes().GetSource().GetPrincipal(); sp != "" {
+		items = append(items, [2]*ast.Term{kSourcePrincipal, ast.StringTerm(sp)})
+	}
+	return ast.NewObject(items...), "", nil
 }
 
-// envoyBody is parsed_body and truncated_body as the plugin documents them:
-// a body Envoy cut (x-envoy-auth-partial-body: true, or shorter than its
+// envoyBody is parsed_body and truncated_body as the plugin makes them. It
+// reads the headers map only (not header_map, as the plugin): a body Envoy
+// cut (x-envoy-auth-partial-body: true, or shorter than its
 // content-length) is truncated and not parsed; a JSON body is parsed as
-// JSON, a form body as a map of arrays; anything else is null.
-func envoyBody(h *authv3.AttributeContext_HttpRequest, headers map[string]string) (*ast.Term, bool, error) {
+// JSON (the whole body: nothing may follow the value), a form body as a
+// map of arrays; anything else is null.
+func envoyBody(h *authv3.AttributeContext_HttpRequest) (*ast.Term, bool, error) {
+	headers := h.GetHeaders()
 	if headers["x-envoy-auth-partial-body"] == "true" {
 		return ast.NullTerm(), true, nil
 	}
 	ct := headers["content-type"]
-	json, form := strings.Contains(ct, "application/json"), strings.Contains(ct, "application/x-www-form-urlencoded")
+	json := strings.Contains(ct, "application/json")
+	form := !json && strings.Contains(ct, "application/x-www-form-urlencoded")
 	if !json && !form {
 		return ast.NullTerm(), false, nil
 	}
@@ -120,7 +130,11 @@ func envoyBody(h *authv3.AttributeContext_HttpRequest, headers map[string]string
 		}
 		return stringsObject(q), false, nil
 	}
-	v, err := ast.ValueFromReader(strings.NewReader(body))
+	var x any
+	if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
+		return nil, false, errEnvoyBody
+	}
+	v, err := ast.InterfaceToValue(x)
 	if err != nil {
 		return nil, false, errEnvoyBody
 	}

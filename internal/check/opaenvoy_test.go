@@ -417,7 +417,9 @@ func TestOPAEnvoyNotMemoized(t *testing.T) {
 	}
 }
 
-// The input is the plugin's: the CheckRequest as protojson gives it.
+// The input is the plugin's: the CheckRequest's attributes under their
+// JSON names (see also TestOPAEnvoyInputMatchesPlugin), the whole of it
+// when the policy can read all of it.
 func TestOPAEnvoyInput(t *testing.T) {
 	e := envoyEngine(t, envoyPathPolicy, `{"opa_envoy_path": "envoy/authz/allow"}`)
 	s := newServer(t, e)
@@ -426,7 +428,7 @@ func TestOPAEnvoyInput(t *testing.T) {
 	r.Attributes.Destination = &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/default/sa/app"}
 	var rq request
 	s.requestToInput(context.Background(), e, r, time.Now(), "d1", &rq)
-	in, reason, err := envoyInput(r, &rq)
+	in, reason, err := envoyInput(r, &rq, policy.AllInput())
 	if err != nil || reason != "" {
 		t.Fatal(reason, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -35,6 +36,9 @@ type Case struct {
 	// address (attributes.source, x-forwarded-for and
 	// x-envoy-external-address), as a public API's clients arrive.
 	FreshSource func(seq uint64) string
+	// Body, when set, is the request body Envoy forwards
+	// (with_request_body), with its content-length header.
+	Body string
 	// Want is the expected HTTP status: 200 for allow, else the deny status.
 	Want int
 }
@@ -208,6 +212,20 @@ func NewScaledMix(name, jwt string, sc Scale) (*Mix, error) {
 		m.Cases = []Case{c}
 		m.Weights = []int{1}
 	}
+	m.schedule()
+	return &m, nil
+}
+
+// newMix is a mix of cases with weights, in a shuffled schedule.
+func newMix(name string, cases []Case, weights []int) *Mix {
+	m := &Mix{Name: name, Cases: cases, Weights: weights}
+	m.schedule()
+	return m
+}
+
+// schedule fills Schedule from Weights: exact proportions, shuffled with a
+// fixed seed so every run and server gets the same sequence.
+func (m *Mix) schedule() {
 	for i, w := range m.Weights {
 		for range w {
 			m.Schedule = append(m.Schedule, i)
@@ -215,7 +233,6 @@ func NewScaledMix(name, jwt string, sc Scale) (*Mix, error) {
 	}
 	r := rand.New(rand.NewPCG(0x6578746175, 0x74687a))
 	r.Shuffle(len(m.Schedule), func(i, j int) { m.Schedule[i], m.Schedule[j] = m.Schedule[j], m.Schedule[i] })
-	return &m, nil
 }
 
 // Describe is a one-line summary of the mix, e.g.
@@ -276,6 +293,9 @@ func (c Case) Request() *authv3.CheckRequest {
 	for k, v := range c.Headers {
 		h[strings.ToLower(k)] = v
 	}
+	if c.Body != "" {
+		h["content-length"] = strconv.Itoa(len(c.Body))
+	}
 	addr := func(ip string, port uint32) *corev3.Address {
 		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
@@ -287,7 +307,7 @@ func (c Case) Request() *authv3.CheckRequest {
 			Time: timestamppb.Now(),
 			Http: &authv3.AttributeContext_HttpRequest{
 				Id: "1", Method: c.Method, Path: c.Path, Host: "api.example.com", Scheme: "https",
-				Protocol: "HTTP/1.1", Headers: h,
+				Protocol: "HTTP/1.1", Headers: h, Body: c.Body, Size: int64(len(c.Body)),
 			},
 		},
 	}}

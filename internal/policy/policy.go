@@ -313,6 +313,7 @@ type Engine struct {
 	purity Purity
 	query  string
 	envoy  bool // an OPA-Envoy plugin decision (CompileOPAEnvoy)
+	inputs *InputPaths
 }
 
 // parseModules parses src's modules, named by origin and file; errors name
@@ -372,11 +373,19 @@ func compileQuery(ctx context.Context, src *Source, data map[string]any, query s
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", query, err)
 	}
-	return &Engine{pq: pq, purity: purity, query: query, envoy: envoy}, nil
+	return &Engine{pq: pq, purity: purity, query: query, envoy: envoy, inputs: inputPaths(c)}, nil
 }
 
 // Query is the query the engine evaluates (Query, or an OPA-Envoy path's).
 func (e *Engine) Query() string { return e.query }
+
+// InputPaths is the part of input the policy can read (see InputPaths).
+func (e *Engine) InputPaths() *InputPaths {
+	if e.inputs == nil {
+		return AllInput()
+	}
+	return e.inputs
+}
 
 // OPAEnvoy reports whether the engine evaluates an OPA-Envoy plugin decision.
 func (e *Engine) OPAEnvoy() bool { return e.envoy }
