@@ -275,6 +275,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 
 	s.check = check.NewServer(&s.holder, clientip.Resolver{TrustedHops: cfg.XFFTrustedHops})
 	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
+	s.check.FullMetadata = cfg.ReplyMetadata == "full"
 	s.check.Observers = []check.Observer{s.metrics, decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)}
 	if cfg.DecisionLogServiceConfig != "" {
 		b, err := decisionlog.ReadUploaderConfig(cfg.DecisionLogServiceConfig)
