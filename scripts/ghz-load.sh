@@ -18,7 +18,7 @@ if [ -z "${GHZ:-}" ]; then
   if [ ! -x "$GHZ" ]; then
     echo "installing ghz $GHZ_VERSION into $GHZ_DIR/$GHZ_VERSION" >&2
     # Outside the module: ghz's dependencies never enter go.mod.
-    (cd / && GOBIN="$GHZ_DIR/$GHZ_VERSION" GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION")
+    (cd / && GOBIN="$GHZ_DIR/$GHZ_VERSION" go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION")
   fi
 fi
 
