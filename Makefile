@@ -15,7 +15,7 @@ ENVOY_LOCAL := $(ENVOY_DIR)/envoy/_bin/envoy
 PYTHON ?= python3
 
 
-.PHONY: help envoy run demo test lint vet fmt-check rego-test golden bench bench-scale load load-compare load-envoy load-opa-envoy load-smoke e2e-docker fuzz build
+.PHONY: help envoy run demo test lint vet fmt-check rego-test golden bench bench-scale load load-compare load-envoy load-opa-envoy load-ghz load-smoke e2e-docker fuzz build
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ load: ## extauthz vs the no-op floor over loopback (BENCHMARKS.md)
 
 load-compare: ## allow vs each deny against the same processes, interleaved (is a deny slower?)
 	$(GO) run ./cmd/extauthz-load --compare apikey_allow,jwt_allow,deny_missing,deny_unknown_key,deny_tenant,deny_scope --rounds 3
+
+load-ghz: ## extauthz vs the no-op server driven by ghz (installed outside the module): allow, 401, 403, blend; c=16 and c=64; 3 rounds interleaved
+	bash scripts/ghz-load.sh --mixes apikey_allow,deny_missing,deny_tenant,blend --concurrency 16,64 --rounds 3
 
 load-envoy: envoy ## latency through real Envoy: wrk -> Envoy -> {no filter, no-op ext_authz, extauthz} -> upstream (BENCHMARKS.md)
 	ENVOY_BIN="$(or $(ENVOY_BIN),$(abspath $(ENVOY_LOCAL)))" $(GO) run ./cmd/extauthz-load-envoy --concurrency 16,64 --duration 5s --rounds 3

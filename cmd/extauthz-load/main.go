@@ -19,6 +19,7 @@
 //	go run ./cmd/extauthz-load --sweep routes --sweep-sizes 10,1k
 //	go run ./cmd/extauthz-load --extauthz-arg=--decision-log=none
 //	go run ./cmd/extauthz-load --compare apikey_allow,deny_missing,deny_tenant,deny_scope
+//	go run ./cmd/extauthz-load --decode-full --variant-arg=--reply-metadata=full
 //
 // --opa-envoy-plugin BIN compares extauthz's OPA-Envoy compatibility mode
 // with the OPA-Envoy plugin (a binary built outside this repository from
@@ -90,6 +91,11 @@ func run() int {
 		pluginArgs = append(pluginArgs, v)
 		return nil
 	})
+	flag.Func("variant-arg", "start a second extauthz with this extra flag too (repeatable), driven in the same rounds: e.g. --variant-arg=--reply-metadata=full", func(v string) error {
+		cfg.VariantArgs = append(cfg.VariantArgs, v)
+		return nil
+	})
+	flag.BoolVar(&cfg.DecodeFull, "decode-full", false, "decode every reply whole, as Envoy does, instead of reading only the decision (driver CPU/check then shows what the reply's size costs a client)")
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 0, "bound on server startup (default 60s; 5m for --sweep)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -157,6 +163,10 @@ func run() int {
 		if slices.ContainsFunc(compared, loadtest.NeedsJWT) {
 			cfg.Mix = "jwt_allow" // read the token below
 		}
+	}
+
+	if len(cfg.VariantArgs) > 0 && (dim != "" || *compare != "") {
+		return usage("--variant-arg applies to a plain run, not to --compare or --sweep")
 	}
 
 	if loadtest.NeedsJWT(cfg.Mix) {

@@ -73,6 +73,11 @@ type Server struct {
 	// (a candidate policy's server, offline comparisons).
 	NoQuota    bool
 	replayKeys replayKeys // key-id index for Replay
+	// FullMetadata adds policy_version, profile, route and the verified
+	// identity (subject, key_id, tenant, plan) to the dynamic metadata of
+	// every reply (--reply-metadata=full); by default it carries
+	// decision_id, reason and shadow_reason (see metadataFields).
+	FullMetadata bool
 	// Candidate, when set, is offered every finished check to compare with
 	// a candidate policy (see candidate.go).
 	Candidate *Candidate

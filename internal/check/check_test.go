@@ -228,10 +228,7 @@ func TestAllowSetsIdentityAndStripsCredentials(t *testing.T) {
 	if rm := ok.GetHeadersToRemove(); len(rm) != 2 || rm[0] != "authorization" || rm[1] != "x-api-key" {
 		t.Errorf("headers_to_remove = %v", rm)
 	}
-	md := resp.GetDynamicMetadata().GetFields()
-	if md["decision_id"].GetStringValue() == "" || md["subject"].GetStringValue() != "svc:orders-demo" || md["tenant"].GetStringValue() != "42" {
-		t.Errorf("dynamic metadata = %v", md)
-	}
+	// The metadata's fields: metadata_test.go.
 	// Anonymous allow on a public route removes any client-sent identity header.
 	_, _, resp = decide(t, s, req("GET", "/healthz", map[string]string{"x-auth-subject": "admin"}))
 	if rm := resp.GetOkResponse().GetHeadersToRemove(); !contains(rm, "x-auth-subject") || len(resp.GetOkResponse().GetHeaders()) != 0 {

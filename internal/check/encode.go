@@ -59,17 +59,20 @@ func (p *okParts) encode() {
 }
 
 // metaFor returns the encoded metadata entries but decision_id of r's
-// memoized decision d, built on its first use.
-func metaFor(r *request, d *decision.Decision) ([]byte, bool) {
-	parts := renderedFor(r.entry)
-	if m := parts.meta.Load(); m != nil {
+// memoized decision d, the full set or not, built on its first use.
+func metaFor(r *request, d *decision.Decision, full bool) ([]byte, bool) {
+	slot := &renderedFor(r.entry).meta
+	if full {
+		slot = &renderedFor(r.entry).metaFull
+	}
+	if m := slot.Load(); m != nil {
 		return *m, true
 	}
-	m, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: metadataFields(r, d)})
+	m, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: metadataFields(r, d, full)})
 	if err != nil {
 		return nil, false
 	}
-	parts.meta.Store(&m)
+	slot.Store(&m)
 	return m, true
 }
 
@@ -80,7 +83,7 @@ func (s *Server) encode(eng *engine.Engine, r *request, d *decision.Decision, no
 	if r == nil || r.entry == nil || len(r.quotaHeaders) > 0 || string(d.Reason) != r.entry.Out.Reason {
 		return nil
 	}
-	meta, ok := metaFor(r, d)
+	meta, ok := metaFor(r, d, s.FullMetadata)
 	if !ok {
 		return nil
 	}

@@ -13,9 +13,12 @@ import (
 // on first use, attached to the memo entry (memo.Entry.Derived) and shared
 // by every response from it.
 type rendered struct {
-	ok   atomic.Pointer[okParts]
-	meta atomic.Pointer[[]byte] // encoded dynamic metadata but decision_id (see encode.go)
-	deny atomic.Pointer[denyParts]
+	ok atomic.Pointer[okParts]
+	// The encoded dynamic metadata but decision_id (see encode.go): the
+	// default fields, and the full set (Server.FullMetadata), kept apart
+	// because servers with either setting may share an engine's memo.
+	meta, metaFull atomic.Pointer[[]byte]
+	deny           atomic.Pointer[denyParts]
 }
 
 func newRendered() any { return &rendered{} }

@@ -36,13 +36,13 @@ func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Dec
 		return &authv3.CheckResponse{
 			Status:          okStatus,
 			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: okResponse(eng, r, d)},
-			DynamicMetadata: metadata(r, d),
+			DynamicMetadata: s.metadata(r, d),
 		}
 	}
 	return &authv3.CheckResponse{
 		Status:          deniedStatus,
 		HttpResponse:    s.deniedResponse(eng, r, d, now),
-		DynamicMetadata: metadata(r, d),
+		DynamicMetadata: s.metadata(r, d),
 	}
 }
 
@@ -55,7 +55,7 @@ func (s *Server) envoyResponse(eng *engine.Engine, r *request, d *decision.Decis
 	if d.Allow != e.Allowed { // a deny the route shadows: allowed as it is
 		e = &policy.Envoy{Allowed: d.Allow}
 	}
-	md := envoyMetadata(metadata(r, d), r)
+	md := envoyMetadata(s.metadata(r, d), r)
 	if d.Allow {
 		return &authv3.CheckResponse{Status: okStatus, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: envoyOK(r, e)}, DynamicMetadata: md}
 	}
@@ -179,8 +179,8 @@ func header(k, v string) *corev3.HeaderValueOption {
 
 // metadata goes to Envoy's dynamic metadata (namespace
 // envoy.filters.http.ext_authz) for access logs and rate-limit descriptors.
-func metadata(r *request, d *decision.Decision) *structpb.Struct {
-	f := metadataFields(r, d)
+func (s *Server) metadata(r *request, d *decision.Decision) *structpb.Struct {
+	f := metadataFields(r, d, s.FullMetadata)
 	f[metaDecisionID] = structpb.NewStringValue(d.ID)
 	return &structpb.Struct{Fields: f}
 }
@@ -189,14 +189,25 @@ func metadata(r *request, d *decision.Decision) *structpb.Struct {
 const metaDecisionID = "decision_id"
 
 // metadataFields are the metadata fields but the decision id: for an allow
-// they depend only on what the memo key holds. Only what Envoy's access log
-// and rate-limit descriptors need. Envoy logs x-request-id itself, and
-// allowed follows from reason ("ok").
-func metadataFields(r *request, d *decision.Decision) map[string]*structpb.Value {
+// they depend only on what the memo key holds.
+//
+// By default they are the fields an access log line needs to say what
+// happened and to find the decision log record (which holds everything
+// else under the same decision_id): reason and, for a shadowed deny,
+// shadow_reason. An allow's identity also reaches the upstream (and Envoy's
+// later filters) as the identity headers. With full (--reply-metadata=full)
+// they add policy_version, profile, route and the verified identity
+// (subject, key_id, tenant, plan), for access-log formats and rate-limit
+// descriptors that read them from the metadata. Envoy logs x-request-id
+// itself, and allowed follows from reason ("ok").
+func metadataFields(r *request, d *decision.Decision, full bool) map[string]*structpb.Value {
 	f := make(map[string]*structpb.Value, 9)
 	f["reason"] = structpb.NewStringValue(string(d.Reason))
 	if d.Shadow != nil {
 		f["shadow_reason"] = structpb.NewStringValue(string(d.Shadow.Reason))
+	}
+	if !full {
+		return f
 	}
 	if d.PolicyVersion != "" {
 		f["policy_version"] = structpb.NewStringValue(d.PolicyVersion)

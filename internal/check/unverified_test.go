@@ -16,6 +16,7 @@ import (
 // neither, and the deny stays small.
 func TestUnverifiedValuesStayOut(t *testing.T) {
 	s := newServer(t, demoEngine(t))
+	s.FullMetadata = true // the set that carries the tenant
 	var logs bytes.Buffer
 	s.Observers = []Observer{decisionlog.New(slog.New(slog.NewJSONHandler(&logs, nil)), "all", 1)}
 	huge := "43\r\nx-injected: 1" + strings.Repeat("A", 1<<20)

@@ -62,6 +62,11 @@ type Config struct {
 	// replay it (internal/replay).
 	DecisionLogFacts bool `json:"decision_log_facts"`
 
+	// ReplyMetadata is which fields the replies' dynamic metadata carries:
+	// minimal (decision_id, reason, shadow_reason) or full (also
+	// policy_version, profile, route and the verified identity).
+	ReplyMetadata string `json:"reply_metadata"`
+
 	// Decision logs uploaded to an OPA-compatible decision-log service by
 	// OPA's decision_logs plugin: an OPA configuration file (services,
 	// labels, decision_logs), and Rego for its mask and drop rules.
@@ -86,6 +91,7 @@ func Defaults() Config {
 		FaultLogInterval:    10 * time.Second,
 		DecisionLog:         "all",
 		AllowSampleRate:     1,
+		ReplyMetadata:       "minimal",
 	}
 }
 
@@ -230,6 +236,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.DecisionLog, "decision-log", c.DecisionLog, "which decisions to log: all, deny or none [EXTAUTHZ_DECISION_LOG]")
 	fs.Float64Var(&c.AllowSampleRate, "allow-sample-rate", c.AllowSampleRate, "fraction of allows logged (0..1) [EXTAUTHZ_ALLOW_SAMPLE_RATE]")
 	fs.BoolVar(&c.DecisionLogFacts, "decision-log-facts", c.DecisionLogFacts, "add to each decision record the facts it was decided on (method, canonical path, route context, credential kind, status and key id or JWT claims, tenant header values, client address; bounded, never a credential), so that extauthz check --decision-log can replay it [EXTAUTHZ_DECISION_LOG_FACTS]")
+	fs.StringVar(&c.ReplyMetadata, "reply-metadata", c.ReplyMetadata, "Envoy dynamic metadata in each reply: minimal (decision_id, reason, shadow_reason) or full (also policy_version, profile, route, subject, key_id, tenant, plan) for access logs and rate-limit descriptors that read them [EXTAUTHZ_REPLY_METADATA]")
 	fs.StringVar(&c.DecisionLogServiceConfig, "decision-log-service-config", c.DecisionLogServiceConfig, "OPA configuration file (JSON or YAML; services, labels, decision_logs): upload every decision to that decision-log service with OPA's decision_logs plugin (batched, gzip'd, retried; never holding up a check) [EXTAUTHZ_DECISION_LOG_SERVICE_CONFIG]")
 	fs.StringVar(&c.DecisionLogPolicy, "decision-log-policy", c.DecisionLogPolicy, "Rego file or directory with the uploaded decision logs' mask and drop rules (data.system.log.mask, data.system.log.drop unless decision_logs names others) [EXTAUTHZ_DECISION_LOG_POLICY]")
 }
@@ -331,6 +338,11 @@ func (c Config) Validate() error {
 	case "all", "deny", "none":
 	default:
 		bad("decision-log", "%q is not one of all, deny, none", c.DecisionLog)
+	}
+	switch c.ReplyMetadata {
+	case "minimal", "full":
+	default:
+		bad("reply-metadata", "%q is not one of minimal, full", c.ReplyMetadata)
 	}
 	if c.DecisionLogPolicy != "" && c.DecisionLogServiceConfig == "" {
 		bad("decision-log-policy", "needs decision-log-service-config")

@@ -38,8 +38,8 @@ func TestEveryProblemReportedAndNamed(t *testing.T) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
 	}
-	_, err = Load("t", []string{"--policy-dir", "/nope", "--bundle-url", "ftp://x", "--tls-cert", "a.pem", "--log-level", "loud", "--decision-log", "some", "--allow-sample-rate", "2", "--xff-trusted-hops", "-1"}, env(nil))
-	for _, want := range []string{"policy-dir: set only one", "policy-dir: \"/nope\"", "bundle-url: \"ftp://x\"", "tls-cert: tls-cert and tls-key go together", "log-level", "decision-log", "allow-sample-rate", "xff-trusted-hops"} {
+	_, err = Load("t", []string{"--policy-dir", "/nope", "--bundle-url", "ftp://x", "--tls-cert", "a.pem", "--log-level", "loud", "--decision-log", "some", "--allow-sample-rate", "2", "--reply-metadata", "rich", "--xff-trusted-hops", "-1"}, env(nil))
+	for _, want := range []string{"policy-dir: set only one", "policy-dir: \"/nope\"", "bundle-url: \"ftp://x\"", "tls-cert: tls-cert and tls-key go together", "log-level", "decision-log", "allow-sample-rate", "reply-metadata: \"rich\" is not one of minimal, full", "xff-trusted-hops"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}

@@ -54,6 +54,9 @@ type Drive struct {
 	CheckDecisions bool
 	// Seq offsets the x-request-id sequence so ids never repeat across runs.
 	Seq uint64
+	// DecodeFull decodes every reply whole, as Envoy does, instead of
+	// reading only its decision (see reply).
+	DecodeFull bool
 }
 
 // Outcome is what one Drive observed from the client side.
@@ -64,6 +67,9 @@ type Outcome struct {
 	Elapsed    time.Duration
 	TimedOut   bool // stopped by MaxDuration before Requests
 	Latency    Latencies
+	// ReplyBytes sums the size of every reply received (the encoded
+	// CheckResponse, without gRPC and HTTP/2 framing).
+	ReplyBytes int64
 	// A few examples, for diagnosis.
 	ErrorSamples      []string
 	UnexpectedSamples []string
@@ -81,6 +87,7 @@ const maxSamples = 5
 
 type workerResult struct {
 	lat               []time.Duration
+	replyBytes        int64
 	errs, unexpected  int
 	errSamples, unexp []string
 }
@@ -109,7 +116,7 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 			res := &results[w]
 			res.lat = make([]time.Duration, 0, d.Requests/conc+1)
 			conn := p.conns[w%len(p.conns)]
-			codec := grpc.ForceCodecV2(newReplyCodec())
+			codec := grpc.ForceCodecV2(newReplyCodec(d.DecodeFull))
 			var rep reply
 			// Each worker owns its requests, so it can stamp a fresh request id.
 			reqs := make([]*reqSlot, len(d.Mix.Cases))
@@ -143,6 +150,7 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 					err = rep.err
 				}
 				res.lat = append(res.lat, t1.Sub(t0))
+				res.replyBytes += int64(len(rep.b))
 				if err != nil {
 					res.errs++
 					if len(res.errSamples) < maxSamples {
@@ -171,6 +179,7 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 		all = append(all, r.lat...)
 		o.Errors += r.errs
 		o.Unexpected += r.unexpected
+		o.ReplyBytes += r.replyBytes
 		o.ErrorSamples = appendUpTo(o.ErrorSamples, r.errSamples)
 		o.UnexpectedSamples = appendUpTo(o.UnexpectedSamples, r.unexp)
 	}

@@ -139,6 +139,36 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	// A variant extauthz driven in the same rounds, every reply decoded
+	// whole: the full metadata makes each allow's reply larger, and the
+	// no-op's empty OK is the smallest.
+	t.Run("variant and full decoding", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		cfg := smokeConfig(t, ex, noop)
+		cfg.Mix, cfg.Requests = "apikey_allow", 100
+		cfg.VariantArgs, cfg.DecodeFull = []string{"--reply-metadata=full"}, true
+		r, err := Smoke(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Servers) != 3 || r.Servers[1].Name != "extauthz --reply-metadata=full" || r.Servers[2].Name != "no-op" {
+			t.Fatalf("servers %+v", r.Servers)
+		}
+		minimal, full, floor := r.Servers[0].Levels[0], r.Servers[1].Levels[0], r.Servers[2].Levels[0]
+		if !(floor.ReplyBytesPerCheck > 0 && floor.ReplyBytesPerCheck < minimal.ReplyBytesPerCheck && minimal.ReplyBytesPerCheck < full.ReplyBytesPerCheck) {
+			t.Errorf("reply bytes per check: no-op %.0f, minimal %.0f, full %.0f", floor.ReplyBytesPerCheck, minimal.ReplyBytesPerCheck, full.ReplyBytesPerCheck)
+		}
+		if minimal.Sent != 100 || full.Sent != 100 || !full.DecisionsChecked {
+			t.Errorf("levels %+v / %+v", minimal, full)
+		}
+		var md strings.Builder
+		r.Markdown(&md)
+		if !strings.Contains(md.String(), "CPU/check extauthz --reply-metadata=full/no-op") || !strings.Contains(md.String(), "decodes every reply whole") {
+			t.Errorf("report:\n%s", md.String())
+		}
+	})
+
 	t.Run("rounds", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer cancel()

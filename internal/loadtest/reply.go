@@ -32,10 +32,22 @@ func (r *reply) reason() string {
 }
 
 // replyCodec marshals requests with grpc-go's proto codec and reads replies
-// into *reply.
-type replyCodec struct{ proto encoding.CodecV2 }
+// into *reply. With full set it also decodes every reply whole into a
+// CheckResponse, which is what Envoy does with each one (its ext_authz
+// client parses the message, metadata Struct included): the driver then
+// stands in for Envoy's cost of the reply's size.
+type replyCodec struct {
+	proto encoding.CodecV2
+	full  *authv3.CheckResponse
+}
 
-func newReplyCodec() replyCodec { return replyCodec{proto: encoding.GetCodecV2(proto.Name)} }
+func newReplyCodec(full bool) replyCodec {
+	c := replyCodec{proto: encoding.GetCodecV2(proto.Name)}
+	if full {
+		c.full = &authv3.CheckResponse{}
+	}
+	return c
+}
 
 func (c replyCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
 
@@ -46,6 +58,10 @@ func (c replyCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	r.b = data.Materialize()
 	r.status, r.err = DecisionOf(r.b)
+	if c.full != nil && r.err == nil {
+		c.full.Reset()
+		r.err = protov2.Unmarshal(r.b, c.full)
+	}
 	return nil
 }
 

@@ -91,8 +91,11 @@ func (r *Report) Markdown(w io.Writer) {
 	r.Machine.markdown(w, r.ClockTicks, r.ClockTicksAssumed)
 	fmt.Fprint(w, "\n")
 
-	fmt.Fprintln(w, "| server | c | checks | checks/s | p50 | p90 | p99 | server CPU/check | driver CPU/check | errors | unexpected |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	if r.DecodeFull {
+		fmt.Fprint(w, "The driver decodes every reply whole (--decode-full), as Envoy does.\n\n")
+	}
+	fmt.Fprintln(w, "| server | c | checks | checks/s | p50 | p90 | p99 | server CPU/check | driver CPU/check | reply bytes/check | errors | unexpected |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	levels := map[int]bool{}
 	var order []int
 	for _, s := range r.Servers {
@@ -113,15 +116,16 @@ func (r *Report) Markdown(w io.Writer) {
 				if l.TimedOut {
 					n += " (time bound)"
 				}
-				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", s.Name, c, n, fmtRate(l.Throughput()),
+				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %.0f | %d | %s |\n", s.Name, c, n, fmtRate(l.Throughput()),
 					fmtDur(l.Latency.P50), fmtDur(l.Latency.P90), fmtDur(l.Latency.P99), fmtCPU(l.CPUPerCheck), fmtCPU(l.DriverCPUPerCheck),
-					l.Errors, decisions(l))
+					l.ReplyBytesPerCheck, l.Errors, decisions(l))
 			}
 		}
 	}
 
-	if len(r.Servers) == 2 {
-		a, b := r.Servers[0], r.Servers[1]
+	// Every extauthz against the no-op server (the last).
+	for _, a := range r.Servers[:max(len(r.Servers)-1, 0)] {
+		b := r.Servers[len(r.Servers)-1]
 		fmt.Fprintf(w, "\n| c | CPU/check %s/%s | throughput %s/%s | p99 %s/%s |\n", a.Name, b.Name, a.Name, b.Name, a.Name, b.Name)
 		fmt.Fprintln(w, "|---:|---:|---:|---:|")
 		for i := range min(len(a.Levels), len(b.Levels)) {

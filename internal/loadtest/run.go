@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,14 @@ type Config struct {
 	PolicyDir   string // passed to extauthz as --policy-dir; empty: embedded demo policy
 	// ExtauthzArgs are extra extauthz flags, e.g. --decision-log none.
 	ExtauthzArgs []string
+	// VariantArgs, when set, start a second extauthz with ExtauthzArgs and
+	// these flags added (e.g. --reply-metadata=full), driven in the same
+	// rounds as the first and the no-op server (Run only).
+	VariantArgs []string
+	// DecodeFull makes the driver decode every reply whole, as Envoy does,
+	// instead of reading only the decision: its own CPU per check then
+	// shows what a reply's size costs the client.
+	DecodeFull bool
 
 	Mix string // one of MixNames
 	JWT string // the demo JWT (needed by mixes that send it)
@@ -86,10 +95,11 @@ func (c *Config) defaults() {
 type Level struct {
 	Concurrency int
 	Outcome
-	ServerCPU         time.Duration // utime+stime the server spent during the level
-	CPUPerCheck       time.Duration // ServerCPU / Sent
-	DriverCPUPerCheck time.Duration // the load generator's own CPU / Sent
-	DecisionsChecked  bool
+	ServerCPU          time.Duration // utime+stime the server spent during the level
+	CPUPerCheck        time.Duration // ServerCPU / Sent
+	DriverCPUPerCheck  time.Duration // the load generator's own CPU / Sent
+	ReplyBytesPerCheck float64       // ReplyBytes / Sent
+	DecisionsChecked   bool
 }
 
 // ServerResult is everything measured for one server process.
@@ -112,7 +122,8 @@ type Report struct {
 	Machine           Machine
 	ClockTicks        int
 	ClockTicksAssumed bool
-	Servers           []ServerResult // extauthz, then no-op
+	DecodeFull        bool
+	Servers           []ServerResult // extauthz, its variant if any, then no-op
 }
 
 // Problems lists every error, unexpected decision and truncated level.
@@ -269,7 +280,7 @@ func measure(ctx context.Context, cfg *Config, mix *Mix, conc, hz int, t *target
 		return Level{}, fmt.Errorf("%s: %w", t.res.Name, err)
 	}
 	d0, _ := ReadProcCPU(os.Getpid())
-	o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq}.Run(ctx, t.pool)
+	o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq, DecodeFull: cfg.DecodeFull}.Run(ctx, t.pool)
 	*seq += uint64(cfg.Requests)
 	s1, err := ReadProcCPU(t.child.Pid())
 	if err != nil {
@@ -284,6 +295,7 @@ func measure(ctx context.Context, cfg *Config, mix *Mix, conc, hz int, t *target
 	if o.Sent > 0 {
 		l.CPUPerCheck = l.ServerCPU / time.Duration(o.Sent)
 		l.DriverCPUPerCheck = time.Duration(d1.Ticks()-d0.Ticks()) * tick / time.Duration(o.Sent)
+		l.ReplyBytesPerCheck = float64(o.ReplyBytes) / float64(o.Sent)
 	}
 	fmt.Fprintf(cfg.Log, "%s %s c=%d: %d checks in %s, %.0f/s, p50 %s p99 %s, server CPU/check %s, %d errors, %d unexpected\n",
 		t.res.Name, mix.Name, conc, o.Sent, o.Elapsed.Round(time.Millisecond), o.Throughput(), fmtDur(o.Latency.P50), fmtDur(o.Latency.P99),
@@ -313,7 +325,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	hz, assumed := ClockTicks()
 	r := &Report{Mix: mix.Name, MixDesc: mix.Describe(), Requests: cfg.Requests, Rounds: cfg.Rounds, Warmup: cfg.Warmup, Conns: cfg.Conns,
-		PolicyDir: cfg.PolicyDir, ExtauthzArgs: cfg.ExtauthzArgs, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
+		PolicyDir: cfg.PolicyDir, ExtauthzArgs: cfg.ExtauthzArgs, DecodeFull: cfg.DecodeFull, Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // kills children started with ctx even if Stop is skipped
@@ -326,13 +338,28 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer noT.close()
 
 	targets := []*target{exT, noT}
+	if len(cfg.VariantArgs) > 0 {
+		c, err := StartExtauthz(ctx, cfg.ExtauthzBin, cfg.PolicyDir, cfg.ReadyTimeout, slices.Concat(cfg.ExtauthzArgs, cfg.VariantArgs)...)
+		if err != nil {
+			return nil, err
+		}
+		c.Name = "extauthz " + strings.Join(cfg.VariantArgs, " ")
+		vT, err := newTarget(c, cfg.Conns, true)
+		if err != nil {
+			return nil, err
+		}
+		defer vT.close()
+		targets = []*target{exT, vT, noT}
+	}
 	var seq uint64
-	for _, t := range targets {
+	mixes := make([]*Mix, len(targets))
+	for i, t := range targets {
+		mixes[i] = mix
 		if err := warm(ctx, &cfg, mix, t, &seq); err != nil {
 			return nil, err
 		}
 	}
-	if err := runLevels(ctx, &cfg, []*Mix{mix, mix}, hz, targets, &seq); err != nil {
+	if err := runLevels(ctx, &cfg, mixes, hz, targets, &seq); err != nil {
 		return nil, err
 	}
 	for _, t := range targets {

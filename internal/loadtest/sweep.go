@@ -196,6 +196,7 @@ func mergeRounds(ls []Level) Level {
 		m.Elapsed += l.Elapsed
 		m.TimedOut = m.TimedOut || l.TimedOut
 		m.ServerCPU += l.ServerCPU
+		m.ReplyBytes += l.ReplyBytes
 		driverCPU += l.DriverCPUPerCheck * time.Duration(l.Sent)
 		m.ErrorSamples = appendUpTo(m.ErrorSamples, l.ErrorSamples)
 		m.UnexpectedSamples = appendUpTo(m.UnexpectedSamples, l.UnexpectedSamples)
@@ -207,6 +208,7 @@ func mergeRounds(ls []Level) Level {
 	if m.Sent > 0 {
 		m.CPUPerCheck = m.ServerCPU / time.Duration(m.Sent)
 		m.DriverCPUPerCheck = driverCPU / time.Duration(m.Sent)
+		m.ReplyBytesPerCheck = float64(m.ReplyBytes) / float64(m.Sent)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -513,5 +515,30 @@ func TestCandidatePolicyCompared(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), `"msg":"candidate differs"`) {
 		t.Errorf("no difference logged: %s", r.logs.String())
+	}
+}
+
+// --reply-metadata: the default replies carry decision_id and reason in
+// Envoy's dynamic metadata; full adds the route, version and identity.
+func TestReplyMetadataSetting(t *testing.T) {
+	for _, tc := range []struct {
+		setting string
+		want    []string
+	}{
+		{"minimal", []string{"decision_id", "reason"}},
+		{"full", []string{"decision_id", "key_id", "policy_version", "profile", "reason", "route", "subject", "tenant"}},
+	} {
+		t.Run(tc.setting, func(t *testing.T) {
+			r := startRun(t, func(c *config.Config) { c.ReplyMetadata = tc.setting })
+			for range 2 { // the second from the decision memo
+				resp, err := r.client.Check(context.Background(), checkReq(map[string]string{"x-api-key": "xa_demo_7Qm2vK9pL4sT8wZ1", "x-tenant-id": "42"}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := slices.Sorted(maps.Keys(resp.GetDynamicMetadata().GetFields())); !slices.Equal(got, tc.want) {
+					t.Errorf("metadata fields %v, want %v", got, tc.want)
+				}
+			}
+		})
 	}
 }

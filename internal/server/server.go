@@ -277,6 +277,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.check.Log, s.check.Timeout, s.check.Quotas = s.faultLog, cfg.EvalTimeout, s.quotas
 	dlog := decisionlog.New(log, cfg.DecisionLog, cfg.AllowSampleRate)
 	dlog.Facts = cfg.DecisionLogFacts
+	s.check.FullMetadata = cfg.ReplyMetadata == "full"
 	s.check.Observers = []check.Observer{s.metrics, dlog}
 	if cfg.DecisionLogServiceConfig != "" {
 		b, err := decisionlog.ReadUploaderConfig(cfg.DecisionLogServiceConfig)

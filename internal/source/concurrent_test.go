@@ -49,6 +49,7 @@ func TestReloadUnderConcurrentChecks(t *testing.T) {
 	var mu sync.Mutex
 
 	srv := check.NewServer(h, clientip.Resolver{})
+	srv.FullMetadata = true // the replies name the serving policy_version
 	srv.Timeout = 5 * time.Second
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1"}}}},
