@@ -145,8 +145,12 @@ func New(cfg Config, opts Options) *Store {
 	return s
 }
 
-func (s *Store) positiveTTL() time.Duration { return time.Duration(s.cfg.PositiveTTLMS) * time.Millisecond }
-func (s *Store) negativeTTL() time.Duration { return time.Duration(s.cfg.NegativeTTLMS) * time.Millisecond }
+func (s *Store) positiveTTL() time.Duration {
+	return time.Duration(s.cfg.PositiveTTLMS) * time.Millisecond
+}
+func (s *Store) negativeTTL() time.Duration {
+	return time.Duration(s.cfg.NegativeTTLMS) * time.Millisecond
+}
 
 // Close stops the subscription and closes the client.
 func (s *Store) Close() {
@@ -253,7 +257,9 @@ func (s *Store) recovered() {
 }
 
 // name is the Redis key of digest d.
-func (s *Store) name(d *[sha256.Size]byte) string { return Name(s.cfg.Prefix, hex.EncodeToString(d[:])) }
+func (s *Store) name(d *[sha256.Size]byte) string {
+	return Name(s.cfg.Prefix, hex.EncodeToString(d[:]))
+}
 
 // Name is the Redis key holding the record of the key whose SHA-256 is
 // digest (lower-case hex).
