@@ -107,7 +107,7 @@ func newSidecar(t *testing.T, cfg Config) *sidecar {
 	return sc
 }
 
-func writer(t *testing.T, addr string) Writer {
+func writer(t testing.TB, addr string) Writer {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { c.Close() })
 	return Writer{Client: c, Prefix: DefaultPrefix}
