@@ -130,3 +130,9 @@ func (c *Cache[V]) StartJanitor(ctx context.Context, every time.Duration) {
 		}
 	}()
 }
+
+// Delete removes key.
+func (c *Cache[V]) Delete(key string) { c.c.Delete(key) }
+
+// Flush removes every entry.
+func (c *Cache[V]) Flush() { c.c.Flush() }

@@ -184,7 +184,7 @@ func (s *Server) verify(ctx context.Context, eng *engine.Engine, p credential.Pr
 	case p.Problem != "":
 		return authn.Malformed, nil
 	case p.Kind == credential.APIKey:
-		res := eng.Keys.Lookup(p.Value, now)
+		res := eng.LookupKey(ctx, p.Value, now)
 		return res.Status, res.Identity
 	case p.Kind == credential.JWT:
 		if eng.Tokens == nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/authn/apikey"
 	"github.com/extauthz/extauthz/internal/authn/jwt"
+	"github.com/extauthz/extauthz/internal/authn/rediskeys"
 	"github.com/extauthz/extauthz/internal/jsonx"
 	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
@@ -62,6 +63,9 @@ type Settings struct {
 	// "" in data.json switch it on with that default path; absent, null or
 	// false leave it off ("" here).
 	OPAEnvoyPath OPAEnvoyPath `json:"opa_envoy_path,omitempty"`
+	// APIKeysStore selects where API keys are looked up: absent or type
+	// "embedded", extauthz.api_keys; type "redis", Redis (internal/authn/rediskeys).
+	APIKeysStore *rediskeys.Config `json:"api_keys_store,omitempty"`
 }
 
 // OPAEnvoyPath is settings.opa_envoy_path: the decision path, "" when the
@@ -111,8 +115,9 @@ type Engine struct {
 	Origin   string
 	Settings Settings
 	Policy   *policy.Engine
-	Decider  memo.Decider // the policy, memoized when it is pure
-	Keys     *apikey.Store
+	Decider  memo.Decider     // the policy, memoized when it is pure
+	Keys     *apikey.Store    // the embedded keys (empty with a Redis key store)
+	Remote   *rediskeys.Store // the Redis key store, when settings.api_keys_store selects it
 	Routes   *route.Table
 	Profiles *profile.Set
 	Tokens   Tokens            // may be nil
@@ -146,6 +151,10 @@ type Options struct {
 	// extauthz.api_keys read of total (a server may log it: a million keys
 	// take a second or two). It runs on the goroutine reading the keys.
 	KeysProgress func(keys, offset, total int)
+	// KeyStore is given to the Redis key store, when one is configured
+	// (fault log, metrics). Versions with the same api_keys_store share
+	// one store, made with the options of the first.
+	KeyStore rediskeys.Options
 }
 
 // keysCache remembers the last key store built and the SHA-256 of the
@@ -247,6 +256,17 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			}
 		}
 	}
+	if ks := e.Settings.APIKeysStore; ks != nil {
+		if ks.Redis() && ks.Addr == "" && e.Limits != nil && e.Limits.Backend.Type == ratelimit.BackendRedis {
+			ks.Addr = e.Limits.Backend.Addr // the quotas' Redis
+		}
+		for _, p := range ks.Check() {
+			errs = append(errs, fmt.Errorf("%ssettings.api_keys_store.%s", at, p))
+		}
+		if raw := sections["api_keys"]; ks.Redis() && len(raw) > 0 && string(raw) != "null" && string(raw) != "{}" {
+			errs = append(errs, fmt.Errorf("%sapi_keys: must be absent with settings.api_keys_store type redis: keys are looked up in Redis (import them: extauthz key import --redis ADDR FILE)", at))
+		}
+	}
 	plansAt := len(errs) // unknown plans: after the limits' errors
 	if err := checkTenants(sections["tenants"]); err != nil {
 		errs = append(errs, prefix(at, err))
@@ -319,7 +339,21 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		}
 		e.closers = append(e.closers, e.Tokens.Close)
 	}
+	if ks := e.Settings.APIKeysStore; ks.Redis() {
+		e.Remote = rediskeys.Shared(*ks, opts.KeyStore)
+		e.closers = append(e.closers, e.Remote.Release)
+	}
 	return e, nil
+}
+
+// LookupKey verifies a presented API key at time now: in Redis (through
+// its cache) when the version uses a Redis key store, else in the embedded
+// keys.
+func (e *Engine) LookupKey(ctx context.Context, key string, now time.Time) apikey.Result {
+	if e.Remote != nil {
+		return e.Remote.Lookup(ctx, key, now)
+	}
+	return e.Keys.Lookup(key, now)
 }
 
 var warmInput = ast.MustParseTerm(`{"extauthz": {"path_problem": "", "route": null, "credential": {"status": "missing"}}}`).Value
@@ -444,7 +478,7 @@ func (e *Engine) Servable() error {
 	if e.Routes == nil || (e.Routes.Len() == 0 && !e.Routes.HasDefault()) {
 		why = append(why, "no routes (extauthz.routes is empty and there is no default_route)")
 	}
-	if (e.Keys == nil || e.Keys.Len() == 0) && e.issuers == 0 {
+	if (e.Keys == nil || e.Keys.Len() == 0) && e.Remote == nil && e.issuers == 0 {
 		why = append(why, "no credentials (no extauthz.api_keys and no extauthz.jwt.issuers)")
 	}
 	if len(why) == 0 {

@@ -208,3 +208,48 @@ func TestKeyStoreSharedAcrossIdenticalKeys(t *testing.T) {
 		t.Errorf("other keys share the store: %d keys", c.Keys.Len())
 	}
 }
+
+// settings.api_keys_store: checked with the rest of the data, each problem
+// named; the Redis store refuses embedded keys beside it, takes the quotas'
+// Redis address when it names none, and counts as credentials; versions
+// with the same store share it.
+func TestAPIKeysStoreSettings(t *testing.T) {
+	_, err := build(t, demoSource(t, func(x map[string]any) {
+		x["settings"].(map[string]any)["api_keys_store"] = map[string]any{"type": "redis", "timeout_ms": 0.5, "cache_size": -1, "prefix": "a b"}
+	}))
+	if err == nil {
+		t.Fatal("a bad api_keys_store was accepted")
+	}
+	for _, want := range []string{"settings.api_keys_store.timeout_ms", "settings.api_keys_store.cache_size", "settings.api_keys_store.prefix", "settings.api_keys_store.addr: required", "extauthz.api_keys: must be absent"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	redisStore := func(x map[string]any) {
+		delete(x, "api_keys")
+		x["settings"].(map[string]any)["api_keys_store"] = map[string]any{"type": "redis"}
+		x["limits"].(map[string]any)["backend"] = map[string]any{"type": "redis", "addr": "127.0.0.1:1"}
+	}
+	e, err := build(t, demoSource(t, redisStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Remote == nil || e.Remote.Config().Addr != "127.0.0.1:1" {
+		t.Fatalf("remote store %+v", e.Remote)
+	}
+	if err := e.Servable(); err != nil {
+		t.Errorf("a Redis key store is a credential source: %v", err)
+	}
+	e2, err := build(t, demoSource(t, redisStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.Remote != e.Remote {
+		t.Error("two versions with the same api_keys_store do not share the store")
+	}
+	if e, err := build(t, demoSource(t, func(x map[string]any) {
+		x["settings"].(map[string]any)["api_keys_store"] = map[string]any{"type": "embedded"}
+	})); err != nil || e.Remote != nil || e.Keys.Len() == 0 {
+		t.Errorf("embedded: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/extauthz/extauthz/internal/authn/rediskeys"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 )
@@ -27,6 +28,8 @@ type Metrics struct {
 	jwks     *prometheus.CounterVec
 	quota    *prometheus.CounterVec
 	quotaErr prometheus.Counter
+	keys     *prometheus.CounterVec
+	keysInv  prometheus.Counter
 	shadow   *prometheus.CounterVec
 	cand     *prometheus.CounterVec
 	candDrop prometheus.Counter
@@ -136,7 +139,13 @@ func New(cache func() Cache) *Metrics {
 	m.logSupp = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "extauthz_log_lines_suppressed_total", Help: "Repeated warning and error lines not written (counted in the next line or summary of their message).",
 	})
-	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.tlsFail, m.logSupp, m.shadow, m.cand, m.candDrop, uploadCollector{m},
+	m.keys = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extauthz_apikey_store_lookups_total", Help: "API-key lookups in the Redis key store, by result (hit, negative_hit: from the local cache; miss: one Redis round trip; error: Redis failed or held a bad record, denied auth_unavailable).",
+	}, []string{"result"})
+	m.keysInv = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "extauthz_apikey_store_invalidations_total", Help: "Invalidations the Redis key store applied to its local cache (pub/sub messages, and a flush on every (re)subscription).",
+	})
+	r.MustRegister(m.checks, m.duration, m.reloads, m.lastOK, m.version, m.jwks, m.quota, m.quotaErr, m.keys, m.keysInv, m.tlsFail, m.logSupp, m.shadow, m.cand, m.candDrop, uploadCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	stat := func(pick func(h, mi uint64, n int) float64) func() float64 {
 		return func() float64 {
@@ -201,6 +210,23 @@ func (m *Metrics) RateLimit() ratelimit.Metrics {
 		},
 		BackendError: func(error) { m.quotaErr.Inc() },
 		Untracked:    func() { m.quota.WithLabelValues("local", "untracked").Inc() },
+	}
+}
+
+// KeyStore returns the Redis key store's metric hooks. The counters are
+// resolved once: a cached lookup pays one atomic add.
+func (m *Metrics) KeyStore() rediskeys.Metrics {
+	byResult := map[string]prometheus.Counter{}
+	for _, r := range []string{rediskeys.ResultHit, rediskeys.ResultNegativeHit, rediskeys.ResultMiss, rediskeys.ResultError} {
+		byResult[r] = m.keys.WithLabelValues(r)
+	}
+	return rediskeys.Metrics{
+		Lookup: func(result string) {
+			if c := byResult[result]; c != nil {
+				c.Inc()
+			}
+		},
+		Invalidated: m.keysInv.Inc,
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/extauthz/extauthz/internal/authn/rediskeys"
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/clientip"
 	"github.com/extauthz/extauthz/internal/config"
@@ -259,7 +260,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.reloader = &source.Reloader{
 		Loader: source.New(cfg.PolicyDir, cfg.BundleFile, cfg.BundleURL, verify),
 		Build: func(ctx context.Context, src *policy.Source) (*engine.Engine, error) {
-			return engine.Build(ctx, src, engine.Options{OnJWKSFetch: s.metrics.JWKSFetched, KeysProgress: func(keys, offset, total int) {
+			return engine.Build(ctx, src, engine.Options{OnJWKSFetch: s.metrics.JWKSFetched, KeyStore: rediskeys.Options{Log: s.faultLog, Metrics: s.metrics.KeyStore()}, KeysProgress: func(keys, offset, total int) {
 				// A million keys take a second or two: say how far it got.
 				log.Info("loading API keys", "keys", keys, "bytes_read", offset, "bytes_total", total)
 			}})
