@@ -144,14 +144,15 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
 	}
 }
 
-// evalCancel returns the cancellation of an evaluation under ctx and the
-// function that releases it. It replaces the goroutine OPA starts per
-// evaluation to watch a context that can be done (rego's default): a
-// callback registered on ctx sets the flag the evaluation polls.
-func evalCancel(ctx context.Context) (topdown.Cancel, func() bool) {
-	c := topdown.NewCancel()
-	if ctx.Done() == nil {
-		return c, func() bool { return true }
-	}
-	return c, context.AfterFunc(ctx, c.Cancel)
-}
+// ctxCancel is the cancellation of an evaluation under a context: the
+// evaluation polls Cancelled, which reads the context (an atomic load). It
+// replaces the goroutine rego starts per evaluation to watch a context
+// that can be done (its default), and the channel and flag that go with it.
+type ctxCancel struct{ ctx context.Context }
+
+// Cancel is never called: the context is the only way to cancel.
+func (*ctxCancel) Cancel() {}
+
+func (c *ctxCancel) Cancelled() bool { return c.ctx.Err() != nil }
+
+var _ topdown.Cancel = (*ctxCancel)(nil)

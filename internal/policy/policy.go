@@ -432,9 +432,7 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 	if e.purity.TracesClientIP {
 		ctx, trace = withIPTrace(ctx)
 	}
-	cancel, release := evalCancel(ctx)
-	defer release()
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(&ctxCancel{ctx}))
 	if err != nil {
 		return Output{}, fmt.Errorf("evaluate policy: %w", err)
 	}
