@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
@@ -423,6 +424,8 @@ var (
 	ErrShape     = errors.New("policy decision has the wrong shape")
 )
 
+var noMetrics = metrics.NoOp()
+
 // eval evaluates the decision for input on the calling goroutine.
 func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 	if err := ctx.Err(); err != nil {
@@ -432,7 +435,9 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 	if e.purity.TracesClientIP {
 		ctx, trace = withIPTrace(ctx)
 	}
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(&ctxCancel{ctx}))
+	// No metrics: rego would otherwise make a set per evaluation and time
+	// its phases, and nothing reads them.
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(&ctxCancel{ctx}), rego.EvalMetrics(noMetrics))
 	if err != nil {
 		return Output{}, fmt.Errorf("evaluate policy: %w", err)
 	}
