@@ -25,6 +25,13 @@
 // its public source): the same plugin-style policies (--plugin-policies:
 // path, jwt, body, time), the same requests, rounds alternating the two
 // processes; it reports server CPU per check and the extauthz/plugin ratio.
+// Decisions are checked: a deny extauthz gave with reason internal_error
+// after at least its own deadline (the earlier of --eval-timeout and
+// --check-timeout, read from --extauthz-arg) is counted as failed closed
+// at the deadline, an overloaded machine's answer, not as an unexpected
+// decision; answers later than Envoy's ext_authz timeout (0.25s) are
+// counted for both servers. Every sampled case prints its status, reason
+// and latency.
 //
 //	go run ./cmd/extauthz-load --opa-envoy-plugin /path/to/opa-envoy-plugin --extauthz-arg=--decision-log=none
 //
