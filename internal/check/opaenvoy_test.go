@@ -497,3 +497,33 @@ func TestOPAEnvoyOverGRPC(t *testing.T) {
 		t.Fatalf("bob: %v %v", resp, err)
 	}
 }
+
+// An OPA-Envoy policy that overruns its time is denied internal_error,
+// as in the main mode (TestFailClosedEvaluationBudget): past the
+// evaluation budget, and past the caller's deadline (--check-timeout) when
+// that comes first. The policy would allow after hours of work (10^10
+// steps), so the test only returns if the deadline stops it.
+func TestOPAEnvoyFailsClosedAtTheDeadline(t *testing.T) {
+	const slow = `package envoy.authz
+
+default allow := false
+
+allow if count([1 | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000); x > y]) > 0
+`
+	s := envoyServer(t, slow)
+	s.Timeout = 20 * time.Millisecond
+	if reason, status, _ := decide(t, s, req("GET", "/people", nil)); reason != "internal_error" || status != 500 {
+		t.Errorf("evaluation budget: got %s/%d, want internal_error/500", reason, status)
+	}
+
+	s.Timeout = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	resp, err := s.Check(ctx, req("GET", "/people", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason := resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue(); reason != "internal_error" || resp.GetDeniedResponse().GetStatus().GetCode() != 500 {
+		t.Errorf("caller's deadline: got %s/%v, want internal_error/500", reason, resp.GetDeniedResponse().GetStatus().GetCode())
+	}
+}

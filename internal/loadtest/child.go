@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/config"
 )
 
 // ModuleRoot finds the directory holding go.mod, walking up from the
@@ -56,6 +58,11 @@ type Child struct {
 	GRPCAddr string
 	// Ready is how long the process took from start to serving.
 	Ready time.Duration
+	// FailClosedAfter is the server's own deadline for a check, past which
+	// it denies (internal_error) rather than answers late: for extauthz
+	// the earlier of its --eval-timeout and --check-timeout; 0 for a
+	// server without one (the no-op server, the OPA-Envoy plugin).
+	FailClosedAfter time.Duration
 
 	cmd    *exec.Cmd
 	stderr *tailBuffer
@@ -137,6 +144,7 @@ func StartExtauthz(ctx context.Context, bin, policyDir string, timeout time.Dura
 			return nil, err
 		}
 		c.GRPCAddr = grpcAddr
+		c.FailClosedAfter = extauthzDeadline(args)
 		err = waitReady(ctx, c, "http://"+adminAddr+"/readyz", timeout)
 		if err == nil {
 			c.Ready = time.Since(t0)
@@ -149,6 +157,17 @@ func StartExtauthz(ctx context.Context, bin, policyDir string, timeout time.Dura
 		}
 	}
 	return nil, lastErr
+}
+
+// extauthzDeadline is the earlier of the --eval-timeout and the
+// --check-timeout extauthz runs with, given its flags and the environment
+// it inherits (EXTAUTHZ_*): an evaluation past the first or a check past
+// the second is denied internal_error.
+func extauthzDeadline(args []string) time.Duration {
+	// A configuration Load rejects (it is not the driver's to judge) still
+	// yields the values it parsed; extauthz itself would refuse to start.
+	c, _ := config.Load("extauthz", args, os.Getenv)
+	return min(c.EvalTimeout, c.CheckTimeout)
 }
 
 func waitReady(ctx context.Context, c *Child, url string, timeout time.Duration) error {

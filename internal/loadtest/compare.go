@@ -90,6 +90,9 @@ func (r *CompareReport) Problems() []string {
 		if l := row.Servers[0]; l.Errors > 0 || l.Unexpected > 0 {
 			out = append(out, fmt.Sprintf("%s c=%d: %d gRPC errors, %d unexpected decisions", row.Mix, row.Concurrency, l.Errors, l.Unexpected))
 		}
+		if l := row.Servers[0]; l.Deadline > 0 {
+			out = append(out, fmt.Sprintf("%s c=%d: %d checks %s", row.Mix, row.Concurrency, l.Deadline, FailedAtDeadline))
+		}
 	}
 	return out
 }

@@ -57,22 +57,52 @@ type Drive struct {
 	// DecodeFull decodes every reply whole, as Envoy does, instead of
 	// reading only its decision (see reply).
 	DecodeFull bool
+	// FailClosedAfter, when positive, is the server's own deadline (for
+	// extauthz the earlier of --eval-timeout and --check-timeout): a deny
+	// with reason internal_error that took at least this long is counted
+	// as Deadline, a check the server failed closed because it ran out of
+	// time, not as an unexpected decision.
+	FailClosedAfter time.Duration
+	// LateAfter, when positive, counts the answers that took longer (Late):
+	// EnvoyTimeout, past which Envoy would have denied the request itself.
+	LateAfter time.Duration
 }
+
+// EnvoyTimeout is the ext_authz timeout of the shipped Envoy configuration
+// (envoy/envoy.yaml, 0.25s): an answer later than this is one Envoy no
+// longer waits for, and it denies the request (failure_mode_allow false).
+const EnvoyTimeout = 250 * time.Millisecond
+
+// FailedAtDeadline is how problem lists name Outcome.Deadline: an
+// overloaded server's denies, reported, but not a failure of the run.
+const FailedAtDeadline = "failed closed at the server's deadline (overload, not a wrong decision)"
+
+// ReasonInternalError is the reason extauthz gives a check it failed
+// closed (an evaluation error, a deadline).
+const ReasonInternalError = "internal_error"
 
 // Outcome is what one Drive observed from the client side.
 type Outcome struct {
 	Sent       int // requests completed (OK or error)
 	Errors     int // gRPC errors
-	Unexpected int // responses whose decision differs from the case's
-	Elapsed    time.Duration
-	TimedOut   bool // stopped by MaxDuration before Requests
-	Latency    Latencies
+	Unexpected int // responses whose decision differs from the case's (Deadline excluded)
+	// Deadline: denies the server failed closed at its own deadline
+	// (Drive.FailClosedAfter): reason internal_error, at least that late.
+	// An overloaded server's answer, not a wrong decision.
+	Deadline int
+	// Late: answers that took longer than Drive.LateAfter, whatever they
+	// said (Envoy would have denied them on its timeout).
+	Late     int
+	Elapsed  time.Duration
+	TimedOut bool // stopped by MaxDuration before Requests
+	Latency  Latencies
 	// ReplyBytes sums the size of every reply received (the encoded
 	// CheckResponse, without gRPC and HTTP/2 framing).
 	ReplyBytes int64
 	// A few examples, for diagnosis.
 	ErrorSamples      []string
 	UnexpectedSamples []string
+	DeadlineSamples   []string
 }
 
 // Throughput is completed checks per second.
@@ -86,10 +116,10 @@ func (o Outcome) Throughput() float64 {
 const maxSamples = 5
 
 type workerResult struct {
-	lat               []time.Duration
-	replyBytes        int64
-	errs, unexpected  int
-	errSamples, unexp []string
+	lat                         []time.Duration
+	replyBytes                  int64
+	errs, unexpected, dl, late  int
+	errSamples, unexp, dlSample []string
 }
 
 // Run sends d.Requests checks from d.Concurrency workers over the pool.
@@ -149,8 +179,12 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 				if err == nil && rep.err != nil {
 					err = rep.err
 				}
-				res.lat = append(res.lat, t1.Sub(t0))
+				lat := t1.Sub(t0)
+				res.lat = append(res.lat, lat)
 				res.replyBytes += int64(len(rep.b))
+				if d.LateAfter > 0 && lat > d.LateAfter {
+					res.late++
+				}
 				if err != nil {
 					res.errs++
 					if len(res.errSamples) < maxSamples {
@@ -158,10 +192,19 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 					}
 				} else if d.CheckDecisions {
 					if got := rep.status; got != d.Mix.Cases[ci].Want {
-						res.unexpected++
-						if len(res.unexp) < maxSamples {
-							res.unexp = append(res.unexp, fmt.Sprintf("%s: got %d (reason %q), want %d",
-								d.Mix.Cases[ci].Name, got, rep.reason(), d.Mix.Cases[ci].Want))
+						reason := rep.reason()
+						sample := fmt.Sprintf("%s: got %d (reason %q) after %s, want %d",
+							d.Mix.Cases[ci].Name, got, reason, fmtDur(lat), d.Mix.Cases[ci].Want)
+						if d.FailClosedAfter > 0 && got != 200 && reason == ReasonInternalError && lat >= d.FailClosedAfter {
+							res.dl++
+							if len(res.dlSample) < maxSamples {
+								res.dlSample = append(res.dlSample, sample)
+							}
+						} else {
+							res.unexpected++
+							if len(res.unexp) < maxSamples {
+								res.unexp = append(res.unexp, sample)
+							}
 						}
 					}
 				}
@@ -180,8 +223,11 @@ func (d Drive) Run(ctx context.Context, p *Pool) Outcome {
 		o.Errors += r.errs
 		o.Unexpected += r.unexpected
 		o.ReplyBytes += r.replyBytes
+		o.Deadline += r.dl
+		o.Late += r.late
 		o.ErrorSamples = appendUpTo(o.ErrorSamples, r.errSamples)
 		o.UnexpectedSamples = appendUpTo(o.UnexpectedSamples, r.unexp)
+		o.DeadlineSamples = appendUpTo(o.DeadlineSamples, r.dlSample)
 	}
 	o.Sent = len(all)
 	o.Latency = Summarize(all)

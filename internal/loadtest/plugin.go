@@ -244,7 +244,9 @@ type PluginReport struct {
 	Machine                 Machine
 	ClockTicks              int
 	ClockTicksAssumed       bool
-	Rows                    []PluginRow
+	// Deadline is extauthz's own deadline for a check (Child.FailClosedAfter).
+	Deadline time.Duration
+	Rows     []PluginRow
 }
 
 // VersusPlugin runs, for each policy in turn, extauthz (OPA-Envoy mode,
@@ -284,6 +286,7 @@ func VersusPlugin(ctx context.Context, cfg PluginConfig) (*PluginReport, error) 
 		}
 		r.Rows = append(r.Rows, rows...)
 	}
+	r.Deadline = extauthzDeadline(cfg.ExtauthzArgs)
 	return r, nil
 }
 
@@ -354,7 +357,9 @@ func pluginVersion(ctx context.Context, bin string) string {
 	return strings.TrimSpace(first)
 }
 
-// Problems lists both servers' errors and unexpected decisions.
+// Problems lists both servers' errors and unexpected decisions. Checks
+// extauthz failed closed at its deadline (Outcome.Deadline) are not
+// problems: an overloaded machine's answer, reported in the table.
 func (r *PluginReport) Problems() []string {
 	var out []string
 	for _, row := range r.Rows {
@@ -363,6 +368,19 @@ func (r *PluginReport) Problems() []string {
 				out = append(out, fmt.Sprintf("%s %s c=%d: %d gRPC errors, %d unexpected decisions, e.g. %v %v",
 					[]string{"extauthz", "plugin"}[i], row.Policy, row.Concurrency, l.Errors, l.Unexpected, l.ErrorSamples, l.UnexpectedSamples))
 			}
+		}
+	}
+	return out
+}
+
+// Notes describes what is not a problem but explains the table: the
+// checks extauthz failed closed at its deadline, with examples.
+func (r *PluginReport) Notes() []string {
+	var out []string
+	for _, row := range r.Rows {
+		if l := row.Servers[0]; l.Deadline > 0 {
+			out = append(out, fmt.Sprintf("extauthz %s c=%d: %d checks failed closed at the deadline (%s), e.g. %v",
+				row.Policy, row.Concurrency, l.Deadline, fmtDur(r.Deadline), l.DeadlineSamples))
 		}
 	}
 	return out
@@ -388,16 +406,18 @@ func (r *PluginReport) Markdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| policy | c | extauthz CPU/check | plugin CPU/check | extauthz/plugin | extauthz checks/s | plugin checks/s | extauthz p50 / p99 | plugin p50 / p99 | errors | unexpected |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| policy | c | extauthz CPU/check | plugin CPU/check | extauthz/plugin | extauthz checks/s | plugin checks/s | extauthz p50 / p99 | plugin p50 / p99 | errors | unexpected | extauthz failed closed at its deadline | later than Envoy's timeout |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, row := range r.Rows {
 		ex, pl := row.Servers[0], row.Servers[1]
-		fmt.Fprintf(w, "| %s | %d | %s | %s | **%s** | %s | %s | %s / %s | %s / %s | %d / %d | %d / %d |\n", row.Policy, row.Concurrency,
+		fmt.Fprintf(w, "| %s | %d | %s | %s | **%s** | %s | %s | %s / %s | %s / %s | %d / %d | %d / %d | %d | %d / %d |\n", row.Policy, row.Concurrency,
 			fmtCPU(ex.CPUPerCheck), fmtCPU(pl.CPUPerCheck), ratio(float64(ex.CPUPerCheck), float64(pl.CPUPerCheck)),
 			fmtRate(ex.Throughput()), fmtRate(pl.Throughput()),
 			fmtDur(ex.Latency.P50), fmtDur(ex.Latency.P99), fmtDur(pl.Latency.P50), fmtDur(pl.Latency.P99),
-			ex.Errors, pl.Errors, ex.Unexpected, pl.Unexpected)
+			ex.Errors, pl.Errors, ex.Unexpected, pl.Unexpected, ex.Deadline, ex.Late, pl.Late)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU/check is the server's utime+stime (/proc/<pid>/stat) over all rounds / checks completed; errors and unexpected are extauthz / plugin; p50 and p99 are the median over rounds of each round's client-side percentile.")
+	fmt.Fprintf(w, "\nUnexpected: a decision other than the case's (an allow where a deny was expected, a deny of another status or reason). Failed closed at its deadline: extauthz denied internal_error after at least %s, its own deadline (the earlier of --eval-timeout and --check-timeout); the plugin has no deadline and answers however late. Later than Envoy's timeout: answers that took over %s (client side), which Envoy (ext_authz timeout 0.25s in envoy/envoy.yaml) would have denied itself, extauthz / plugin.\n",
+		fmtDur(r.Deadline), fmtDur(EnvoyTimeout))
 }

@@ -53,6 +53,9 @@ func decisions(l Level) string {
 	if !l.DecisionsChecked {
 		return "n/a"
 	}
+	if l.Deadline > 0 {
+		return fmt.Sprintf("%d (+%d failed closed at the deadline)", l.Unexpected, l.Deadline)
+	}
 	return fmt.Sprint(l.Unexpected)
 }
 

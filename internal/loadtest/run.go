@@ -141,6 +141,9 @@ func problems(servers []ServerResult) []string {
 			if l.Unexpected > 0 {
 				out = append(out, fmt.Sprintf("%s c=%d: %d unexpected decisions, e.g. %v", s.Name, l.Concurrency, l.Unexpected, l.UnexpectedSamples))
 			}
+			if l.Deadline > 0 {
+				out = append(out, fmt.Sprintf("%s c=%d: %d checks %s, e.g. %v", s.Name, l.Concurrency, l.Deadline, FailedAtDeadline, l.DeadlineSamples))
+			}
 			if l.TimedOut {
 				out = append(out, fmt.Sprintf("%s c=%d: stopped at the max duration after %d checks", s.Name, l.Concurrency, l.Sent))
 			}
@@ -175,7 +178,8 @@ func newTarget(c *Child, conns int, check bool) (*target, error) {
 // warm sends cfg.Warmup checks and records idle RSS. A warm-up where every
 // check fails aborts the run.
 func warm(ctx context.Context, cfg *Config, mix *Mix, t *target, seq *uint64) error {
-	o := Drive{Mix: mix, Concurrency: slices.Max(cfg.Concurrency), Requests: cfg.Warmup, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq}.Run(ctx, t.pool)
+	o := Drive{Mix: mix, Concurrency: slices.Max(cfg.Concurrency), Requests: cfg.Warmup, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq,
+		FailClosedAfter: t.child.FailClosedAfter, LateAfter: EnvoyTimeout}.Run(ctx, t.pool)
 	*seq += uint64(cfg.Warmup)
 	if o.Sent > 0 && o.Errors == o.Sent {
 		return fmt.Errorf("%s: every warm-up check failed, e.g. %v; stderr:\n%s", t.res.Name, o.ErrorSamples, t.child.Stderr())
@@ -280,7 +284,8 @@ func measure(ctx context.Context, cfg *Config, mix *Mix, conc, hz int, t *target
 		return Level{}, fmt.Errorf("%s: %w", t.res.Name, err)
 	}
 	d0, _ := ReadProcCPU(os.Getpid())
-	o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq, DecodeFull: cfg.DecodeFull}.Run(ctx, t.pool)
+	o := Drive{Mix: mix, Concurrency: conc, Requests: cfg.Requests, MaxDuration: cfg.MaxDuration, CheckDecisions: t.check, Seq: *seq, DecodeFull: cfg.DecodeFull,
+		FailClosedAfter: t.child.FailClosedAfter, LateAfter: EnvoyTimeout}.Run(ctx, t.pool)
 	*seq += uint64(cfg.Requests)
 	s1, err := ReadProcCPU(t.child.Pid())
 	if err != nil {
@@ -297,9 +302,15 @@ func measure(ctx context.Context, cfg *Config, mix *Mix, conc, hz int, t *target
 		l.DriverCPUPerCheck = time.Duration(d1.Ticks()-d0.Ticks()) * tick / time.Duration(o.Sent)
 		l.ReplyBytesPerCheck = float64(o.ReplyBytes) / float64(o.Sent)
 	}
-	fmt.Fprintf(cfg.Log, "%s %s c=%d: %d checks in %s, %.0f/s, p50 %s p99 %s, server CPU/check %s, %d errors, %d unexpected\n",
+	fmt.Fprintf(cfg.Log, "%s %s c=%d: %d checks in %s, %.0f/s, p50 %s p99 %s, server CPU/check %s, %d errors, %d unexpected, %d failed closed at the deadline, %d later than %s\n",
 		t.res.Name, mix.Name, conc, o.Sent, o.Elapsed.Round(time.Millisecond), o.Throughput(), fmtDur(o.Latency.P50), fmtDur(o.Latency.P99),
-		fmtCPU(l.CPUPerCheck), o.Errors, o.Unexpected)
+		fmtCPU(l.CPUPerCheck), o.Errors, o.Unexpected, o.Deadline, o.Late, fmtDur(EnvoyTimeout))
+	for _, s := range o.UnexpectedSamples {
+		fmt.Fprintf(cfg.Log, "  unexpected: %s\n", s)
+	}
+	for _, s := range o.DeadlineSamples {
+		fmt.Fprintf(cfg.Log, "  failed closed at the deadline: %s\n", s)
+	}
 	return l, nil
 }
 
@@ -400,6 +411,11 @@ func Smoke(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			if l.Unexpected > 0 {
 				bad = append(bad, fmt.Errorf("%s c=%d: %d unexpected decisions, e.g. %v", s.Name, l.Concurrency, l.Unexpected, l.UnexpectedSamples))
+			}
+			// At the smoke's low concurrency a check should never run out
+			// of time: here it is a failure too.
+			if l.Deadline > 0 {
+				bad = append(bad, fmt.Errorf("%s c=%d: %d checks %s, e.g. %v", s.Name, l.Concurrency, l.Deadline, FailedAtDeadline, l.DeadlineSamples))
 			}
 		}
 	}

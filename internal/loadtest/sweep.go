@@ -193,6 +193,8 @@ func mergeRounds(ls []Level) Level {
 		m.Sent += l.Sent
 		m.Errors += l.Errors
 		m.Unexpected += l.Unexpected
+		m.Deadline += l.Deadline
+		m.Late += l.Late
 		m.Elapsed += l.Elapsed
 		m.TimedOut = m.TimedOut || l.TimedOut
 		m.ServerCPU += l.ServerCPU
@@ -200,6 +202,7 @@ func mergeRounds(ls []Level) Level {
 		driverCPU += l.DriverCPUPerCheck * time.Duration(l.Sent)
 		m.ErrorSamples = appendUpTo(m.ErrorSamples, l.ErrorSamples)
 		m.UnexpectedSamples = appendUpTo(m.UnexpectedSamples, l.UnexpectedSamples)
+		m.DeadlineSamples = appendUpTo(m.DeadlineSamples, l.DeadlineSamples)
 		p50, p90, p99 = append(p50, l.Latency.P50), append(p90, l.Latency.P90), append(p99, l.Latency.P99)
 		m.Latency.N += l.Latency.N
 		m.Latency.Max = max(m.Latency.Max, l.Latency.Max)

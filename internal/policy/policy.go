@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
@@ -314,6 +315,9 @@ type Engine struct {
 	query  string
 	envoy  bool // an OPA-Envoy plugin decision (CompileOPAEnvoy)
 	inputs *InputPaths
+	// blocking: the policy may wait on I/O; it is evaluated on the
+	// caller's goroutine (see evaluators.go).
+	blocking bool
 }
 
 // parseModules parses src's modules, named by origin and file; errors name
@@ -373,7 +377,7 @@ func compileQuery(ctx context.Context, src *Source, data map[string]any, query s
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", query, err)
 	}
-	return &Engine{pq: pq, purity: purity, query: query, envoy: envoy, inputs: inputPaths(c)}, nil
+	return &Engine{pq: pq, purity: purity, query: query, envoy: envoy, inputs: inputPaths(c), blocking: callsIO(c)}, nil
 }
 
 // Query is the query the engine evaluates (Query, or an OPA-Envoy path's).
@@ -420,13 +424,20 @@ var (
 	ErrShape     = errors.New("policy decision has the wrong shape")
 )
 
-// Eval evaluates the decision for input.
-func (e *Engine) Eval(ctx context.Context, input ast.Value) (Output, error) {
+var noMetrics = metrics.NoOp()
+
+// eval evaluates the decision for input on the calling goroutine.
+func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
+	if err := ctx.Err(); err != nil {
+		return Output{}, fmt.Errorf("evaluate policy: %w", err)
+	}
 	var trace *ipTrace
 	if e.purity.TracesClientIP {
 		ctx, trace = withIPTrace(ctx)
 	}
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input))
+	// No metrics: rego would otherwise make a set per evaluation and time
+	// its phases, and nothing reads them.
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(&ctxCancel{ctx}), rego.EvalMetrics(noMetrics))
 	if err != nil {
 		return Output{}, fmt.Errorf("evaluate policy: %w", err)
 	}
