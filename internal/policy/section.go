@@ -252,3 +252,17 @@ func streamSection(st *jsonscan.Stream, ra io.ReaderAt) (*Section, bool) {
 
 // String names a section by its size and digest (for messages).
 func (s *Section) String() string { return fmt.Sprintf("%d bytes, sha256 %x", s.Size, s.Digest[:6]) }
+
+// MarshalJSON is the section's JSON, read from the file: a Source's data
+// document marshals as the file had it (the server never marshals the
+// API keys; tools and tests may).
+func (s *Section) MarshalJSON() ([]byte, error) {
+	b, err := s.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		return []byte("null"), nil
+	}
+	return b, nil
+}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -130,5 +131,21 @@ func write(t *testing.T, dir, name, s string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A streamed section marshals as the file's JSON.
+func TestSectionMarshalsAsItsJSON(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "p.rego", "package extauthz\n")
+	write(t, dir, "data.json", `{"extauthz": {"api_keys": {"a": {"id": "x"}}}}`)
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	b, err := json.Marshal(src.Data)
+	if err != nil || string(b) != `{"extauthz":{"api_keys":{"a":{"id":"x"}}}}` {
+		t.Fatalf("marshalled %s, %v", b, err)
 	}
 }
