@@ -72,6 +72,7 @@ func run() int {
 		scaleSpec  = flag.String("scale", "", "generate a scaled policy: keys=N,tenants=N,routes=N (k and M suffixes allowed)")
 		sweep      = flag.String("sweep", "", "sweep one dimension of a generated policy: keys, tenants or routes (the others from --scale; tenants and routes sweeps default to keys=10000)")
 		sweepSizes = flag.String("sweep-sizes", "", "sizes for --sweep (default: keys 10,1k,100k,1M; tenants 1,100,10k; routes 10,100,1k)")
+		memory     = flag.Bool("memory", false, "memory of extauthz on the --scale policy: RSS at start, idle, and through a reload with the same keys and one with a changed key set, a fresh process per --rounds")
 		smoke      = flag.Bool("smoke", false, "correctness smoke: a few hundred checks per server at concurrency 4; fails on any error or unexpected decision")
 		quiet      = flag.Bool("quiet", false, "no progress lines on stderr")
 		keepBins   = flag.String("bin-dir", "", "build the binaries here (default: a temporary directory)")
@@ -172,6 +173,10 @@ func run() int {
 		}
 	}
 
+	if *memory && (scale.Keys == 0 || *smoke || dim != "" || *compare != "" || cfg.PolicyDir != "") {
+		return usage("--memory needs --scale (e.g. keys=1M) and no --smoke, --sweep, --compare or --policy-dir")
+	}
+
 	if len(cfg.VariantArgs) > 0 && (dim != "" || *compare != "") {
 		return usage("--variant-arg applies to a plain run, not to --compare or --sweep")
 	}
@@ -211,6 +216,20 @@ func run() int {
 		if cfg.NoopBin == "" {
 			cfg.NoopBin = noop
 		}
+	}
+
+	if *memory {
+		if cfg.ReadyTimeout == 0 {
+			cfg.ReadyTimeout = 5 * time.Minute
+		}
+		r, err := loadtest.Memory(ctx, cfg, scale, tmp, *rounds)
+		if r != nil {
+			r.Markdown(os.Stdout)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return 0
 	}
 
 	if dim != "" {

@@ -197,7 +197,8 @@ func variantEngine(t testing.TB, v policyVariant) *engine.Engine {
 	if v.data != nil {
 		root := src.Data["extauthz"].(map[string]any)
 		for _, name := range []string{"default_route", "tenants"} {
-			if raw, ok := root[name].(json.RawMessage); ok { // a raw section: decode to edit
+			if sec, ok := root[name].(*policy.Section); ok { // a raw section: decode to edit
+				raw, _ := sec.Bytes()
 				var x any
 				_ = json.Unmarshal(raw, &x)
 				root[name] = x

@@ -165,7 +165,11 @@ func editedEngine(t *testing.T, section string, edit func(root map[string]any)) 
 		t.Fatal(err)
 	}
 	root := src.Data["extauthz"].(map[string]any)
-	if raw, ok := root[section].(json.RawMessage); ok { // a raw section: decode to edit
+	if sec, ok := root[section].(*policy.Section); ok { // a raw section: decode to edit
+		raw, err := sec.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
 		var x any
 		if err := json.Unmarshal(raw, &x); err != nil {
 			t.Fatal(err)

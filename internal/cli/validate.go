@@ -371,9 +371,13 @@ func testData(d map[string]any) (map[string]any, error) {
 	}
 	r := maps.Clone(root)
 	for k, v := range r {
-		raw, isRaw := v.(json.RawMessage)
+		sec, isRaw := v.(*policy.Section)
 		if !isRaw {
 			continue
+		}
+		raw, err := sec.Bytes()
+		if err != nil {
+			return nil, fmt.Errorf("data.json: extauthz.%s: %w", k, err)
 		}
 		var x any
 		if err := json.Unmarshal(raw, &x); err != nil {

@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"maps"
 	"net/netip"
 	"slices"
@@ -169,44 +171,64 @@ var keysCache struct {
 	store  weak.Pointer[apikey.Store]
 }
 
-// parseKeys builds the key store for section raw, whose SHA-256 is d,
-// or shares the last one built from the same bytes.
-func parseKeys(raw json.RawMessage, d [sha256.Size]byte, opts Options) (*apikey.Store, error) {
+// parseKeys builds the key store for section sec (nil: none), or shares
+// the last one built from the same bytes. The section is read through a
+// bounded window, never whole, and hashed again as it is read: a file
+// changed in place since it was first read is refused, not indexed under
+// the old digest.
+func parseKeys(sec *policy.Section, opts Options) (*apikey.Store, error) {
 	keysCache.Lock()
 	defer keysCache.Unlock() // one key set built at a time: its memory is the peak
-	if keysCache.digest == d {
+	if sec == nil {
+		return apikey.Parse(nil)
+	}
+	if keysCache.digest == sec.Digest {
 		if s := keysCache.store.Value(); s != nil {
 			return s, nil
 		}
 	}
-	var popts []apikey.Option
+	popts := []apikey.Option{apikey.WithCount(sec.Count)}
 	if opts.KeysProgress != nil {
 		popts = append(popts, apikey.WithProgress(100000, opts.KeysProgress))
 	}
-	s, err := apikey.Parse(raw, popts...)
-	if err == nil {
-		keysCache.digest, keysCache.store = d, weak.Make(s)
+	var h hash.Hash
+	var r io.Reader
+	s, err := apikey.ParseReader(func() io.Reader {
+		h = sha256.New()
+		r = io.TeeReader(sec.Reader(), h)
+		return r
+	}, sec.Size, popts...)
+	if err != nil {
+		return nil, err
 	}
-	return s, err
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, fmt.Errorf("api_keys: %w", err)
+	}
+	if [sha256.Size]byte(h.Sum(nil)) != sec.Digest {
+		return nil, errors.New("api_keys: data.json changed while it was read; the next reload reads it again")
+	}
+	keysCache.digest, keysCache.store = sec.Digest, weak.Make(s)
+	return s, nil
 }
 
 // Build compiles src into an engine. Errors name the file or data field.
 func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, error) {
-	sections, err := splitData(src)
+	sections, keysSec, err := splitData(src)
 	if err != nil {
 		return nil, err
 	}
 	// API keys (up to millions) are read on their own goroutine while the
 	// rest is checked and the policy compiled.
-	var keysDigest [sha256.Size]byte
+	keysDigest := sha256.Sum256(nil)
+	if keysSec != nil {
+		keysDigest = keysSec.Digest
+	}
 	var keysErr error
 	keysDone := make(chan struct{})
 	var keys *apikey.Store
 	go func() {
 		defer close(keysDone)
-		raw := sections["api_keys"]
-		keysDigest = sha256.Sum256(raw)
-		keys, keysErr = parseKeys(raw, keysDigest, opts)
+		keys, keysErr = parseKeys(keysSec, opts)
 	}()
 	defer func() { <-keysDone }()
 	var errs []error
@@ -263,7 +285,7 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		for _, p := range ks.Check() {
 			errs = append(errs, fmt.Errorf("%ssettings.api_keys_store.%s", at, p))
 		}
-		if raw := sections["api_keys"]; ks.Redis() && len(raw) > 0 && string(raw) != "null" && string(raw) != "{}" {
+		if ks.Redis() && keysSec != nil && !keysSec.Empty() {
 			errs = append(errs, fmt.Errorf("%sapi_keys: must be absent with settings.api_keys_store type redis: keys are looked up in Redis (import them: extauthz key import --redis ADDR FILE)", at))
 		}
 	}
@@ -379,24 +401,28 @@ func fillDefaults(s *Settings) {
 	}
 }
 
-func splitData(src *policy.Source) (map[string]json.RawMessage, error) {
+// splitData gives each section of data.extauthz as JSON, and the API keys
+// apart: a section left in the file (policy.Section), read only by
+// parseKeys.
+func splitData(src *policy.Source) (map[string]json.RawMessage, *policy.Section, error) {
 	root, _ := src.Data["extauthz"].(map[string]any)
 	if root == nil {
 		if _, present := src.Data["extauthz"]; present {
-			return nil, fmt.Errorf("%s: data.json: extauthz must be an object", src.Origin)
+			return nil, nil, fmt.Errorf("%s: data.json: extauthz must be an object", src.Origin)
 		}
-		return map[string]json.RawMessage{}, nil
+		return map[string]json.RawMessage{}, nil, nil
 	}
 	known := []string{"settings", "api_keys", "jwt", "routes", "default_route", "tenants", "profiles", "limits"}
 	out := map[string]json.RawMessage{}
+	var keys *policy.Section
 	var errs []error
 	for _, k := range slices.Sorted(maps.Keys(root)) {
 		if !slices.Contains(known, k) {
 			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: unknown section (known: %s)", src.Origin, k, strings.Join(known, ", ")))
 			continue
 		}
-		if raw, ok := root[k].(json.RawMessage); ok {
-			out[k] = raw
+		if sec, ok := root[k].(*policy.Section); ok {
+			keys = sec
 			continue
 		}
 		b, err := json.Marshal(root[k])
@@ -404,9 +430,13 @@ func splitData(src *policy.Source) (map[string]json.RawMessage, error) {
 			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: %w", src.Origin, k, err))
 			continue
 		}
+		if k == "api_keys" { // decoded (a bundle, an edited source)
+			keys = policy.BytesSection(b)
+			continue
+		}
 		out[k] = b
 	}
-	return out, errors.Join(errs...)
+	return out, keys, errors.Join(errs...)
 }
 
 // storeData is the data document given to OPA: everything but the API-key
@@ -438,14 +468,14 @@ func version(src *policy.Source, keys [sha256.Size]byte) string {
 	if root, ok := data["extauthz"].(map[string]any); ok {
 		r := maps.Clone(root)
 		for _, k := range slices.Sorted(maps.Keys(policy.RawSections)) {
-			if raw, ok := r[k].(json.RawMessage); ok {
+			if sec, ok := r[k].(*policy.Section); ok {
 				delete(r, k)
 				h.Write([]byte(k))
 				h.Write([]byte{0})
 				if k == "api_keys" {
 					h.Write(keys[:])
 				} else {
-					h.Write(raw)
+					h.Write(sec.Digest[:])
 				}
 				h.Write([]byte{0})
 			}

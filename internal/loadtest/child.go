@@ -56,6 +56,8 @@ func Build(ctx context.Context, moduleDir, outDir string) (extauthz, noop string
 type Child struct {
 	Name     string
 	GRPCAddr string
+	// AdminAddr is extauthz's admin listener (/readyz), "" for others.
+	AdminAddr string
 	// Ready is how long the process took from start to serving.
 	Ready time.Duration
 	// FailClosedAfter is the server's own deadline for a check, past which
@@ -83,6 +85,9 @@ func (c *Child) Exited() bool {
 		return false
 	}
 }
+
+// Signal sends sig to the process.
+func (c *Child) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
 
 // Stderr is the last few KiB the process wrote to stderr.
 func (c *Child) Stderr() string { return c.stderr.String() }
@@ -143,7 +148,7 @@ func StartExtauthz(ctx context.Context, bin, policyDir string, timeout time.Dura
 		if err != nil {
 			return nil, err
 		}
-		c.GRPCAddr = grpcAddr
+		c.GRPCAddr, c.AdminAddr = grpcAddr, adminAddr
 		c.FailClosedAfter = extauthzDeadline(args)
 		err = waitReady(ctx, c, "http://"+adminAddr+"/readyz", timeout)
 		if err == nil {

@@ -191,6 +191,12 @@ var demoKeyCount = sync.OnceValue(func() int {
 //
 // data.json is streamed, so a million keys take little memory to write.
 func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
+	return writeScaledPolicy(dir, keys, tenants, routes, 0)
+}
+
+// writeScaledPolicy is WriteScaledPolicy with the synthetic keys numbered
+// from first: two policies with different firsts share no synthetic key.
+func writeScaledPolicy(dir string, keys, tenants, routes, first int) error {
 	if keys < 0 || tenants < 0 || routes < 0 {
 		return fmt.Errorf("scaled policy: negative size (keys=%d tenants=%d routes=%d)", keys, tenants, routes)
 	}
@@ -289,7 +295,7 @@ func WriteScaledPolicy(dir string, keys, tenants, routes int) error {
 		fmt.Fprintf(w, "%s%q: %s", sep, h, compact(demoKeys[h]))
 		sep = ",\n    "
 	}
-	for i := range SyntheticKeys(keys) {
+	for i := first; i < first+SyntheticKeys(keys); i++ {
 		tenant := SyntheticKeyTenant(i, tenants)
 		fmt.Fprintf(w, "%s%q: {\"id\": \"scale-%d\", \"subject\": \"svc:scale-%d\", \"tenants\": [\"%d\"], \"scopes\": [\"orders:read\", \"items:read\"]}",
 			sep, hashKey(SyntheticKey(i)), i, i, tenant)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -35,7 +36,8 @@ type Source struct {
 	Origin  string            // where it came from, for messages
 	Modules map[string]string // file name -> Rego source; _test.rego excluded
 	Tests   map[string]string // _test.rego files
-	Data    map[string]any    // the data document
+	Data    map[string]any    // the data document; RawSections are *Section
+	data    io.Closer         // the file Data's sections are read from
 }
 
 // LoadFS reads every *.rego and data.json at the top of fsys. Errors name the
@@ -65,6 +67,27 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 				continue
 			}
 		}
+		if name == "data.json" {
+			// Streamed: the API keys stay in the file (see Section).
+			f, err := fsys.Open(name)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
+				continue
+			}
+			d, keep, err := loadData(f)
+			if err != nil {
+				f.Close()
+				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
+				continue
+			}
+			if keep {
+				src.data = f
+			} else {
+				f.Close()
+			}
+			src.Data = d
+			continue
+		}
 		b, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
@@ -75,13 +98,6 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 			src.Tests[name] = string(b)
 		case strings.HasSuffix(name, ".rego"):
 			src.Modules[name] = string(b)
-		case name == "data.json":
-			d, err := decodeData(b)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
-				continue
-			}
-			src.Data = d
 		}
 	}
 	if len(src.Modules) == 0 && len(errs) == 0 {
@@ -116,13 +132,15 @@ func ResolveDir(dir string) (string, error) {
 	return filepath.EvalSymlinks(data)
 }
 
-// RawSections are sections of data.extauthz kept as raw JSON: the sidecar
-// parses them into its own indexes (API keys can number millions), and they
-// never enter the policy store.
+// RawSections are sections of data.extauthz kept as raw JSON (a *Section,
+// left in the file when data.json is read from one): the sidecar parses
+// them into its own indexes (API keys can number millions), and they never
+// enter the policy store.
 var RawSections = map[string]bool{"api_keys": true}
 
-// decodeData decodes data.json, keeping RawSections of extauthz raw. Raw
-// sections are slices of b, not copies (a million API keys are 180 MB).
+// decodeData decodes data.json held in memory, keeping RawSections of
+// extauthz raw. Raw sections are slices of b, not copies (a million API
+// keys are 180 MB).
 func decodeData(b []byte) (map[string]any, error) {
 	if out, ok := decodeDataFast(b); ok {
 		return out, nil
@@ -159,7 +177,7 @@ func decodeDataFast(b []byte) (out map[string]any, ok bool) {
 		m := make(map[string]any, len(secs))
 		for _, s := range secs {
 			if RawSections[s.name] {
-				m[s.name] = json.RawMessage(s.value)
+				m[s.name] = BytesSection(s.value)
 				continue
 			}
 			var v any
@@ -256,7 +274,7 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 		m := make(map[string]any, len(secs))
 		for name, sraw := range secs {
 			if RawSections[name] {
-				m[name] = sraw
+				m[name] = BytesSection(sraw)
 				continue
 			}
 			var v any

@@ -80,6 +80,7 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	var eng *engine.Engine
 	if err == nil {
 		eng, err = r.Build(ctx, src)
+		_ = src.Close() // the data file its API keys were read from
 	}
 	if err == nil {
 		// A version that would deny everything by mistake (no data.json, no
@@ -113,10 +114,11 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	if old != nil {
 		old.Close()
 	}
-	// Building a version decodes the whole data document; the garbage is
-	// several times the live index (a million keys: ~1.4 GiB of it), and
-	// the runtime would hand it back to the OS only slowly. Reloads are
-	// rare, so collect and return it now.
+	// Building a version leaves garbage (the sections decoded for the
+	// policy store, the key index's build tables, the retired version's
+	// store once the last check on it ends), and the runtime would hand
+	// it back to the OS only slowly. Reloads are rare, so collect and
+	// return it now.
 	debug.FreeOSMemory()
 	return nil
 }

@@ -366,5 +366,6 @@ func Engine(ctx context.Context, dir string, opts engine.Options) (*engine.Engin
 	if err != nil {
 		return nil, err
 	}
+	defer src.Close()
 	return engine.Build(ctx, src, opts)
 }

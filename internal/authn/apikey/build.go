@@ -33,8 +33,26 @@ type builder struct {
 	full    bool // arena full: reported once
 }
 
-func newBuilder() *builder {
-	return &builder{s: newStore(), tenants: map[string]uint32{}, lists: map[string]uint32{}, cidrOK: map[string]bool{}}
+// newBuilder makes a builder for about n records (0: unknown): its tables
+// are sized for them at once.
+func newBuilder(n int) *builder {
+	b := &builder{s: newStore(), tenants: map[string]uint32{}, lists: map[string]uint32{}, cidrOK: map[string]bool{}}
+	if n > 0 {
+		size := tableSize(n)
+		b.s.table = make([]uint32, size)
+		b.ids = make([]uint64, size)
+	}
+	return b
+}
+
+// tableSize is the smallest power of two that holds n entries at a load of
+// at most 3/4 (the tables grow past it).
+func tableSize(n int) int {
+	size := 16
+	for n*4 > size*3 {
+		size *= 2
+	}
+	return size
 }
 
 // digestOf decodes a record key: lower-case hex SHA-256.

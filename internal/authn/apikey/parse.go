@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
 
 	"github.com/extauthz/extauthz/internal/authn"
@@ -30,6 +31,9 @@ type Option func(*options)
 type options struct {
 	progress func(keys, offset, total int)
 	every    int
+	count    int // expected records, 0 = unknown
+	chunk    int // the streaming scanner's first window (tests make it tiny)
+	window   int // its largest window
 }
 
 // WithProgress calls fn about every n records read (and once at the end)
@@ -39,27 +43,48 @@ func WithProgress(n int, fn func(keys, offset, total int)) Option {
 	return func(o *options) { o.progress, o.every = fn, max(n, 1) }
 }
 
+// WithCount sizes the store for about n records (a count taken while the
+// section was first read), so that its tables are allocated once rather
+// than grown (each growth holds the old table and the new one).
+func WithCount(n int) Option { return func(o *options) { o.count = max(n, 0) } }
+
+// Window bounds the memory ParseReader reads through: records are read
+// through a window of about a MiB, grown for a larger record up to this
+// many bytes; a record larger still is read by encoding/json's streaming
+// decoder, which holds one record at a time.
+const Window = 16 << 20
+
 // Parse builds a store from the extauthz.api_keys object. Errors name the
 // record (by key id or digest prefix) and field; all problems are reported.
+func Parse(raw json.RawMessage, opts ...Option) (*Store, error) {
+	return ParseReader(func() io.Reader { return bytes.NewReader(raw) }, int64(len(raw)), opts...)
+}
+
+// ParseReader is Parse for a section read from open (called once, and once
+// more when the input has to go to encoding/json), of size bytes: the
+// section is never held whole, only a bounded window of it (Window), so a
+// million keys are indexed without a copy of their JSON in memory.
 //
 // Records are read by a scanner for their one flat shape (see scan.go),
-// straight from raw into the store; a record it does not take as it is
-// (a field name in other letter case, a repeated field, a null, a wrong
-// type) is decoded by encoding/json as before, and input that is not valid
-// JSON is parsed wholly by encoding/json, so results and errors are the
-// ones encoding/json gives.
-func Parse(raw json.RawMessage, opts ...Option) (*Store, error) {
-	var o options
+// straight from the window into the store; a record it does not take as
+// it is (a field name in other letter case, a repeated field, a null, a
+// wrong type) is decoded by encoding/json as before, and input that is not
+// valid JSON is parsed wholly by encoding/json's streaming decoder, so
+// results and errors are the ones encoding/json gives.
+func ParseReader(open func() io.Reader, size int64, opts ...Option) (*Store, error) {
+	o := options{chunk: 1 << 20, window: Window}
 	for _, f := range opts {
 		f(&o)
 	}
-	if len(raw) == 0 || string(raw) == "null" {
+	if size == 0 {
 		return newStore(), nil
 	}
-	b := newBuilder()
-	if !scanKeys(raw, b, &o) {
-		b = newBuilder()
-		if err := parseSlow(raw, b, &o); err != nil {
+	b := newBuilder(o.count)
+	if ok, err := scanKeys(open(), size, b, &o); err != nil {
+		return nil, err
+	} else if !ok {
+		b = newBuilder(o.count)
+		if err := parseSlow(open(), size, b, &o); err != nil {
 			return nil, err
 		}
 	}
@@ -108,12 +133,18 @@ func (r *Record) view() *view {
 	return v
 }
 
-// parseSlow reads raw with encoding/json's streaming decoder, a record at a
-// time: the path for input the scanner does not take whole.
-func parseSlow(raw []byte, b *builder, o *options) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
+// parseSlow reads r (size bytes) with encoding/json's streaming decoder,
+// a record at a time: the path for input the scanner does not take whole.
+func parseSlow(r io.Reader, size int64, b *builder, o *options) error {
+	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	tok, err := dec.Token()
+	if err == nil && tok == nil { // null: no keys
+		if _, err := dec.Token(); err == io.EOF {
+			return nil
+		}
+	}
+	if err != nil || tok != json.Delim('{') {
 		return errors.New("api_keys: must be an object of key digest -> record")
 	}
 	for n := 0; dec.More(); n++ {
@@ -130,7 +161,7 @@ func parseSlow(raw []byte, b *builder, o *options) error {
 			return err
 		}
 		if o.progress != nil && (n+1)%o.every == 0 {
-			o.progress(n+1, int(dec.InputOffset()), len(raw))
+			o.progress(n+1, int(dec.InputOffset()), int(size))
 		}
 	}
 	if _, err := dec.Token(); err != nil {

@@ -2,6 +2,7 @@ package apikey
 
 import (
 	"encoding/json"
+	"io"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
 )
@@ -214,65 +215,86 @@ func (p *scanner) record(v *view) (ok, bad bool) {
 	}
 }
 
-// scanKeys reads the api_keys object into b. It returns false when raw is
-// not valid JSON or not an object: b is then unusable.
-func scanKeys(raw []byte, b *builder, o *options) bool {
-	p := &scanner{b: raw}
-	if p.peek() != '{' {
-		return false
+// scanKeys reads the api_keys object from r (size bytes) into b, a
+// record at a time through a bounded window (o.window). It returns false
+// when the input is not valid JSON or not an object, or holds a record
+// larger than the window: b is then unusable. err is a read error.
+func scanKeys(r io.Reader, size int64, b *builder, o *options) (ok bool, err error) {
+	st := jsonscan.NewStream(r, int(min(int64(o.chunk), size+1)), o.window)
+	if _, _, ok := st.Take(func(b []byte, i int) (int, bool) { return jsonscan.Byte(b, i, '{') }); !ok {
+		return false, st.Err()
 	}
-	p.i++
-	var v view
-	n := 0
-	if p.peek() == '}' {
+	var (
+		n                      int // records taken
+		h                      []byte
+		v                      view
+		inShape, closed, empty bool
+		start, vstart, vend    int // window indexes of the entry, its value and the value's end
+	)
+	// entry takes `"digest": record` and the comma or brace after it, or
+	// the closing brace of an empty object. The record is read into v
+	// when it has the shape; else it is only passed (inShape false). It
+	// has no other effect: Take may call it again on a larger window.
+	entry := func(buf []byte, i int) (int, bool) {
+		start = i
+		p := &scanner{b: buf, i: i}
+		if empty = n == 0 && p.peek() == '}'; empty {
+			closed = true
+			return p.i + 1, true
+		}
+		if p.peek() != '"' {
+			return p.i, false
+		}
+		var ok bool
+		if h, ok = p.str(); !ok || p.peek() != ':' {
+			return p.i, false
+		}
 		p.i++
-	} else {
-		for {
-			if p.peek() != '"' {
-				return false
-			}
-			h, ok := p.str()
-			if !ok || p.peek() != ':' {
-				return false
-			}
-			p.i++
-			n++
-			p.ws()
-			start := p.i
-			ok, bad := p.record(&v)
-			if bad {
-				return false
-			}
-			if ok {
-				b.add(h, &v)
-			} else {
-				p.i = start
-				if !p.skipValue() {
-					return false
-				}
-				if b.decodeRecord(h, n, p.b[start:p.i]) != nil {
-					return false
-				}
-			}
-			if o.progress != nil && n%o.every == 0 {
-				o.progress(n, p.i, len(raw))
-			}
-			c := p.peek()
-			p.i++
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				return false
+		p.ws()
+		vstart = p.i
+		ok, bad := p.record(&v)
+		if bad {
+			return p.i, false
+		}
+		if inShape = ok; !ok {
+			p.i = vstart
+			if !p.skipValue() {
+				return p.i, false
 			}
 		}
+		vend = p.i
+		switch p.peek() {
+		case ',':
+		case '}':
+			closed = true
+		default:
+			return p.i, false
+		}
+		return p.i + 1, true
 	}
-	p.ws()
-	if p.i != len(raw) {
-		return false
+	for !closed {
+		item, _, ok := st.Take(entry)
+		if !ok {
+			return false, st.Err()
+		}
+		if empty {
+			break // {}
+		}
+		n++
+		if inShape {
+			b.add(h, &v)
+		} else if b.decodeRecord(h, n, item[vstart-start:vend-start]) != nil {
+			return false, nil
+		}
+		if o.progress != nil && n%o.every == 0 {
+			o.progress(n, int(st.Offset()), int(size))
+		}
+	}
+	if !st.End() {
+		return false, st.Err()
 	}
 	if o.progress != nil {
-		o.progress(n, len(raw), len(raw))
+		o.progress(n, int(size), int(size))
 	}
-	return true
+	return true, nil
 }
