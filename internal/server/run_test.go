@@ -114,6 +114,21 @@ func startRunHooks(t *testing.T, mutate func(*config.Config), hk hooks) *running
 		return stopErr
 	}
 	t.Cleanup(func() { _ = r.stop() })
+	// The gRPC server answers (any health status) before the test goes on:
+	// a socket file alone does not say the server is still up. (A TLS
+	// server is probed by its tests, with their own clients.)
+	for tries := 0; cfg.TLSCert == ""; tries++ {
+		if _, err := r.health.Check(context.Background(), &healthpb.HealthCheckRequest{}); err == nil {
+			break
+		} else if tries == 200 {
+			t.Fatalf("gRPC server not answering: %v\n%s", err, logs.String())
+		}
+		select {
+		case <-returned:
+			t.Fatalf("Run returned early: %v\n%s", runErr, logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	return r
 }
 
