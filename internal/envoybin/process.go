@@ -100,6 +100,9 @@ func (p *Process) Close() {
 	})
 }
 
+// Pid is the Envoy process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Done is closed when the process exits.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
