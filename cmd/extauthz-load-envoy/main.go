@@ -1,7 +1,9 @@
 // Command extauthz-load-envoy measures what ext_authz adds to a request
 // through real Envoy: an HTTP load generator (wrk) → Envoy running the
 // shipped envoy/envoy.yaml → {no ext_authz filter (the floor), the in-tree
-// no-op ext_authz server, extauthz} → a loopback upstream. The three Envoys
+// no-op ext_authz server, extauthz, the no-op server answering a fixed reply
+// shaped like extauthz's allow (what Envoy's and the upstream's handling of
+// that reply costs, without extauthz's work)} → a loopback upstream. The Envoys
 // run side by side and are measured in turn, over several rounds, at each
 // concurrency; it prints requests/s and p50/p99 per target, and extauthz's
 // p99 against the no-op server's, and the CPU each process spent per request
@@ -106,6 +108,11 @@ func run(concList string, dur time.Duration, rounds int, extra []extraTarget) er
 		return err
 	}
 	defer noop.Stop()
+	shaped, err := loadtest.StartNoop(ctx, noopBin, 30*time.Second, "--reply", "identity")
+	if err != nil {
+		return err
+	}
+	defer shaped.Stop()
 
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,7 +123,12 @@ func run(concList string, dur time.Duration, rounds int, extra []extraTarget) er
 	}()
 
 	var targets []target
-	all := []extraTarget{{"Envoy, no ext_authz (floor)", "", 0}, {"Envoy + no-op ext_authz", noop.GRPCAddr, noop.Pid()}, {"Envoy + extauthz", ext.GRPCAddr, ext.Pid()}}
+	all := []extraTarget{
+		{"Envoy, no ext_authz (floor)", "", 0},
+		{"Envoy + no-op ext_authz", noop.GRPCAddr, noop.Pid()},
+		{"Envoy + extauthz", ext.GRPCAddr, ext.Pid()},
+		{"Envoy + no-op ext_authz, extauthz's reply", shaped.GRPCAddr, shaped.Pid()},
+	}
 	for _, e := range extra {
 		all = append(all, extraTarget{"Envoy + " + e.name, e.addr, e.pid})
 	}
@@ -179,14 +191,15 @@ func run(concList string, dur time.Duration, rounds int, extra []extraTarget) er
 		}
 	}
 	fmt.Println()
-	fmt.Println("| target | c | req/s | p50 | p99 | p99 vs no-op ext_authz | CPU µs/request: Envoy | ext_authz server | wrk | upstream |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| target | c | req/s | p50 | p99 | p99 vs no-op ext_authz | p99 vs no-op with extauthz's reply | CPU µs/request: Envoy | ext_authz server | wrk | upstream |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range concs {
 		noopP99 := median(got[fmt.Sprintf("%s|%d", targets[1].name, c)]).p99
+		shapedP99 := median(got[fmt.Sprintf("%s|%d", targets[3].name, c)]).p99
 		for _, t := range targets {
 			m := median(got[fmt.Sprintf("%s|%d", t.name, c)])
-			fmt.Printf("| %s | %d | %.0f | %v | %v | %.2f× | %.1f | %.1f | %.1f | %.1f |\n", t.name, c, m.rps, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
-				float64(m.p99)/float64(noopP99), m.envoyCPU, m.authzCPU, m.wrkCPU, m.upCPU)
+			fmt.Printf("| %s | %d | %.0f | %v | %v | %.2f× | %.2f× | %.1f | %.1f | %.1f | %.1f |\n", t.name, c, m.rps, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
+				float64(m.p99)/float64(noopP99), float64(m.p99)/float64(shapedP99), m.envoyCPU, m.authzCPU, m.wrkCPU, m.upCPU)
 		}
 	}
 	return nil

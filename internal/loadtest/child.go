@@ -201,11 +201,11 @@ func waitReady(ctx context.Context, c *Child, url string, timeout time.Duration)
 }
 
 // StartNoop starts the no-op server on a free loopback port and waits for
-// its "listening <addr>" line.
-func StartNoop(ctx context.Context, bin string, timeout time.Duration) (*Child, error) {
+// its "listening <addr>" line; extra flags are appended (e.g. "--reply", "identity").
+func StartNoop(ctx context.Context, bin string, timeout time.Duration, extra ...string) (*Child, error) {
 	pr, pw := io.Pipe()
 	t0 := time.Now()
-	c, err := start(ctx, "no-op", bin, []string{"--grpc-addr", "127.0.0.1:0"}, pw)
+	c, err := start(ctx, "no-op", bin, append([]string{"--grpc-addr", "127.0.0.1:0"}, extra...), pw)
 	if err != nil {
 		pw.Close()
 		return nil, err
