@@ -65,7 +65,7 @@ func BenchmarkTake(b *testing.B) {
 	})
 	b.Run("redis", func(b *testing.B) {
 		srv := startRedis(b)
-		l := newLimiter(b, redisConfig(b, srv.addr(), "deny", 1000, benchPlans), Options{})
+		l := newLimiter(b, redisConfig(b, srv.Addr(), "deny", 1000, benchPlans), Options{})
 		s := Subject{KeyID: "bench-key"}
 		take(b, l, s, now)
 		b.ReportAllocs()

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/extauthz/extauthz/internal/testutil/redistest"
 )
 
 // Without redis-server in PATH, this package's test binary prints one loud
@@ -18,7 +20,7 @@ func TestRedisMissingIsLoud(t *testing.T) {
 	}
 	run := func(require string) (string, error) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestRedisKeys$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "PATH=", "EXTAUTHZ_REDIS_MISSING_CHILD=1", requireRedisEnv+"="+require)
+		cmd.Env = append(os.Environ(), "PATH=", "EXTAUTHZ_REDIS_MISSING_CHILD=1", redistest.RequireEnv+"="+require)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -26,10 +28,10 @@ func TestRedisMissingIsLoud(t *testing.T) {
 	}
 	out, err := run("")
 	if err != nil || strings.Count(out, "redis-server not found") != 1 || !strings.Contains(out, "SKIPPED") {
-		t.Errorf("without %s: err %v, output:\n%s", requireRedisEnv, err, out)
+		t.Errorf("without %s: err %v, output:\n%s", redistest.RequireEnv, err, out)
 	}
 	out, err = run("1")
-	if err == nil || !strings.Contains(out, "FAIL") || !strings.Contains(out, "Redis backend tests FAIL") {
-		t.Errorf("with %s=1: err %v, output:\n%s", requireRedisEnv, err, out)
+	if err == nil || !strings.Contains(out, "FAIL") || !strings.Contains(out, "Redis tests FAIL") {
+		t.Errorf("with %s=1: err %v, output:\n%s", redistest.RequireEnv, err, out)
 	}
 }

@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/extauthz/extauthz/internal/testutil"
+	"github.com/extauthz/extauthz/internal/testutil/redistest"
 )
 
 func TestMain(m *testing.M) {
@@ -26,123 +25,24 @@ func TestMain(m *testing.M) {
 	// tests cause many on purpose.
 	redis.SetLogger(quietLogger{})
 	// A skipped test says so only under -v: say it loudly, once, always.
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		notice, _ := redisMissing(os.Getenv)
+	if !redistest.Installed() {
+		notice, _ := redistest.Missing(redisPkg)
 		fmt.Fprintln(os.Stderr, notice)
 	}
 	os.Exit(m.Run())
 }
 
-// requireRedisEnv, set to 1 (CI sets it), turns the Redis tests' skip into a
-// failure when redis-server is missing.
-const requireRedisEnv = "EXTAUTHZ_REQUIRE_REDIS"
-
-// redisMissing is what to say when redis-server is not installed, and
-// whether the Redis tests must fail rather than skip.
-func redisMissing(getenv func(string) string) (notice string, fail bool) {
-	if getenv(requireRedisEnv) == "1" {
-		return "!!! internal/ratelimit: redis-server not found in PATH and " + requireRedisEnv + "=1: the Redis backend tests FAIL (apt-get install -y redis-server)", true
-	}
-	return "!!! internal/ratelimit: redis-server not found in PATH: the Redis backend tests are SKIPPED (apt-get install -y redis-server; " + requireRedisEnv + "=1 makes this a failure)", false
-}
+const redisPkg = "internal/ratelimit"
 
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
 
-// redisServer is a throw-away redis-server on a free loopback port.
-type redisServer struct {
-	tb   testing.TB
-	bin  string
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	exit chan struct{} // closed when cmd has exited
-}
-
 // startRedis starts a private redis-server, or skips the test when the
-// binary is not installed (CI installs it: apt-get install -y redis-server).
-func startRedis(tb testing.TB) *redisServer {
+// binary is not installed (CI installs it and sets EXTAUTHZ_REQUIRE_REDIS=1).
+func startRedis(tb testing.TB) *redistest.Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		notice, fail := redisMissing(os.Getenv)
-		if fail {
-			tb.Fatal(notice)
-		}
-		tb.Skip(notice)
-	}
-	s := &redisServer{tb: tb, bin: bin, dir: tb.TempDir()}
-	tb.Cleanup(s.kill)
-	for attempt := 0; attempt < 5; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		s.port = ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if err = s.start(); err == nil {
-			return s
-		}
-		tb.Logf("redis-server on port %d: %v", s.port, err)
-	}
-	tb.Fatal("could not start redis-server")
-	return nil
-}
-
-func (s *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
-
-// start runs redis-server on s.port and waits (at most 5s) for PONG.
-func (s *redisServer) start() error {
-	s.cmd = exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no", "--loglevel", "warning")
-	if err := s.cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func(c *exec.Cmd) { _ = c.Wait(); close(exited) }(s.cmd)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			s.cmd = nil
-			return errors.New("redis-server exited")
-		default:
-		}
-		if ping(s.addr()) {
-			s.exit = exited
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = s.cmd.Process.Kill()
-	<-exited
-	s.cmd = nil
-	return errors.New("redis-server did not answer PING within 5s")
-}
-
-func ping(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
-
-// kill stops the server process (SIGKILL) and waits for it to exit.
-func (s *redisServer) kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.exit
-	s.cmd = nil
+	return redistest.Start(tb, redisPkg)
 }
 
 func redisConfig(tb testing.TB, addr, onError string, timeoutMS int, plans string) *Config {
@@ -166,7 +66,7 @@ const samplePlans = `
 // local and the redis backend: every Result must be identical.
 func TestRedisMatchesLocal(t *testing.T) {
 	srv := startRedis(t)
-	rcfg := redisConfig(t, srv.addr(), "deny", 2000, samplePlans)
+	rcfg := redisConfig(t, srv.Addr(), "deny", 2000, samplePlans)
 	lcfg := mustParse(t, `{`+samplePlans+`}`)
 	rl := newLimiter(t, rcfg, Options{})
 	ll := newLimiter(t, lcfg, Options{})
@@ -187,7 +87,7 @@ func TestRedisMatchesLocal(t *testing.T) {
 		}
 		if step == 700 { // plan change on reload, on both
 			up := `"keys": {"demo-orders": "professional", "k1": "starter"},`
-			rcfg2 := redisConfig(t, srv.addr(), "deny", 2000, strings.Replace(samplePlans, `"keys": {"demo-orders": "professional"},`, up, 1))
+			rcfg2 := redisConfig(t, srv.Addr(), "deny", 2000, strings.Replace(samplePlans, `"keys": {"demo-orders": "professional"},`, up, 1))
 			lcfg2 := mustParse(t, `{`+strings.Replace(samplePlans, `"keys": {"demo-orders": "professional"},`, up, 1)+`}`)
 			if err := rl.(Reloader).Reload(rcfg2); err != nil {
 				t.Fatal(err)
@@ -217,7 +117,7 @@ func TestRedisMatchesLocal(t *testing.T) {
 // two replicas), 64 goroutines x 100 Takes against 1000/minute: exactly 1000.
 func TestRedisConcurrencyTwoClients(t *testing.T) {
 	srv := startRedis(t)
-	cfg := redisConfig(t, srv.addr(), "deny", 5000, `"plans": {"p": {"windows": [{"limit": 1000, "period": "minute"}, {"limit": 100000, "period": "hour"}]}},
+	cfg := redisConfig(t, srv.Addr(), "deny", 5000, `"plans": {"p": {"windows": [{"limit": 1000, "period": "minute"}, {"limit": 100000, "period": "hour"}]}},
 	  "default_plan": "p", "routes": {"r": {"windows": [{"limit": 100000, "period": "second"}]}}`)
 	a := newLimiter(t, cfg, Options{})
 	b := newLimiter(t, cfg, Options{})
@@ -235,11 +135,11 @@ func TestRedisConcurrencyTwoClients(t *testing.T) {
 // TestRedisKeys checks the key layout and TTLs in Redis.
 func TestRedisKeys(t *testing.T) {
 	srv := startRedis(t)
-	cfg := redisConfig(t, srv.addr(), "deny", 2000, samplePlans)
+	cfg := redisConfig(t, srv.Addr(), "deny", 2000, samplePlans)
 	l := newLimiter(t, cfg, Options{})
 	take(t, l, Subject{KeyID: "k:1", Route: "orders-write"}, at(3601))
 	take(t, l, Subject{Tenant: "42"}, at(3601))
-	c := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer c.Close()
 	ctx := context.Background()
 	keys, err := c.Keys(ctx, "*").Result()
@@ -285,8 +185,8 @@ func TestRedisOutage(t *testing.T) {
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 		Metrics: Metrics{BackendError: func(err error) { backendErrs.Store("seen", true) }},
 	}
-	deny := newLimiter(t, redisConfig(t, srv.addr(), "deny", 20, plans), opts)
-	allow := newLimiter(t, redisConfig(t, srv.addr(), "allow_local", 20, plans), opts)
+	deny := newLimiter(t, redisConfig(t, srv.Addr(), "deny", 20, plans), opts)
+	allow := newLimiter(t, redisConfig(t, srv.Addr(), "allow_local", 20, plans), opts)
 	s := Subject{KeyID: "k"}
 	now := at(10)
 
@@ -298,7 +198,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("healthy allow replica: %+v", r)
 	}
 
-	srv.kill()
+	srv.Kill()
 
 	for i := 0; i < 20; i++ {
 		r, err := deny.Take(context.Background(), s, now)
@@ -320,7 +220,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Error("BackendError hook not called")
 	}
 
-	if err := srv.start(); err != nil {
+	if err := srv.Restart(); err != nil {
 		t.Fatalf("restart redis-server: %v", err)
 	}
 	// Wait (bounded) until both replicas reach Redis again; go-redis probes a
