@@ -18,16 +18,20 @@
 //   - frees expired entries without a sweep: Purge (and the janitor that
 //     StartJanitor runs until its context ends) drops a generation whose
 //     entries have all expired;
-//   - counts hits and misses with atomics.
+//   - counts nothing: its users count hits and misses as they define them
+//     (a hit on an entry they find stale is their miss), so a hit touches
+//     no shared counter.
 //
 // Writers (Set, Delete, Flush, a promotion, Purge) are serialised by one
-// mutex; a hit takes only go-cache's read lock of one generation. Delete
+// mutex; a hit in the current generation takes only go-cache's read lock. Delete
 // removes a key from both generations, and a promotion re-checks under the
 // mutex that the entry it moves is still there, so a deleted entry never
 // comes back.
 //
-// The cache is meant for results keyed by a hash of a credential, so keys
-// are never attacker-chosen in bulk.
+// The cache is meant for results keyed by a hash of a credential. New keys
+// in bulk (unknown credentials, say) evict older entries of the same cache
+// only: callers keep results they must not lose that way in a cache of
+// their own.
 package cache
 
 import (
@@ -40,7 +44,8 @@ import (
 	gocache "github.com/patrickmn/go-cache"
 )
 
-// Stats is a snapshot of the cache counters.
+// Stats is a snapshot of a cache user's counters (the cache itself counts
+// only its entries: Len).
 type Stats struct {
 	Hits    uint64
 	Misses  uint64
@@ -53,9 +58,6 @@ type Cache[V any] struct {
 	gens atomic.Pointer[gens] // replaced (never modified in place) under mu
 	max  int                  // bound on entries in both generations
 	half int                  // a generation is full at this many entries
-
-	hits   atomic.Uint64
-	misses atomic.Uint64
 
 	mu sync.Mutex // serialises every change
 
@@ -99,17 +101,14 @@ func (c *Cache[V]) Get(key string, now time.Time) (V, bool) {
 	g := c.gens.Load()
 	if x, ok := g.cur.c.Get(key); ok {
 		if it := x.(*item[V]); now.Before(it.exp) {
-			c.hits.Add(1)
 			return it.v, true
 		}
 	} else if x, ok := g.prev.c.Get(key); ok {
 		if it := x.(*item[V]); now.Before(it.exp) {
 			c.promote(key, it)
-			c.hits.Add(1)
 			return it.v, true
 		}
 	}
-	c.misses.Add(1)
 	var zero V
 	return zero, false
 }
@@ -173,11 +172,6 @@ func (g *generation) put(key string, exp time.Time, x any) {
 func (c *Cache[V]) Len() int {
 	g := c.gens.Load()
 	return g.cur.c.ItemCount() + g.prev.c.ItemCount()
-}
-
-// Stats returns the hit and miss counters and the current item count.
-func (c *Cache[V]) Stats() Stats {
-	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Entries: c.Len()}
 }
 
 // Purge drops each generation whose entries have all expired at now, then,

@@ -324,22 +324,6 @@ func TestCapUnderConcurrentSet(t *testing.T) {
 	}
 }
 
-func TestStats(t *testing.T) {
-	c := New[int](10)
-	c.Set("a", 1, t0, time.Hour)
-	c.Set("b", 2, t0, time.Hour)
-	c.Get("a", t0)
-	c.Get("a", t0)
-	c.Get("b", t0)
-	c.Get("missing", t0)
-	c.Set("gone", 1, t0, time.Nanosecond)
-	c.Get("gone", t0.Add(time.Millisecond)) // expired: a miss
-	want := Stats{Hits: 3, Misses: 2, Entries: 3}
-	if got := c.Stats(); got != want {
-		t.Fatalf("Stats = %+v; want %+v", got, want)
-	}
-}
-
 func TestJanitorPurgesAndStops(t *testing.T) {
 	c := New[int](10)
 	ctx, cancel := context.WithCancel(context.Background())
