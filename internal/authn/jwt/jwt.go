@@ -218,7 +218,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 		return Result{Status: Malformed}
 	}
 	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw))) // read-only view, no copy
-	if e, ok := v.cache.Get(string(sum[:])); ok && v.now().Before(e.until) {
+	if e, ok := v.cache.Get(string(sum[:]), v.now()); ok {
 		v.hits.Add(1)
 		return e.res
 	}
@@ -230,7 +230,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 	if res.Status == Valid {
 		now := v.now()
 		if ttl := min(v.cacheTTL, res.ExpiresAt.Sub(now)); ttl > 0 {
-			v.cache.Set(string(sum[:]), &cached{res: res, until: now.Add(ttl)}, ttl)
+			v.cache.Set(string(sum[:]), &cached{res: res, until: now.Add(ttl)}, now, ttl)
 		}
 	}
 	return res

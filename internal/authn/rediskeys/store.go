@@ -6,7 +6,10 @@
 // hashes the presented key and asks a bounded local cache first; on a miss
 // it sends one GET. Both outcomes are cached: a record for positive_ttl, "no
 // such key" for negative_ttl, each cache with its own size bound so unknown
-// keys sent in bulk never push known ones out.
+// keys sent in bulk never push known ones out. A full cache evicts (see
+// internal/cache: the most recently used half of the bound is always
+// held). Freshness is judged at the time the lookup is given (a check's
+// start), so a hit reads no clock and allocates nothing.
 //
 // Writers (extauthz key ... --redis) publish the digest of every record
 // they change on <prefix>:invalidate; every sidecar subscribed drops its
@@ -70,8 +73,6 @@ type Options struct {
 	// invalidation channel down); the caller throttles them.
 	Log     *slog.Logger
 	Metrics Metrics
-	// Clock is the cache's clock (default time.Now); tests move it.
-	Clock func() time.Time
 }
 
 // Store looks keys up in Redis through a local cache. It is safe for
@@ -110,9 +111,6 @@ type entry struct {
 func New(cfg Config, opts Options) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
 	}
 	timeout := time.Duration(cfg.TimeoutMS) * time.Millisecond
 	s := &Store{
@@ -176,38 +174,40 @@ func (s *Store) count(result string) {
 }
 
 // Lookup verifies a presented key at time now: from the cache, or with one
-// GET bounded by timeout_ms and ctx's deadline.
+// GET bounded by timeout_ms and ctx's deadline. now is also the time the
+// cache's freshness is judged at (a check passes the time it started; the
+// store reads no clock of its own).
 func (s *Store) Lookup(ctx context.Context, key string, now time.Time) apikey.Result {
 	d := sha256.Sum256([]byte(key))
-	k := string(d[:])
-	t := s.opts.Clock()
-	prev, ok := s.pos.Get(k)
+	// string(d[:]) does not escape here: no allocation on a hit.
+	prev, ok := s.pos.Get(string(d[:]), now)
 	if ok && subtle.ConstantTimeCompare(prev.digest[:], d[:]) == 1 {
-		if t.Before(prev.fresh) {
+		if now.Before(prev.fresh) {
 			s.count(ResultHit)
 			return prev.rec.At(now)
 		}
 	} else {
 		prev = nil
-		if n, ok := s.neg.Get(k); ok && t.Before(n.fresh) {
+		if n, ok := s.neg.Get(string(d[:]), now); ok && now.Before(n.fresh) {
 			s.count(ResultNegativeHit)
 			return apikey.Result{Status: authn.Unknown}
 		}
 	}
-	return s.fetch(ctx, &d, k, prev, now, t)
+	return s.fetch(ctx, &d, prev, now)
 }
 
-// fetch reads key digest d from Redis and caches the outcome.
-func (s *Store) fetch(ctx context.Context, d *[sha256.Size]byte, k string, prev *entry, now, t time.Time) apikey.Result {
+// fetch reads key digest d from Redis and caches the outcome as of now.
+func (s *Store) fetch(ctx context.Context, d *[sha256.Size]byte, prev *entry, now time.Time) apikey.Result {
 	g := s.gen.Load()
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.cfg.TimeoutMS)*time.Millisecond)
 	raw, err := s.client.Get(ctx, s.name(d)).Result()
 	cancel()
+	k := string(d[:])
 	if errors.Is(err, redis.Nil) {
 		s.recovered()
 		s.put(g, func() {
 			s.pos.Delete(k)
-			s.neg.Set(k, &entry{digest: *d, fresh: t.Add(s.negativeTTL())}, s.negativeTTL())
+			s.neg.Set(k, &entry{digest: *d, fresh: now.Add(s.negativeTTL())}, now, s.negativeTTL())
 		})
 		s.count(ResultMiss)
 		return apikey.Result{Status: authn.Unknown}
@@ -235,7 +235,7 @@ func (s *Store) fetch(ctx context.Context, d *[sha256.Size]byte, k string, prev 
 		s.neg.Delete(k)
 		// Kept past its freshness (twice the TTL) so a re-read of an
 		// unchanged record keeps its identity.
-		s.pos.Set(k, &entry{digest: *d, rec: rec, raw: raw, fresh: t.Add(s.positiveTTL())}, 2*s.positiveTTL())
+		s.pos.Set(k, &entry{digest: *d, rec: rec, raw: raw, fresh: now.Add(s.positiveTTL())}, now, 2*s.positiveTTL())
 	})
 	s.count(ResultMiss)
 	return rec.At(now)

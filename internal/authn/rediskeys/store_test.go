@@ -35,7 +35,7 @@ func (quiet) Printf(context.Context, string, ...any) {}
 
 var now = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 
-// clock is a test clock for the cache's freshness.
+// clock is a sidecar's clock: the time its lookups pass.
 type clock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -98,7 +98,7 @@ func config(addr string) Config {
 func newSidecar(t *testing.T, cfg Config) *sidecar {
 	t.Helper()
 	sc := &sidecar{clock: &clock{t: now}, counts: newCounts(), log: &testutil.SyncBuffer{}}
-	sc.Store = New(cfg, Options{Clock: sc.clock.Now, Metrics: sc.counts.metrics(), Log: slog.New(slog.NewJSONHandler(sc.log, nil))})
+	sc.Store = New(cfg, Options{Metrics: sc.counts.metrics(), Log: slog.New(slog.NewJSONHandler(sc.log, nil))})
 	t.Cleanup(sc.Close)
 	sc.counts.waitInvalidated(t) // the subscription's flush
 	if !sc.Subscribed() {
@@ -145,7 +145,7 @@ func TestLookupStatuses(t *testing.T) {
 	}
 	for pass := range 2 { // from Redis, then from the cache
 		for _, c := range cases {
-			r := s.Lookup(context.Background(), c.key, now)
+			r := s.Lookup(context.Background(), c.key, s.clock.Now())
 			if r.Status != c.want {
 				t.Errorf("pass %d: Lookup(%q) = %s, want %s", pass, c.key, r.Status, c.want)
 			}
@@ -160,7 +160,7 @@ func TestLookupStatuses(t *testing.T) {
 	if got, want := s.counts.get(ResultHit)+s.counts.get(ResultNegativeHit), len(cases); got != want {
 		t.Errorf("%d cache hits, want %d", got, want)
 	}
-	id := s.Lookup(context.Background(), "good", now).Identity
+	id := s.Lookup(context.Background(), "good", s.clock.Now()).Identity
 	if id.Subject != "svc-a" || id.Plan != "free" || id.Tenants["tenant"][0] != "42" || id.Scopes[0] != "orders:read" {
 		t.Errorf("identity = %+v", id)
 	}
@@ -177,12 +177,12 @@ func TestIdentityStableWhileUnchanged(t *testing.T) {
 	w := writer(t, srv.Addr())
 	put(t, w, "k", `{"id":"k1","scopes":["a"]}`)
 	s := newSidecar(t, config(srv.Addr()))
-	first := s.Lookup(context.Background(), "k", now).Identity
-	if s.Lookup(context.Background(), "k", now).Identity != first {
+	first := s.Lookup(context.Background(), "k", s.clock.Now()).Identity
+	if s.Lookup(context.Background(), "k", s.clock.Now()).Identity != first {
 		t.Fatal("a cache hit gave another identity")
 	}
 	s.clock.Add(31 * time.Second) // stale: re-read
-	if s.Lookup(context.Background(), "k", now).Identity != first {
+	if s.Lookup(context.Background(), "k", s.clock.Now()).Identity != first {
 		t.Error("a re-read of the unchanged record gave another identity")
 	}
 	if got := s.counts.get(ResultMiss); got != 2 {
@@ -190,7 +190,7 @@ func TestIdentityStableWhileUnchanged(t *testing.T) {
 	}
 	put(t, w, "k", `{"id":"k1","scopes":["a","b"]}`)
 	s.counts.waitInvalidated(t)
-	id := s.Lookup(context.Background(), "k", now).Identity
+	id := s.Lookup(context.Background(), "k", s.clock.Now()).Identity
 	if id == first || len(id.Scopes) != 2 {
 		t.Errorf("a changed record: identity %p (first %p), scopes %v", id, first, id.Scopes)
 	}
@@ -205,7 +205,7 @@ func TestRevocationReachesOtherSidecars(t *testing.T) {
 	a, b := newSidecar(t, config(srv.Addr())), newSidecar(t, config(srv.Addr()))
 	for _, s := range []*sidecar{a, b} {
 		for range 2 {
-			if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Valid {
+			if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Valid {
 				t.Fatalf("before: %s", r.Status)
 			}
 		}
@@ -215,24 +215,24 @@ func TestRevocationReachesOtherSidecars(t *testing.T) {
 	}
 	for _, s := range []*sidecar{a, b} {
 		s.counts.waitInvalidated(t)
-		if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Revoked || r.Identity.KeyID != "k1" {
+		if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Revoked || r.Identity.KeyID != "k1" {
 			t.Errorf("after revocation: %s %+v", r.Status, r.Identity)
 		}
 	}
 	// A new key is visible at once too, though its absence was cached.
-	if r := a.Lookup(context.Background(), "new", now); r.Status != authn.Unknown {
+	if r := a.Lookup(context.Background(), "new", a.clock.Now()); r.Status != authn.Unknown {
 		t.Fatalf("new before: %s", r.Status)
 	}
 	put(t, w, "new", `{"id":"k2"}`)
 	a.counts.waitInvalidated(t)
-	if r := a.Lookup(context.Background(), "new", now); r.Status != authn.Valid {
+	if r := a.Lookup(context.Background(), "new", a.clock.Now()); r.Status != authn.Valid {
 		t.Errorf("new key after put: %s", r.Status)
 	}
 	if err := w.Delete(context.Background(), apikey.Hash("new")); err != nil {
 		t.Fatal(err)
 	}
 	a.counts.waitInvalidated(t)
-	if r := a.Lookup(context.Background(), "new", now); r.Status != authn.Unknown {
+	if r := a.Lookup(context.Background(), "new", a.clock.Now()); r.Status != authn.Unknown {
 		t.Errorf("deleted key: %s", r.Status)
 	}
 }
@@ -244,28 +244,28 @@ func TestTTLBoundsUnpublishedChanges(t *testing.T) {
 	w := writer(t, srv.Addr())
 	put(t, w, "k", `{"id":"k1"}`)
 	s := newSidecar(t, config(srv.Addr()))
-	if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Valid {
+	if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Valid {
 		t.Fatal(r.Status)
 	}
-	if r := s.Lookup(context.Background(), "unknown", now); r.Status != authn.Unknown {
+	if r := s.Lookup(context.Background(), "unknown", s.clock.Now()); r.Status != authn.Unknown {
 		t.Fatal(r.Status)
 	}
 	ctx := context.Background()
 	w.Client.Set(ctx, Name(DefaultPrefix, apikey.Hash("k")), `{"id":"k1","status":"revoked"}`, 0)
 	w.Client.Set(ctx, Name(DefaultPrefix, apikey.Hash("unknown")), `{"id":"k9"}`, 0)
 	s.clock.Add(4 * time.Second) // within both TTLs: cached answers
-	if r := s.Lookup(ctx, "k", now); r.Status != authn.Valid {
+	if r := s.Lookup(ctx, "k", s.clock.Now()); r.Status != authn.Valid {
 		t.Errorf("within positive_ttl: %s (served from the cache, as documented)", r.Status)
 	}
-	if r := s.Lookup(ctx, "unknown", now); r.Status != authn.Unknown {
+	if r := s.Lookup(ctx, "unknown", s.clock.Now()); r.Status != authn.Unknown {
 		t.Errorf("within negative_ttl: %s", r.Status)
 	}
 	s.clock.Add(2 * time.Second) // past negative_ttl (5s)
-	if r := s.Lookup(ctx, "unknown", now); r.Status != authn.Valid {
+	if r := s.Lookup(ctx, "unknown", s.clock.Now()); r.Status != authn.Valid {
 		t.Errorf("past negative_ttl: %s", r.Status)
 	}
 	s.clock.Add(25 * time.Second) // past positive_ttl (30s)
-	if r := s.Lookup(ctx, "k", now); r.Status != authn.Revoked {
+	if r := s.Lookup(ctx, "k", s.clock.Now()); r.Status != authn.Revoked {
 		t.Errorf("past positive_ttl: %s", r.Status)
 	}
 }
@@ -279,20 +279,20 @@ func TestRedisDownFailsClosed(t *testing.T) {
 	cfg := config(srv.Addr())
 	cfg.TimeoutMS = 200
 	s := newSidecar(t, cfg)
-	if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Valid {
+	if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Valid {
 		t.Fatal(r.Status)
 	}
 	srv.Kill()
 	for _, key := range []string{"other", "k2", ""} {
-		if r := s.Lookup(context.Background(), key, now); r.Status != authn.Unavailable || r.Identity != nil {
+		if r := s.Lookup(context.Background(), key, s.clock.Now()); r.Status != authn.Unavailable || r.Identity != nil {
 			t.Errorf("Redis down, %q not cached: %s %v", key, r.Status, r.Identity)
 		}
 	}
-	if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Valid {
+	if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Valid {
 		t.Errorf("Redis down, k cached and fresh: %s", r.Status)
 	}
 	s.clock.Add(31 * time.Second)
-	if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Unavailable {
+	if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Unavailable {
 		t.Errorf("Redis down, k cached but stale: %s (a stale record must not be served)", r.Status)
 	}
 	if got := s.counts.get(ResultError); got != 4 {
@@ -313,7 +313,7 @@ func TestRedisDownFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSubscribed(t, s)
-	if r := s.Lookup(context.Background(), "k", now); r.Status != authn.Unknown {
+	if r := s.Lookup(context.Background(), "k", s.clock.Now()); r.Status != authn.Unknown {
 		t.Errorf("after a restart of an empty Redis: %s", r.Status)
 	}
 }
@@ -344,7 +344,7 @@ func TestBadRecordFailsClosed(t *testing.T) {
 	}
 	s := newSidecar(t, config(srv.Addr()))
 	for _, key := range []string{"a", "b", "c"} {
-		if r := s.Lookup(ctx, key, now); r.Status != authn.Unavailable || r.Identity != nil {
+		if r := s.Lookup(ctx, key, s.clock.Now()); r.Status != authn.Unavailable || r.Identity != nil {
 			t.Errorf("%s: %s %v", key, r.Status, r.Identity)
 		}
 	}
@@ -360,8 +360,8 @@ func TestInvalidationMessages(t *testing.T) {
 	put(t, w, "k", `{"id":"k1"}`)
 	s := newSidecar(t, config(srv.Addr()))
 	ctx := context.Background()
-	s.Lookup(ctx, "k", now)
-	s.Lookup(ctx, "x", now)
+	s.Lookup(ctx, "k", s.clock.Now())
+	s.Lookup(ctx, "x", s.clock.Now())
 	if rec, unk := s.Entries(); rec != 1 || unk != 1 {
 		t.Fatalf("entries %d, %d", rec, unk)
 	}
@@ -389,15 +389,15 @@ func TestUnknownKeysDoNotEvictKnownOnes(t *testing.T) {
 	cfg.CacheSize, cfg.NegativeCacheSize = 4, 8
 	s := newSidecar(t, cfg)
 	ctx := context.Background()
-	s.Lookup(ctx, "k", now)
+	s.Lookup(ctx, "k", s.clock.Now())
 	for i := range 100 {
-		s.Lookup(ctx, fmt.Sprint("junk-", i), now)
+		s.Lookup(ctx, fmt.Sprint("junk-", i), s.clock.Now())
 	}
 	if rec, unk := s.Entries(); rec != 1 || unk > 8 {
 		t.Errorf("entries %d known, %d unknown (bounds 4, 8)", rec, unk)
 	}
 	misses := s.counts.get(ResultMiss)
-	if r := s.Lookup(ctx, "k", now); r.Status != authn.Valid || s.counts.get(ResultMiss) != misses {
+	if r := s.Lookup(ctx, "k", s.clock.Now()); r.Status != authn.Valid || s.counts.get(ResultMiss) != misses {
 		t.Errorf("the known key was not served from the cache: %s", r.Status)
 	}
 }
@@ -443,7 +443,7 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("import: %d records, %d batches, %v", n, batches.Load(), err)
 	}
 	s := newSidecar(t, config(srv.Addr()))
-	if r := s.Lookup(ctx, "imp7", now); r.Status != authn.Valid || r.Identity.KeyID != "imp-7" {
+	if r := s.Lookup(ctx, "imp7", s.clock.Now()); r.Status != authn.Valid || r.Identity.KeyID != "imp-7" {
 		t.Errorf("imported key: %s %+v", r.Status, r.Identity)
 	}
 	bad := `{"` + apikey.Hash("x") + `": {"id": "x"}, "` + apikey.Hash("y") + `": {"id": "y", "status": "maybe"}}`
@@ -470,5 +470,109 @@ func TestConfigCheck(t *testing.T) {
 	}
 	if p := (&Config{Type: "memcached"}).Check(); len(p) != 1 || !strings.HasPrefix(p[0], "type:") {
 		t.Errorf("bad type: %v", p)
+	}
+}
+
+// The issue's failing order: a scan over more keys than the cache holds,
+// then a hot key. The hot key is cached (and served without a round trip)
+// though the cache was full; the bound holds throughout.
+func TestHotKeyCachedAfterScan(t *testing.T) {
+	srv := redistest.Start(t, "internal/authn/rediskeys")
+	w := writer(t, srv.Addr())
+	for i := range 40 {
+		put(t, w, fmt.Sprint("scan-", i), fmt.Sprintf(`{"id":"s%d"}`, i))
+	}
+	put(t, w, "hot", `{"id":"hot"}`)
+	cfg := config(srv.Addr())
+	cfg.CacheSize = 8
+	s := newSidecar(t, cfg)
+	ctx := context.Background()
+	for i := range 40 {
+		if r := s.Lookup(ctx, fmt.Sprint("scan-", i), s.clock.Now()); r.Status != authn.Valid {
+			t.Fatalf("scan-%d: %s", i, r.Status)
+		}
+		if rec, _ := s.Entries(); rec > 8 {
+			t.Fatalf("%d records cached; bound 8", rec)
+		}
+	}
+	for range 3 {
+		if r := s.Lookup(ctx, "hot", s.clock.Now()); r.Status != authn.Valid {
+			t.Fatal(r.Status)
+		}
+	}
+	if got := s.counts.get(ResultMiss); got != 41 {
+		t.Errorf("%d reads from Redis; want 41 (each key once: the hot key was cached)", got)
+	}
+	if got := s.counts.get(ResultHit); got != 2 {
+		t.Errorf("%d cache hits; want 2", got)
+	}
+}
+
+// A revocation (pub/sub) removes the key wherever the cache holds it: also
+// from the older generation, which a full cache keeps for keys not used
+// since it filled.
+func TestRevocationReachesOlderGeneration(t *testing.T) {
+	srv := redistest.Start(t, "internal/authn/rediskeys")
+	w := writer(t, srv.Addr())
+	for _, k := range []string{"k1", "k2", "other"} {
+		put(t, w, k, fmt.Sprintf(`{"id":%q}`, k))
+	}
+	cfg := config(srv.Addr())
+	cfg.CacheSize = 4 // a generation holds 2
+	s := newSidecar(t, cfg)
+	ctx := context.Background()
+	for _, k := range []string{"k1", "k2", "other"} { // "other" starts a new generation: k1, k2 are the older one
+		if r := s.Lookup(ctx, k, s.clock.Now()); r.Status != authn.Valid {
+			t.Fatal(r.Status)
+		}
+	}
+	// The older generation serves: k2 from the cache.
+	if r := s.Lookup(ctx, "k2", s.clock.Now()); r.Status != authn.Valid || s.counts.get(ResultHit) != 1 {
+		t.Fatalf("k2 from the older generation: %s, %d hits", r.Status, s.counts.get(ResultHit))
+	}
+	if err := w.SetStatus(ctx, apikey.Hash("k1"), "revoked"); err != nil {
+		t.Fatal(err)
+	}
+	s.counts.waitInvalidated(t)
+	if r := s.Lookup(ctx, "k1", s.clock.Now()); r.Status != authn.Revoked {
+		t.Errorf("k1 after its revocation: %s (served from the older generation)", r.Status)
+	}
+	if got := s.counts.get(ResultMiss); got != 4 {
+		t.Errorf("%d reads from Redis; want 4 (k1 re-read after the revocation)", got)
+	}
+}
+
+// A change nobody published is seen once the TTL has passed also for an
+// entry in the older generation, for one moved back from it by a hit (the
+// move keeps its TTL), and for an unknown key.
+func TestTTLHoldsInOlderGeneration(t *testing.T) {
+	srv := redistest.Start(t, "internal/authn/rediskeys")
+	w := writer(t, srv.Addr())
+	for _, k := range []string{"k", "k2", "a"} {
+		put(t, w, k, fmt.Sprintf(`{"id":%q}`, k))
+	}
+	cfg := config(srv.Addr())
+	cfg.CacheSize, cfg.NegativeCacheSize = 4, 4
+	s := newSidecar(t, cfg)
+	ctx := context.Background()
+	for _, k := range []string{"k", "u", "k2", "u2", "a", "u3"} { // k, k2 and u, u2 end in the older generations
+		s.Lookup(ctx, k, s.clock.Now())
+	}
+	for _, k := range []string{"k", "k2"} {
+		w.Client.Set(ctx, Name(DefaultPrefix, apikey.Hash(k)), fmt.Sprintf(`{"id":%q,"status":"revoked"}`, k), 0)
+	}
+	w.Client.Set(ctx, Name(DefaultPrefix, apikey.Hash("u")), `{"id":"u"}`, 0)
+	s.clock.Add(5 * time.Second) // negative_ttl
+	if r := s.Lookup(ctx, "u", s.clock.Now()); r.Status != authn.Valid {
+		t.Errorf("unknown key at negative_ttl: %s", r.Status)
+	}
+	if r := s.Lookup(ctx, "k", s.clock.Now()); r.Status != authn.Valid {
+		t.Errorf("within positive_ttl: %s (served from the cache, as documented)", r.Status)
+	}
+	s.clock.Add(25 * time.Second) // positive_ttl
+	for _, k := range []string{"k", "k2"} {
+		if r := s.Lookup(ctx, k, s.clock.Now()); r.Status != authn.Revoked {
+			t.Errorf("%s at positive_ttl: %s", k, r.Status)
+		}
 	}
 }
