@@ -103,6 +103,7 @@ func run() int {
 		cfg.VariantArgs = append(cfg.VariantArgs, v)
 		return nil
 	})
+	flag.StringVar(&cfg.VariantBin, "variant-bin", "", "start a second extauthz from this binary (another build, e.g. main's), driven in the same rounds; with --variant-arg, with those flags")
 	flag.BoolVar(&cfg.DecodeFull, "decode-full", false, "decode every reply whole, as Envoy does, instead of reading only the decision (driver CPU/check then shows what the reply's size costs a client)")
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 0, "bound on server startup (default 60s; 5m for --sweep)")
 	flag.Parse()
@@ -177,8 +178,8 @@ func run() int {
 		return usage("--memory needs --scale (e.g. keys=1M) and no --smoke, --sweep, --compare or --policy-dir")
 	}
 
-	if len(cfg.VariantArgs) > 0 && (dim != "" || *compare != "") {
-		return usage("--variant-arg applies to a plain run, not to --compare or --sweep")
+	if (len(cfg.VariantArgs) > 0 || cfg.VariantBin != "") && (dim != "" || *compare != "") {
+		return usage("--variant-arg and --variant-bin apply to a plain run, not to --compare or --sweep")
 	}
 
 	if loadtest.NeedsJWT(cfg.Mix) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/logbuf"
 	"github.com/extauthz/extauthz/internal/server"
 )
@@ -122,10 +123,12 @@ func serve(ctx context.Context, args []string, env Env) error {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(cfg.LogLevel))
 	// Logs (decision logs above all) are batched: one write per 250ms or
-	// 64 KiB instead of one per check; flushed on shutdown.
+	// 64 KiB instead of one per check; flushed on shutdown. Decision
+	// records are encoded without slog's generic machinery (the same JSON;
+	// decisionlog.JSONHandler).
 	out := logbuf.New(env.Stderr, 64<<10, 250*time.Millisecond)
 	defer out.Close()
-	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv}))
+	log := slog.New(decisionlog.NewJSONHandler(out, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 	return server.Run(ctx, cfg, log)
 }

@@ -123,19 +123,22 @@ func bearer(v string) Presented {
 // ALPHA DIGIT - . _ ~ + / with '=' only as trailing padding. API keys follow
 // the same rule.
 func tokenChars(s string) bool {
-	pad := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '=':
-			pad = true
-		case pad:
-			return false
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
-		default:
+	i := 0
+	for i < len(s) && tokenByte[s[i]] { // a table: a JWT is hundreds of bytes
+		i++
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
 			return false
 		}
 	}
 	return true
 }
+
+// tokenByte marks the b64token characters but the padding '='.
+var tokenByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", byte(c)) >= 0
+	}
+	return t
+}()

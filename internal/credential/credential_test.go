@@ -65,3 +65,45 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// tokenCharsByBranches is the b64token test written out (RFC 6750:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="), the
+// reference for the table tokenChars uses.
+func tokenCharsByBranches(s string) bool {
+	pad := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '=':
+			pad = true
+		case pad:
+			return false
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func TestTokenCharsTable(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string(rune(c)), "ab" + string([]byte{byte(c)}) + "cd", "ab=" + string([]byte{byte(c)}), string([]byte{byte(c)}) + "=="} {
+			if got, want := tokenChars(s), tokenCharsByBranches(s); got != want {
+				t.Errorf("tokenChars(%q) = %v, want %v", s, got, want)
+			}
+		}
+	}
+}
+
+func FuzzTokenChars(f *testing.F) {
+	for _, s := range []string{"", "abc", "abc==", "a=b", "xa_demo_7Qm2vK9pL4sT8wZ1", "eyJhbGciOiJSUzI1NiJ9.e30.sig", "a b", "==", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := tokenChars(s), tokenCharsByBranches(s); got != want {
+			t.Errorf("tokenChars(%q) = %v, want %v", s, got, want)
+		}
+	})
+}

@@ -53,12 +53,22 @@ func (l *Logger) observe(ctx context.Context, d *decision.Decision, src *replay.
 	} else if !l.Denies {
 		return
 	}
-	outcome, level := "deny", slog.LevelInfo
-	if d.Allow {
-		outcome = "allow"
-	}
+	level := slog.LevelInfo
 	if d.Reason == decision.InternalError {
 		level = slog.LevelWarn
+	}
+	h := l.Log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	if jh, ok := h.(*JSONHandler); ok {
+		// The same record, encoded without slog (json.go).
+		_ = jh.writeDecision(time.Now(), level, d, src, elapsed)
+		return
+	}
+	outcome := "deny"
+	if d.Allow {
+		outcome = "allow"
 	}
 	var buf [14]slog.Attr // on the stack: LogAttrs copies the attributes
 	attrs := append(buf[:0],
@@ -93,10 +103,6 @@ func (l *Logger) observe(ctx context.Context, d *decision.Decision, src *replay.
 	// The record is built here rather than by Logger.LogAttrs, which would
 	// capture the caller's program counter (runtime.Callers: a third of the
 	// cost of a record under load) for a source location nobody asked for.
-	h := l.Log.Handler()
-	if !h.Enabled(ctx, level) {
-		return
-	}
 	r := slog.NewRecord(time.Now(), level, "decision", 0)
 	r.AddAttrs(attrs...)
 	_ = h.Handle(ctx, r) // slog handlers write regardless of cancellation

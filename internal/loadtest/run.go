@@ -35,6 +35,9 @@ type Config struct {
 	// these flags added (e.g. --reply-metadata=full), driven in the same
 	// rounds as the first and the no-op server (Run only).
 	VariantArgs []string
+	// VariantBin, when set, is the variant's binary (another build, e.g.
+	// the branch it was changed from), with or without VariantArgs.
+	VariantBin string
 	// DecodeFull makes the driver decode every reply whole, as Envoy does,
 	// instead of reading only the decision: its own CPU per check then
 	// shows what a reply's size costs the client.
@@ -349,12 +352,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer noT.close()
 
 	targets := []*target{exT, noT}
-	if len(cfg.VariantArgs) > 0 {
-		c, err := StartExtauthz(ctx, cfg.ExtauthzBin, cfg.PolicyDir, cfg.ReadyTimeout, slices.Concat(cfg.ExtauthzArgs, cfg.VariantArgs)...)
+	if len(cfg.VariantArgs) > 0 || cfg.VariantBin != "" {
+		bin, name := cfg.ExtauthzBin, "extauthz "+strings.Join(cfg.VariantArgs, " ")
+		if cfg.VariantBin != "" {
+			bin, name = cfg.VariantBin, strings.TrimSpace("variant "+strings.Join(cfg.VariantArgs, " "))
+		}
+		c, err := StartExtauthz(ctx, bin, cfg.PolicyDir, cfg.ReadyTimeout, slices.Concat(cfg.ExtauthzArgs, cfg.VariantArgs)...)
 		if err != nil {
 			return nil, err
 		}
-		c.Name = "extauthz " + strings.Join(cfg.VariantArgs, " ")
+		c.Name = name
 		vT, err := newTarget(c, cfg.Conns, true)
 		if err != nil {
 			return nil, err

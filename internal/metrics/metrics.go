@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,20 @@ type Metrics struct {
 	tlsFail  *prometheus.CounterVec
 	logSupp  prometheus.Counter
 	upload   atomic.Pointer[func() DecisionLogUpload]
+
+	// The per-check series, resolved once: checkSeries maps a checkKey to
+	// its *checkSeries (bounded as the labels are).
+	checkSeries sync.Map
+}
+
+type checkSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+type checkKey struct {
+	allow           bool
+	reason, profile string
 }
 
 // DecisionLogUpload are the decision-log uploader's counters
@@ -170,17 +185,25 @@ func New(cache func() Cache) *Metrics {
 	return m
 }
 
-// Observe records one check.
+// Observe records one check. Its series are looked up by their labels
+// once and kept (a lookup by label values hashes them and takes the
+// vector's lock on every check).
 func (m *Metrics) Observe(_ context.Context, d *decision.Decision, elapsed time.Duration) {
-	outcome := "deny"
-	if d.Allow {
-		outcome = "allow"
+	k := checkKey{d.Allow, string(d.Reason), d.Profile}
+	v, ok := m.checkSeries.Load(k)
+	if !ok {
+		outcome := "deny"
+		if d.Allow {
+			outcome = "allow"
+		}
+		v, _ = m.checkSeries.LoadOrStore(k, &checkSeries{m.checks.WithLabelValues(outcome, k.reason, k.profile), m.duration.WithLabelValues(outcome)})
 	}
-	m.checks.WithLabelValues(outcome, string(d.Reason), d.Profile).Inc()
+	cs := v.(*checkSeries)
+	cs.count.Inc()
 	if d.Shadow != nil {
 		m.shadow.WithLabelValues(string(d.Shadow.Reason), d.Profile, d.Route).Inc()
 	}
-	m.duration.WithLabelValues(outcome).Observe(elapsed.Seconds())
+	cs.duration.Observe(elapsed.Seconds())
 }
 
 // Reloaded records a policy version seen by the reloader.

@@ -34,6 +34,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/source"
 	"github.com/extauthz/extauthz/internal/testutil"
@@ -66,7 +67,7 @@ func startRunHooks(t *testing.T, mutate func(*config.Config), hk hooks) *running
 		mutate(&cfg)
 	}
 	logs := &testutil.SyncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
+	log := slog.New(decisionlog.NewJSONHandler(logs, nil)) // as cli builds it
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, log, hk) }()

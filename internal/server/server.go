@@ -102,7 +102,8 @@ func registerAuthorization(g *grpc.Server, chk authv3.AuthorizationServer) {
 // rate-limit backend and rendering all run under one context deadline, the
 // earlier of the caller's (Envoy's grpc-timeout) and the check timeout. The
 // check package fails closed on a context that is done, so a check that runs
-// out of time is denied internal_error rather than answered late.
+// out of time is denied internal_error rather than answered late. The
+// deadline's timer is made only when a check waits (deadline.go).
 
 // WithDeadline wraps chk so that every Check runs under a context deadline
 // of at most d. A chk that answers pre-encoded responses (CheckWire) keeps
@@ -123,9 +124,9 @@ type deadlineChecker struct {
 }
 
 func (c deadlineChecker) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.d)
-	defer cancel()
-	return c.AuthorizationServer.Check(ctx, req)
+	cc := withCheckDeadline(ctx, c.d)
+	defer cc.release()
+	return c.AuthorizationServer.Check(cc, req)
 }
 
 type deadlineWireChecker struct {
@@ -134,9 +135,9 @@ type deadlineWireChecker struct {
 }
 
 func (c deadlineWireChecker) CheckWire(ctx context.Context, req *authv3.CheckRequest) any {
-	ctx, cancel := context.WithTimeout(ctx, c.d)
-	defer cancel()
-	return c.wc.CheckWire(ctx, req)
+	cc := withCheckDeadline(ctx, c.d)
+	defer cc.release()
+	return c.wc.CheckWire(cc, req)
 }
 
 // ExposureWarnings names each listener that is reachable beyond this host

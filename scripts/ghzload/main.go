@@ -72,6 +72,7 @@ func run() error {
 		conns    = flag.Int("conns", 4, "ghz connections (as the in-tree driver's default)")
 		jwtPath  = flag.String("jwt", "testdata/demo.jwt", "the demo JWT (for jwt_allow and blend)")
 		variant  = flag.String("variant-args", "", "space-separated extra extauthz flags for a second extauthz driven in the same rounds, e.g. --reply-metadata=full")
+		varBin   = flag.String("variant-bin", "", "another extauthz binary (e.g. main's build) driven in the same rounds, named \"variant\"")
 		workDir  = flag.String("work-dir", "", "where to write the protoset and data (default: a temporary directory)")
 	)
 	flag.Parse()
@@ -122,7 +123,11 @@ func run() error {
 		}
 	}()
 	start := func(name string, args ...string) error {
-		c, err := loadtest.StartExtauthz(ctx, *exBin, "", time.Minute, args...)
+		bin := *exBin
+		if name == "variant" {
+			bin = *varBin
+		}
+		c, err := loadtest.StartExtauthz(ctx, bin, "", time.Minute, args...)
 		if err != nil {
 			return err
 		}
@@ -134,6 +139,11 @@ func run() error {
 	}
 	if *variant != "" {
 		if err := start("extauthz "+*variant, strings.Fields(*variant)...); err != nil {
+			return err
+		}
+	}
+	if *varBin != "" {
+		if err := start("variant"); err != nil {
 			return err
 		}
 	}
