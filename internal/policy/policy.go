@@ -454,8 +454,22 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 		ctx, trace = withIPTrace(ctx)
 	}
 	// No metrics: rego would otherwise make a set per evaluation and time
-	// its phases, and nothing reads them.
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(&ctxCancel{ctx}), rego.EvalMetrics(noMetrics))
+	// its phases, and nothing reads them. The cache of rule values is a
+	// reused flat one (vcache.go) instead of a tree of maps per evaluation.
+	vc := getVirtualCache()
+	defer putVirtualCache(vc)
+	opts := []rego.EvalOption{
+		rego.EvalParsedInput(input),
+		rego.EvalExternalCancel(&ctxCancel{ctx}),
+		rego.EvalMetrics(noMetrics),
+		rego.EvalVirtualCache(vc),
+	}
+	if e.envoy {
+		// The decision is read as the OPA value it is (parseEnvoyValue),
+		// not converted whole to Go values first.
+		opts = append(opts, rego.EvalGenerateJSON(keepTerm))
+	}
+	rs, err := e.pq.Eval(ctx, opts...)
 	if err != nil {
 		return Output{}, fmt.Errorf("evaluate policy: %w", err)
 	}
@@ -466,7 +480,11 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 		return Output{}, ErrConflict
 	}
 	if e.envoy {
-		return parseEnvoyOutput(rs[0].Expressions[0].Value)
+		t, _ := rs[0].Expressions[0].Value.(*ast.Term)
+		if t == nil {
+			return Output{}, fmt.Errorf("%w: no value", ErrShape)
+		}
+		return parseEnvoyValue(t.Value)
 	}
 	out, err := parseOutput(rs[0].Expressions[0].Value)
 	if trace != nil {
