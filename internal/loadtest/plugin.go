@@ -308,7 +308,10 @@ func versusOne(ctx context.Context, cfg *PluginConfig, p *PluginPolicy, tmp stri
 	if err := os.WriteFile(rego, []byte(p.Rego), 0o644); err != nil {
 		return nil, err
 	}
-	data := fmt.Sprintf(`{"extauthz": {"settings": {"opa_envoy_path": "envoy/authz/allow", "jwt_verify_cache": %d}}}`, cfg.JWTVerifyCache)
+	data := `{"extauthz": {"settings": {"opa_envoy_path": "envoy/authz/allow"}}}`
+	if cfg.JWTVerifyCache > 0 { // only then: an older extauthz does not know the setting
+		data = fmt.Sprintf(`{"extauthz": {"settings": {"opa_envoy_path": "envoy/authz/allow", "jwt_verify_cache": %d}}}`, cfg.JWTVerifyCache)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(data), 0o644); err != nil {
 		return nil, err
 	}
