@@ -79,6 +79,7 @@ func run() int {
 		compare    = flag.String("compare", "", "comma-separated mixes to compare against the same server processes, the first as baseline (e.g. apikey_allow,deny_tenant)")
 		pluginBin  = flag.String("opa-envoy-plugin", "", "compare with the OPA-Envoy plugin: its binary (built outside the repository)")
 		pluginPols = flag.String("plugin-policies", strings.Join(loadtest.PluginPolicies(), ","), "policies for --opa-envoy-plugin")
+		pluginJWT  = flag.Int("plugin-jwt-verify-cache", 0, "with --opa-envoy-plugin: extauthz's settings.jwt_verify_cache (0: off, as the plugin)")
 		pluginArgs []string
 		rounds     = flag.Int("rounds", 3, "rounds for --compare and --sweep (and for a plain run when given): every mix, size or server once per round, interleaved; --requests is per round")
 	)
@@ -260,7 +261,7 @@ func run() int {
 		if compared != nil || *smoke || dim != "" || !scale.Zero() {
 			return usage("--opa-envoy-plugin cannot be combined with --compare, --smoke, --sweep or --scale")
 		}
-		pc := loadtest.PluginConfig{Config: cfg, PluginBin: *pluginBin, PluginArgs: pluginArgs, Policies: strings.Split(*pluginPols, ",")}
+		pc := loadtest.PluginConfig{Config: cfg, PluginBin: *pluginBin, PluginArgs: pluginArgs, Policies: strings.Split(*pluginPols, ","), JWTVerifyCache: *pluginJWT}
 		if pc.Requests == 0 {
 			pc.Requests = 10000
 		}

@@ -174,7 +174,7 @@ func BenchmarkSteps(b *testing.B) {
 
 // BenchmarkOPAEnvoyPolicy is what a policy written for the OPA-Envoy plugin
 // costs per check in the compatibility mode (never memoized): the plugin's
-// input (protojson of the CheckRequest decoded into an OPA value), a full
+// input (built as an OPA value), a full
 // evaluation and the response, marshalled as the gRPC server does. Compare
 // with BenchmarkServe/apikey_allow, the shipped rulebook from the memo.
 func BenchmarkOPAEnvoyPolicy(b *testing.B) {
@@ -210,6 +210,19 @@ func BenchmarkOPAEnvoyPolicy(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			out, _ := codec.Marshal(s.CheckWire(ctx, r))
+			out.Free()
+		}
+	})
+	// The same token again with settings.jwt_verify_cache: verified once.
+	sc := newServer(b, envoyEngine(b, envoyJWTPolicy, `{"opa_envoy_path": "envoy/authz/allow", "jwt_verify_cache": 1000}`))
+	sc.Now = time.Now
+	if reason, _, _ := decide(&testing.T{}, sc, r); reason != "ok" {
+		b.Fatalf("jwt, cached: %s", reason)
+	}
+	b.Run("jwt_allow_verify_cache", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			out, _ := codec.Marshal(sc.CheckWire(ctx, r))
 			out.Free()
 		}
 	})

@@ -46,7 +46,8 @@ var (
 // sidecar's facts. It is built as an OPA value directly, once per check,
 // and only the parts the policy can read (sel): the path, query and body
 // are always decoded, as the plugin fails a check whose path or body does
-// not decode.
+// not decode, but made into OPA values only when read. Constant parts
+// (version, an empty query, a null body) are shared between inputs.
 // A path or query that does not decode is path_invalid, a body that does
 // not parse as its content-type says is request_invalid (the plugin fails
 // the check).
@@ -61,11 +62,6 @@ func envoyInput(req *authv3.CheckRequest, r *request, sel *policy.InputPaths) (a
 	if err != nil {
 		return nil, decision.PathInvalid, err
 	}
-	segs := strings.Split(strings.TrimLeft(p, "/"), "/")
-	pp := make([]*ast.Term, len(segs))
-	for i, s := range segs {
-		pp[i] = ast.StringTerm(s)
-	}
 	body, truncated, err := envoyBody(h)
 	if err != nil {
 		return nil, decision.RequestInvalid, err
@@ -74,17 +70,30 @@ func envoyInput(req *authv3.CheckRequest, r *request, sel *policy.InputPaths) (a
 	if a, as := req.GetAttributes(), sel.Child("attributes"); a != nil && as != nil {
 		items = append(items, [2]*ast.Term{kAttributes, ast.NewTerm(protoValueOf(a.ProtoReflect(), as))})
 	}
-	items = append(items,
-		[2]*ast.Term{kVersion, envoyVersion},
-		[2]*ast.Term{kParsedPath, ast.ArrayTerm(pp...)},
-		[2]*ast.Term{kParsedQuery, stringsObject(q)},
-		[2]*ast.Term{kParsedBody, body},
-		[2]*ast.Term{kTruncatedBody, ast.InternedTerm(truncated)},
-	)
+	if sel.Child("version") != nil {
+		items = append(items, [2]*ast.Term{kVersion, envoyVersion})
+	}
+	if sel.Child("parsed_path") != nil {
+		segs := strings.Split(strings.TrimLeft(p, "/"), "/")
+		pp := make([]*ast.Term, len(segs))
+		for i, s := range segs {
+			pp[i] = ast.StringTerm(s)
+		}
+		items = append(items, [2]*ast.Term{kParsedPath, ast.ArrayTerm(pp...)})
+	}
+	if sel.Child("parsed_query") != nil {
+		items = append(items, [2]*ast.Term{kParsedQuery, stringsObject(q)})
+	}
+	if sel.Child("parsed_body") != nil {
+		items = append(items, [2]*ast.Term{kParsedBody, body})
+	}
+	if sel.Child("truncated_body") != nil {
+		items = append(items, [2]*ast.Term{kTruncatedBody, ast.InternedTerm(truncated)})
+	}
 	if sel.Child("extauthz") != nil {
 		items = append(items, [2]*ast.Term{kExtauthz, ast.NewTerm(r.f.Value())})
 	}
-	if sp := req.GetAttributes().GetSource().GetPrincipal(); sp != "" {
+	if sp := req.GetAttributes().GetSource().GetPrincipal(); sp != "" && sel.Child("source_principal") != nil {
 		items = append(items, [2]*ast.Term{kSourcePrincipal, ast.StringTerm(sp)})
 	}
 	return ast.NewObject(items...), "", nil
@@ -99,20 +108,20 @@ func envoyInput(req *authv3.CheckRequest, r *request, sel *policy.InputPaths) (a
 func envoyBody(h *authv3.AttributeContext_HttpRequest) (*ast.Term, bool, error) {
 	headers := h.GetHeaders()
 	if headers["x-envoy-auth-partial-body"] == "true" {
-		return ast.NullTerm(), true, nil
+		return ast.InternedNullTerm, true, nil
 	}
 	ct := headers["content-type"]
 	json := strings.Contains(ct, "application/json")
 	form := !json && strings.Contains(ct, "application/x-www-form-urlencoded")
 	if !json && !form {
-		return ast.NullTerm(), false, nil
+		return ast.InternedNullTerm, false, nil
 	}
 	body := h.GetBody()
 	if body == "" {
 		body = string(h.GetRawBody())
 	}
 	if body == "" {
-		return ast.NullTerm(), false, nil
+		return ast.InternedNullTerm, false, nil
 	}
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
@@ -120,7 +129,7 @@ func envoyBody(h *authv3.AttributeContext_HttpRequest) (*ast.Term, bool, error) 
 			return nil, false, errEnvoyBody
 		}
 		if n > int64(len(body)) {
-			return ast.NullTerm(), true, nil
+			return ast.InternedNullTerm, true, nil
 		}
 	}
 	if form {
@@ -142,6 +151,9 @@ func envoyBody(h *authv3.AttributeContext_HttpRequest) (*ast.Term, bool, error) 
 }
 
 func stringsObject(m map[string][]string) *ast.Term {
+	if len(m) == 0 {
+		return ast.InternedEmptyObject
+	}
 	o := ast.NewObject()
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		vs := make([]*ast.Term, len(m[k]))

@@ -527,3 +527,44 @@ allow if count([1 | some x in numbers.range(1, 100000); some y in numbers.range(
 		t.Errorf("caller's deadline: got %s/%v, want internal_error/500", reason, resp.GetDeniedResponse().GetStatus().GetCode())
 	}
 }
+
+// A policy that reads only the method is given only the method, yet a
+// path, query or body the plugin would refuse is refused all the same
+// (decoded, not built): never an allow.
+func TestOPAEnvoyUnreadPartsStillDecoded(t *testing.T) {
+	const methodOnly = `package envoy.authz
+
+default allow := false
+
+allow if input.attributes.request.http.method == "GET"
+`
+	s := envoyServer(t, methodOnly)
+	for _, c := range []struct {
+		name   string
+		r      *authv3.CheckRequest
+		reason string
+	}{
+		{"a good request", req("GET", "/people?x=1", nil), "ok"},
+		{"a query that does not decode", req("GET", "/people?x=%zz", nil), "path_invalid"},
+		{"a query with a semicolon", req("GET", "/people?x=1;y=2", nil), "path_invalid"},
+		{"a path that does not decode", req("GET", "/people/%zz", nil), "path_invalid"},
+		{"JSON that does not parse", withBody(req("GET", "/people", nil), `{"a": `, map[string]string{"content-type": "application/json"}), "request_invalid"},
+		{"a form that does not decode", withBody(req("GET", "/people", nil), `a=%zz`, map[string]string{"content-type": "application/x-www-form-urlencoded"}), "request_invalid"},
+	} {
+		if reason, _, resp := decide(t, s, c.r); reason != c.reason {
+			t.Errorf("%s: %s, want %s: %v", c.name, reason, c.reason, resp)
+		}
+	}
+	// What was built: the method, nothing else.
+	r := withBody(req("GET", "/people?x=1", nil), `{"a": 1}`, map[string]string{"content-type": "application/json"})
+	var rq request
+	e := s.Engines.Current()
+	s.requestToInput(context.Background(), e, r, time.Now(), "d1", &rq)
+	in, reason, err := envoyInput(r, &rq, e.Policy.InputPaths())
+	if err != nil || reason != "" {
+		t.Fatal(reason, err)
+	}
+	if got, want := in.String(), `{"attributes": {"request": {"http": {"method": "GET"}}}}`; got != want {
+		t.Errorf("input %s, want %s", got, want)
+	}
+}

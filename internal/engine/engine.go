@@ -68,7 +68,15 @@ type Settings struct {
 	// APIKeysStore selects where API keys are looked up: absent or type
 	// "embedded", extauthz.api_keys; type "redis", Redis (internal/authn/rediskeys).
 	APIKeysStore *rediskeys.Config `json:"api_keys_store,omitempty"`
+	// JWTVerifyCache is the size of OPA's io_jwt cache: the result of
+	// verifying a token with a key in Rego (io.jwt.decode_verify,
+	// io.jwt.verify_*) kept for that token and key across checks
+	// (policy.WithJWTVerifyCache). 0, the default, is off, as in OPA.
+	JWTVerifyCache int `json:"jwt_verify_cache,omitempty"`
 }
+
+// MaxJWTVerifyCache bounds settings.jwt_verify_cache.
+const MaxJWTVerifyCache = 1_000_000
 
 // OPAEnvoyPath is settings.opa_envoy_path: the decision path, "" when the
 // mode is off.
@@ -262,6 +270,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if !hasProfile(e.Settings.DefaultProfile) {
 		errs = append(errs, fmt.Errorf("%ssettings.default_profile: unknown profile %q", at, e.Settings.DefaultProfile))
 	}
+	if n := e.Settings.JWTVerifyCache; n < 0 || n > MaxJWTVerifyCache {
+		errs = append(errs, fmt.Errorf("%ssettings.jwt_verify_cache: %d is outside [0, %d]", at, n, MaxJWTVerifyCache))
+	}
 	keysAt := len(errs) // key errors go here, in the order they always had
 	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
 		errs = append(errs, prefix(at, err))
@@ -302,9 +313,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if len(errs) == 0 { // compiled while the keys are read; wasted if they are bad
 		if p := e.Settings.OPAEnvoyPath; p != "" {
 			// The decision reads the request itself: never memoized.
-			e.Policy, compileErr = policy.CompileOPAEnvoy(ctx, src, storeData(src.Data), string(p))
+			e.Policy, compileErr = policy.CompileOPAEnvoy(ctx, src, storeData(src.Data), string(p), policy.WithJWTVerifyCache(e.Settings.JWTVerifyCache))
 		} else {
-			e.Policy, compileErr = policy.Compile(ctx, src, storeData(src.Data))
+			e.Policy, compileErr = policy.Compile(ctx, src, storeData(src.Data), policy.WithJWTVerifyCache(e.Settings.JWTVerifyCache))
 		}
 	}
 	<-keysDone

@@ -253,3 +253,22 @@ func TestAPIKeysStoreSettings(t *testing.T) {
 		t.Errorf("embedded: %v", err)
 	}
 }
+
+// settings.jwt_verify_cache: a size in [0, MaxJWTVerifyCache]; anything
+// else refuses the version, naming the setting.
+func TestJWTVerifyCacheSetting(t *testing.T) {
+	for _, n := range []any{-1, MaxJWTVerifyCache + 1} {
+		_, err := build(t, demoSource(t, func(x map[string]any) {
+			x["settings"].(map[string]any)["jwt_verify_cache"] = n
+		}))
+		if err == nil || !strings.Contains(err.Error(), "settings.jwt_verify_cache") {
+			t.Errorf("jwt_verify_cache %v: %v", n, err)
+		}
+	}
+	e, err := build(t, demoSource(t, func(x map[string]any) {
+		x["settings"].(map[string]any)["jwt_verify_cache"] = 1000
+	}))
+	if err != nil || e.Settings.JWTVerifyCache != 1000 {
+		t.Errorf("jwt_verify_cache 1000: %v", err)
+	}
+}

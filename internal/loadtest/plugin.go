@@ -226,6 +226,10 @@ type PluginConfig struct {
 	PluginBin  string   // the opa-envoy-plugin binary
 	PluginArgs []string // extra flags for its run command
 	Policies   []string // PluginPolicies names; default all
+	// JWTVerifyCache is extauthz's settings.jwt_verify_cache in the
+	// policies' data (0: off, the default). The plugin has no such cache:
+	// it gives OPA no inter-query value cache.
+	JWTVerifyCache int
 }
 
 // PluginRow is one policy at one level: Servers[0] extauthz, Servers[1]
@@ -241,6 +245,7 @@ type PluginReport struct {
 	Requests, Rounds, Conns int
 	ExtauthzArgs            []string
 	PluginBin, PluginVer    string
+	JWTVerifyCache          int // extauthz's settings.jwt_verify_cache
 	Machine                 Machine
 	ClockTicks              int
 	ClockTicksAssumed       bool
@@ -271,7 +276,7 @@ func VersusPlugin(ctx context.Context, cfg PluginConfig) (*PluginReport, error) 
 		pols = append(pols, p)
 	}
 	hz, assumed := ClockTicks()
-	r := &PluginReport{Requests: cfg.Requests, Rounds: cfg.Rounds, Conns: cfg.Conns, ExtauthzArgs: cfg.ExtauthzArgs,
+	r := &PluginReport{Requests: cfg.Requests, Rounds: cfg.Rounds, Conns: cfg.Conns, ExtauthzArgs: cfg.ExtauthzArgs, JWTVerifyCache: cfg.JWTVerifyCache,
 		PluginBin: cfg.PluginBin, PluginVer: pluginVersion(ctx, cfg.PluginBin), Machine: ReadMachine(), ClockTicks: hz, ClockTicksAssumed: assumed}
 	tmp, err := os.MkdirTemp("", "extauthz-vs-plugin-")
 	if err != nil {
@@ -304,6 +309,9 @@ func versusOne(ctx context.Context, cfg *PluginConfig, p *PluginPolicy, tmp stri
 		return nil, err
 	}
 	data := `{"extauthz": {"settings": {"opa_envoy_path": "envoy/authz/allow"}}}`
+	if cfg.JWTVerifyCache > 0 { // only then: an older extauthz does not know the setting
+		data = fmt.Sprintf(`{"extauthz": {"settings": {"opa_envoy_path": "envoy/authz/allow", "jwt_verify_cache": %d}}}`, cfg.JWTVerifyCache)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(data), 0o644); err != nil {
 		return nil, err
 	}
@@ -394,6 +402,9 @@ func (r *PluginReport) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "Plugin: `%s` (%s), no decision logs.", r.PluginBin, r.PluginVer)
 	if len(r.ExtauthzArgs) > 0 {
 		fmt.Fprintf(w, " %s", extauthzFlags(r.ExtauthzArgs))
+	}
+	if r.JWTVerifyCache > 0 {
+		fmt.Fprintf(w, " extauthz's settings.jwt_verify_cache: %d (OPA's io_jwt cache; the plugin gives OPA none).", r.JWTVerifyCache)
 	}
 	fmt.Fprintln(w)
 	r.Machine.markdown(w, r.ClockTicks, r.ClockTicksAssumed)

@@ -10,6 +10,7 @@ import (
 
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 )
 
 // DefaultOPAEnvoyPath is the OPA-Envoy plugin's default decision path, used
@@ -77,6 +78,46 @@ func parseEnvoyOutput(v any) (Output, error) {
 		out.Reason = "policy_denied"
 	}
 	return out, nil
+}
+
+// envoyFields are the fields of a decision object the plugin reads.
+var envoyFields = func() []*ast.Term {
+	var ts []*ast.Term
+	for _, f := range []string{"allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
+		"query_parameters_to_remove", "body", "http_status", "dynamic_metadata", "query_parameters_to_set"} {
+		ts = append(ts, ast.StringTerm(f))
+	}
+	return ts
+}()
+
+// keepTerm is the evaluation's result as is (rego.EvalGenerateJSON): the
+// decision is read by parseEnvoyValue.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+
+// parseEnvoyValue is parseEnvoyOutput of the decision's OPA value: a
+// boolean is read as it is; of an object only the fields the plugin reads
+// are converted to Go values (a large value under another name is never
+// copied).
+func parseEnvoyValue(v ast.Value) (Output, error) {
+	switch v := v.(type) {
+	case ast.Boolean:
+		return parseEnvoyOutput(bool(v))
+	case ast.Object:
+		m := make(map[string]any, len(envoyFields))
+		for _, k := range envoyFields {
+			t := v.Get(k)
+			if t == nil {
+				continue
+			}
+			x, err := ast.JSON(t.Value)
+			if err != nil {
+				return Output{}, fmt.Errorf("%w: %s: %w", ErrShape, k.Value.(ast.String), err)
+			}
+			m[string(k.Value.(ast.String))] = x
+		}
+		return parseEnvoyOutput(m)
+	}
+	return parseEnvoyOutput(nil)
 }
 
 func (e *Envoy) fromObject(m map[string]any) error {

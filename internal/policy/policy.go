@@ -23,6 +23,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/cache"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
 )
@@ -336,6 +337,9 @@ type Engine struct {
 	// blocking: the policy may wait on I/O; it is evaluated on the
 	// caller's goroutine (see evaluators.go).
 	blocking bool
+	// valueCache: OPA's inter-query value cache (WithJWTVerifyCache);
+	// nil: none.
+	valueCache cache.InterQueryValueCache
 }
 
 // parseModules parses src's modules, named by origin and file; errors name
@@ -357,24 +361,60 @@ func parseModules(src *Source) (map[string]*ast.Module, error) {
 
 // Compile parses and compiles the modules against data (the document given to
 // the store; the caller may leave out sections it handles itself).
-func Compile(ctx context.Context, src *Source, data map[string]any) (*Engine, error) {
-	return compileQuery(ctx, src, data, Query, false)
+func Compile(ctx context.Context, src *Source, data map[string]any, opts ...Option) (*Engine, error) {
+	return compileQuery(ctx, src, data, Query, false, opts)
 }
+
+// Option changes how an engine evaluates.
+type Option func(*Engine)
+
+// WithJWTVerifyCache keeps the result of verifying a token with a key in
+// Rego (io.jwt.decode_verify, io.jwt.verify_*: the signature's validity
+// and the decoded header and payload) for up to n tokens and keys across
+// the engine's evaluations: OPA's own io_jwt inter-query value cache,
+// which OPA leaves off by default. The claims' times (exp, nbf) are still
+// checked on every evaluation; when full, OPA drops an entry at random.
+// The same value cache then also holds the patterns glob.match and the
+// regex builtins compile (up to n; without it OPA keeps its own bounded
+// cache of them). n <= 0: off.
+func WithJWTVerifyCache(n int) Option {
+	return func(e *Engine) {
+		if n <= 0 {
+			return
+		}
+		off := false
+		e.valueCache = cache.NewInterQueryValueCache(context.Background(), &cache.Config{
+			InterQueryBuiltinValueCache: cache.InterQueryBuiltinValueCacheConfig{
+				// The cache's global part, which glob.match and the regex
+				// builtins use for their compiled patterns once a value
+				// cache is given, is bounded too (OPA: unbounded).
+				MaxNumEntries: &n,
+				NamedCacheConfigs: map[string]*cache.NamedValueCacheConfig{
+					jwtCacheName: {MaxNumEntries: &n, Disabled: &off},
+				},
+			},
+		})
+	}
+}
+
+// jwtCacheName is OPA's name for its cache of verified tokens
+// (topdown/tokens.go).
+const jwtCacheName = "io_jwt"
 
 // CompileOPAEnvoy compiles a policy written for the OPA-Envoy plugin: the
 // query is its decision path (OPAEnvoyQuery), whose value is a boolean or
 // the plugin's object (see Envoy); Eval returns it as Output.Envoy with
 // reason "ok" or "policy_denied". Such a policy is never pure: its decision
 // reads the request, not the sidecar's facts, so it is never memoized.
-func CompileOPAEnvoy(ctx context.Context, src *Source, data map[string]any, path string) (*Engine, error) {
+func CompileOPAEnvoy(ctx context.Context, src *Source, data map[string]any, path string, opts ...Option) (*Engine, error) {
 	q, err := OPAEnvoyQuery(path)
 	if err != nil {
 		return nil, err
 	}
-	return compileQuery(ctx, src, data, q, true)
+	return compileQuery(ctx, src, data, q, true, opts)
 }
 
-func compileQuery(ctx context.Context, src *Source, data map[string]any, query string, envoy bool) (*Engine, error) {
+func compileQuery(ctx context.Context, src *Source, data map[string]any, query string, envoy bool, options []Option) (*Engine, error) {
 	mods, err := parseModules(src)
 	if err != nil {
 		return nil, err
@@ -395,7 +435,11 @@ func compileQuery(ctx context.Context, src *Source, data map[string]any, query s
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", query, err)
 	}
-	return &Engine{pq: pq, purity: purity, query: query, envoy: envoy, inputs: inputPaths(c), blocking: callsIO(c)}, nil
+	e := &Engine{pq: pq, purity: purity, query: query, envoy: envoy, inputs: inputPaths(c), blocking: callsIO(c)}
+	for _, o := range options {
+		o(e)
+	}
+	return e, nil
 }
 
 // Query is the query the engine evaluates (Query, or an OPA-Envoy path's).
@@ -454,8 +498,25 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 		ctx, trace = withIPTrace(ctx)
 	}
 	// No metrics: rego would otherwise make a set per evaluation and time
-	// its phases, and nothing reads them.
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(&ctxCancel{ctx}), rego.EvalMetrics(noMetrics))
+	// its phases, and nothing reads them. The cache of rule values is a
+	// reused flat one (vcache.go) instead of a tree of maps per evaluation.
+	vc := getVirtualCache()
+	defer putVirtualCache(vc)
+	opts := []rego.EvalOption{
+		rego.EvalParsedInput(input),
+		rego.EvalExternalCancel(&ctxCancel{ctx}),
+		rego.EvalMetrics(noMetrics),
+		rego.EvalVirtualCache(vc),
+	}
+	if e.valueCache != nil {
+		opts = append(opts, rego.EvalInterQueryBuiltinValueCache(e.valueCache))
+	}
+	if e.envoy {
+		// The decision is read as the OPA value it is (parseEnvoyValue),
+		// not converted whole to Go values first.
+		opts = append(opts, rego.EvalGenerateJSON(keepTerm))
+	}
+	rs, err := e.pq.Eval(ctx, opts...)
 	if err != nil {
 		return Output{}, fmt.Errorf("evaluate policy: %w", err)
 	}
@@ -466,7 +527,11 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 		return Output{}, ErrConflict
 	}
 	if e.envoy {
-		return parseEnvoyOutput(rs[0].Expressions[0].Value)
+		t, _ := rs[0].Expressions[0].Value.(*ast.Term)
+		if t == nil {
+			return Output{}, fmt.Errorf("%w: no value", ErrShape)
+		}
+		return parseEnvoyValue(t.Value)
 	}
 	out, err := parseOutput(rs[0].Expressions[0].Value)
 	if trace != nil {
