@@ -498,15 +498,11 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (Output, error) {
 		ctx, trace = withIPTrace(ctx)
 	}
 	// No metrics: rego would otherwise make a set per evaluation and time
-	// its phases, and nothing reads them. The cache of rule values is a
-	// reused flat one (vcache.go) instead of a tree of maps per evaluation.
-	vc := getVirtualCache()
-	defer putVirtualCache(vc)
+	// its phases, and nothing reads them.
 	opts := []rego.EvalOption{
 		rego.EvalParsedInput(input),
 		rego.EvalExternalCancel(&ctxCancel{ctx}),
 		rego.EvalMetrics(noMetrics),
-		rego.EvalVirtualCache(vc),
 	}
 	if e.valueCache != nil {
 		opts = append(opts, rego.EvalInterQueryBuiltinValueCache(e.valueCache))
