@@ -89,8 +89,8 @@ load-compare: ## allow vs each deny against the same processes, interleaved (is 
 load-ghz: ## extauthz vs the no-op server driven by ghz (installed outside the module): allow, 401, 403, blend; c=16 and c=64; 3 rounds interleaved
 	bash scripts/ghz-load.sh --mixes apikey_allow,deny_missing,deny_tenant,blend --concurrency 16,64 --rounds 3
 
-load-envoy: envoy ## latency through real Envoy: wrk -> Envoy -> {no filter, no-op ext_authz, extauthz} -> upstream (BENCHMARKS.md)
-	ENVOY_BIN="$(or $(ENVOY_BIN),$(abspath $(ENVOY_LOCAL)))" $(GO) run ./cmd/extauthz-load-envoy --concurrency 16,64 --duration 5s --rounds 3
+load-envoy: envoy ## latency through real Envoy: wrk -> Envoy -> {no filter, no-op ext_authz, no-op with extauthz's reply, extauthz} -> upstream (BENCHMARKS.md)
+	ENVOY_BIN="$(or $(ENVOY_BIN),$(abspath $(ENVOY_LOCAL)))" $(GO) run ./cmd/extauthz-load-envoy --concurrency 16,64 --duration 5s --rounds 6
 
 load-opa-envoy: ## extauthz's OPA-Envoy mode vs the OPA-Envoy plugin (OPA_ENVOY_PLUGIN_BIN=<binary built outside the repo>; BENCHMARKS.md)
 	@test -n "$(OPA_ENVOY_PLUGIN_BIN)" || { echo "set OPA_ENVOY_PLUGIN_BIN to an opa-envoy-plugin binary (go build ./cmd/opa-envoy-plugin in its checkout)"; exit 2; }
