@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +93,126 @@ allow if {
 	}
 	if plain.valueCache != nil {
 		t.Error("a cache without the setting")
+	}
+}
+
+// OPA's io_jwt cache keys a token on the token and key alone: a policy
+// whose calls ask for different algorithms on the same key would, with the
+// cache on, let a token verified by one call pass another unchecked (an
+// RS256 token cached by a rule without alg passing a rule that demands
+// ES256). Such a policy is refused with the setting; without it, it
+// compiles.
+func TestJWTVerifyCacheRefusedWhereAlgorithmsDiffer(t *testing.T) {
+	cases := []struct {
+		name, body string
+		refused    []string // what the error names; nil: accepted
+	}{
+		{"decode_verify with and without alg", `
+allow if {
+	[v, _, _] := io.jwt.decode_verify(input.token, {"cert": data.jwks})
+	v
+	input.path == "/public"
+}
+allow if {
+	[v, _, _] := io.jwt.decode_verify(input.token, {"cert": data.jwks, "alg": "ES256"})
+	v
+}`, []string{"settings.jwt_verify_cache", "p.rego:4", "p.rego:9", `alg "ES256"`, "without alg"}},
+		{"two verify builtins", `
+allow if io.jwt.verify_rs256(input.token, data.key)
+allow if io.jwt.verify_ps256(input.token, data.key)`, []string{"p.rego:3", "p.rego:4", "io.jwt.verify_rs256", "io.jwt.verify_ps256"}},
+		{"constraints from a variable", `
+c := {"cert": data.jwks, "alg": "RS256"}
+allow if {
+	[v, _, _] := io.jwt.decode_verify(input.token, c)
+	v
+}`, []string{"p.rego:5", "not an object written in the call"}},
+		{"decode_verify with one alg everywhere", `
+allow if {
+	[v, _, p] := io.jwt.decode_verify(input.token, {"cert": data.jwks, "alg": "RS256"})
+	v
+	p.role == "admin"
+}
+allow if {
+	[v, _, _] := io.jwt.decode_verify(input.token, {"cert": data.jwks, "alg": "RS256", "aud": "api"})
+	v
+}`, nil},
+		{"one verify builtin", `
+allow if io.jwt.verify_hs256(input.token, data.key)
+allow if {
+	io.jwt.verify_hs256(input.token, data.other)
+	input.path == "/x"
+}`, nil},
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		src := &Source{Origin: "t", Modules: map[string]string{"p.rego": "package envoy.authz\n" + c.body + "\n"}}
+		if _, err := CompileOPAEnvoy(ctx, src, map[string]any{}, "envoy/authz/allow"); err != nil {
+			t.Fatalf("%s: without the cache: %v", c.name, err)
+		}
+		_, err := CompileOPAEnvoy(ctx, src, map[string]any{}, "envoy/authz/allow", WithJWTVerifyCache(8))
+		if c.refused == nil {
+			if err != nil {
+				t.Errorf("%s: refused: %v", c.name, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s: accepted with the cache on", c.name)
+			continue
+		}
+		for _, want := range c.refused {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %q does not name %q", c.name, err, want)
+			}
+		}
+	}
+}
+
+// What the refusal above guards against, shown on OPA itself: with the
+// cache given to an engine behind the check's back, an HS256 token
+// verified by a rule without alg passes a rule that demands HS512.
+func TestJWTVerifyCacheIgnoresAlgInOPA(t *testing.T) {
+	const mod = `package envoy.authz
+
+default allow := false
+
+allow if {
+	[v, _, _] := io.jwt.decode_verify(input.token, {"secret": "s"})
+	v
+	input.path == "/public"
+}
+
+allow if {
+	[v, _, _] := io.jwt.decode_verify(input.token, {"secret": "s", "alg": "HS512"})
+	v
+	input.path == "/admin"
+}
+`
+	ctx := context.Background()
+	src := &Source{Origin: "t", Modules: map[string]string{"p.rego": mod}}
+	e, err := CompileOPAEnvoy(ctx, src, map[string]any{}, "envoy/authz/allow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := gojwt.NewWithClaims(gojwt.SigningMethodHS256, gojwt.MapClaims{"sub": "x"}).SignedString([]byte("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eval := func(path string) bool {
+		out, err := e.Eval(ctx, ast.NewObject(ast.Item(ast.StringTerm("token"), ast.StringTerm(tok)), ast.Item(ast.StringTerm("path"), ast.StringTerm(path))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Allow
+	}
+	if eval("/admin") {
+		t.Fatal("uncached: an HS256 token passed the HS512 rule")
+	}
+	WithJWTVerifyCache(8)(e) // what compileQuery refuses for this policy
+	if !eval("/public") {
+		t.Fatal("the token is not allowed on /public")
+	}
+	if !eval("/admin") {
+		t.Error("OPA's io_jwt cache now keys on alg: checkJWTCacheUse's decode_verify rule can be relaxed (and this test with it)")
 	}
 }

@@ -376,7 +376,10 @@ type Option func(*Engine)
 // checked on every evaluation; when full, OPA drops an entry at random.
 // The same value cache then also holds the patterns glob.match and the
 // regex builtins compile (up to n; without it OPA keeps its own bounded
-// cache of them). n <= 0: off.
+// cache of them). n <= 0: off. OPA keys a result on the token and key
+// alone, not on the algorithm a call asks for, so a policy whose calls
+// could decide differently on one token and key is refused
+// (checkJWTCacheUse).
 func WithJWTVerifyCache(n int) Option {
 	return func(e *Engine) {
 		if n <= 0 {
@@ -438,6 +441,11 @@ func compileQuery(ctx context.Context, src *Source, data map[string]any, query s
 	e := &Engine{pq: pq, purity: purity, query: query, envoy: envoy, inputs: inputPaths(c), blocking: callsIO(c)}
 	for _, o := range options {
 		o(e)
+	}
+	if e.valueCache != nil {
+		if err := checkJWTCacheUse(c); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
