@@ -281,6 +281,31 @@ func TestMemoAgreesWithEvaluation(t *testing.T) {
 		t.Errorf("allowlisted address after a cached deny: %s", a)
 	}
 
+	// A policy that reads raw request parts through input itself (not
+	// through a reference the analysis sees as input.attributes...): a
+	// request with the header must not get the decision memoized for one
+	// without it, nor one path the decision of another.
+	for _, read := range []string{
+		`object.get(input, ["attributes", "request", "http", "headers", "x-flag"], "")`,
+		`[v | walk(input, [p, v]); p == ["attributes", "request", "http", "headers", "x-flag"]][0]`,
+		`x.attributes.request.http.headers["x-flag"] if x := input`,
+	} {
+		pol := "package extauthz\nflag := " + read + "\ndefault decision := {\"allow\": false, \"reason\": \"credentials_missing\"}\ndecision := {\"allow\": false, \"reason\": \"scope_missing\"} if flag == \"1\"\n"
+		s := newServer(t, engineWith(t, pol))
+		if s.Engines.Current().Policy.Pure() {
+			t.Errorf("%s: memoizable", read)
+		}
+		for _, flag := range []string{"", "1", "", "1"} {
+			h, want := map[string]string{}, "credentials_missing"
+			if flag != "" {
+				h["x-flag"], want = flag, "scope_missing"
+			}
+			if got, _, _ := decide(t, s, req("GET", "/x", h)); got != want {
+				t.Errorf("%s: flag %q: %s, want %s", read, flag, got, want)
+			}
+		}
+	}
+
 	impure := newServer(t, engineWith(t, "package extauthz\nimport input.attributes.request.http.headers\ndecision := {\"allow\": false, \"reason\": \"scope_missing\"} if headers[\"x-flag\"]\ndecision := {\"allow\": false, \"reason\": \"credentials_missing\"} if not headers[\"x-flag\"]\n"))
 	if impure.Engines.Current().Policy.Pure() {
 		t.Fatal("a policy reading raw headers must not be memoized")

@@ -31,6 +31,17 @@ func TestPurity(t *testing.T) {
 		{"dynamic field", "package extauthz\ndecision := input.extauthz[k] if some k", false, "reads input.extauthz["},
 		{"time", "package extauthz\ndecision := time.now_ns()", false, "calls time.now_ns"},
 		{"http.send", "package extauthz\ndecision := http.send({\"method\": \"get\", \"url\": \"http://127.0.0.1:1\"})", false, "calls http.send"},
+		// input itself as a value reads every part of the request.
+		{"json.marshal(input)", "package extauthz\ndecision := json.marshal(input)", false, "reads input"},
+		{"object.get(input, ...)", "package extauthz\ndecision := object.get(input, [\"attributes\", \"request\"], {})", false, "reads input"},
+		{"walk(input)", "package extauthz\ndecision := [p | walk(input, [p, _])]", false, "reads input"},
+		{"x := input", "package extauthz\ndecision := x.attributes if x := input", false, "reads input"},
+		{"some in input", "package extauthz\ndecision := [k | some k, _ in input]", false, "reads input"},
+		{"every in input", "package extauthz\ndecision := true if every k, _ in input { k == \"extauthz\" }", false, "reads input"},
+		{"object.keys(input)", "package extauthz\ndecision := object.keys(input)", false, "reads input"},
+		{"data indexed by input", "package extauthz\ndecision := data.x[input]", false, "reads input"},
+		{"input in a function", "package extauthz\nf(x) := object.get(x, \"parsed_path\", [])\ndecision := f(input)", false, "reads input"},
+		{"object.get on the facts", "package extauthz\ndecision := object.get(input.extauthz, \"request_id\", \"\")", false, "reads input.extauthz"},
 		{"with", "package extauthz\nx := input.extauthz.browser\ndecision := y if {\n\ty := x with input.extauthz.browser as true\n}", false, "uses with"},
 	}
 	for _, c := range cases {
