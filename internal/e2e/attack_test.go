@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -305,5 +306,53 @@ func TestMalformedHeaderMutationFailsClosed(t *testing.T) {
 				t.Errorf("status %d, want 500", resp.status)
 			}
 		})
+	}
+}
+
+// TestUnencodedPathCharacters: bytes every conforming client
+// percent-encodes, sent raw on the request line with a valid key. In the
+// path ('`', '{', '}', '^', '"', '<', '>') Envoy's normalize_path escapes
+// them before the check, so the sidecar decides on the very path the
+// upstream then receives, escaped; in the query, which Envoy leaves as
+// sent, the sidecar refuses them (path_invalid) and nothing reaches the
+// upstream.
+func TestUnencodedPathCharacters(t *testing.T) {
+	s := newStack(t)
+	send := func(target string) int {
+		t.Helper()
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write([]byte("GET " + target + " HTTP/1.1\r\nHost: api.example.com\r\nX-API-Key: " + demoKey + "\r\nX-Tenant-Id: 42\r\nConnection: close\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return 0 // the connection closed without a response: refused
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, target := range []string{"/v1/orders/a{b}", "/v1/orders/a^b", "/v1/orders/a`b", `/v1/orders/a"b`, "/v1/orders/a<b>"} {
+		if st := send(target); st != http.StatusOK {
+			t.Errorf("%s: status %d, want 200 (escaped by Envoy)", target, st)
+			continue
+		}
+		up, _ := s.echo.Last()
+		if checked := checkedPath(s); up.Path != checked || strings.ContainsAny(checked, "{}^`\"<>") {
+			t.Errorf("%s: the sidecar checked %q, the upstream received %q", target, checked, up.Path)
+		}
+	}
+	for _, target := range []string{"/v1/orders?q=<x>", `/v1/orders?q="x"`} {
+		before, checks := s.echo.Count(), s.checks()
+		if st := send(target); st != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", target, st)
+		}
+		if s.echo.Count() != before || s.checks() != checks+1 {
+			t.Errorf("%s: upstream %d -> %d, checks %d -> %d", target, before, s.echo.Count(), checks, s.checks())
+		}
 	}
 }

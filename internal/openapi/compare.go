@@ -30,12 +30,22 @@ func (f Finding) String() string {
 // literal route claims that value (such a route then matches no operation
 // and is reported as such).
 func SampleSegments(path string) ([]string, error) {
-	p := pathcanon.Parse(path)
+	// A request carries braces escaped (the sidecar refuses them raw):
+	// the template is parsed so, and its segments read back with them.
+	p := pathcanon.Parse(templateBraces.Replace(path))
 	if p.Problem != "" {
 		return nil, fmt.Errorf("path %q is refused by the sidecar (%s)", path, p.Problem)
 	}
+	for i, s := range p.Segments {
+		p.Segments[i] = templateUnbraces.Replace(s)
+	}
 	return p.Segments, nil
 }
+
+var (
+	templateBraces   = strings.NewReplacer("{", "%7B", "}", "%7D")
+	templateUnbraces = strings.NewReplacer("%7B", "{", "%7D", "}")
+)
 
 // Compare matches each operation to the policy's route table as a request
 // would be (Table.Match on the operation's path) and reports every

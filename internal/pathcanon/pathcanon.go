@@ -14,7 +14,9 @@
 //     with '/': ProblemNotAbsolute.
 //   - raw bytes: NUL is ProblemNUL; other C0 controls, DEL and every byte
 //     >= 0x80 (raw non-ASCII, valid UTF-8 or not) are ProblemControl; '\' is
-//     ProblemBackslash.
+//     ProblemBackslash; a raw space, '"', '<' or '>' anywhere, or '`', '{', '}'
+//     or '^' in the path (bytes every conforming client percent-encodes there)
+//     is ProblemIllegalChar.
 //   - an empty segment ("//", "/a//b") is ProblemEmptySegment; a segment that
 //     is "." or ".." once decoded ("%2e%2E") is ProblemDotSegment; ';' raw or
 //     escaped is ProblemPathParameter.
@@ -63,6 +65,7 @@ const (
 	ProblemBadEscape     = "bad_percent_escape"
 	ProblemTooLong       = "too_long"
 	ProblemDoubleEncoded = "double_encoded"
+	ProblemIllegalChar   = "illegal_character"
 )
 
 // MaxLen is the longest :path (with query) accepted.
@@ -93,7 +96,10 @@ func ParseInto(raw string, segs []string) Path {
 	if !strings.HasPrefix(p, "/") {
 		return Path{Problem: ProblemNotAbsolute}
 	}
-	if prob := scan(raw); prob != "" {
+	if prob := scan(p, pathIllegal); prob != "" {
+		return Path{Problem: prob}
+	}
+	if prob := scan(q, queryIllegal); prob != "" {
 		return Path{Problem: prob}
 	}
 	if p == "/" {
@@ -135,8 +141,9 @@ func ParseInto(raw string, segs []string) Path {
 	return Path{Canonical: canon, Segments: segs, Query: q}
 }
 
-// scan refuses bytes that never belong in a request target.
-func scan(raw string) string {
+// scan refuses bytes that never belong in a request target, and the
+// printable ones in illegal.
+func scan(raw string, illegal *[256]bool) string {
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		switch {
@@ -146,9 +153,25 @@ func scan(raw string) string {
 			return ProblemControl
 		case c == '\\':
 			return ProblemBackslash
+		case illegal[c]:
+			return ProblemIllegalChar
 		}
 	}
 	return ""
+}
+
+// The printable ASCII bytes RFC 3986 does not allow in a path or a query
+// that every conforming client percent-encodes there (the WHATWG URL
+// standard's path and query percent-encode sets). '|', '[' and ']', which
+// browsers send as they are, are left to the server.
+var pathIllegal, queryIllegal = illegalSet(" \"<>`{}^"), illegalSet(" \"<>")
+
+func illegalSet(chars string) *[256]bool {
+	var t [256]bool
+	for i := 0; i < len(chars); i++ {
+		t[chars[i]] = true
+	}
+	return &t
 }
 
 func unhex(c byte) (byte, bool) {

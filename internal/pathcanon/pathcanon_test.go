@@ -105,6 +105,19 @@ func TestParse(t *testing.T) {
 		{raw: "/a\xc0\xae", problem: ProblemControl},   // raw overlong
 		{raw: "/a%20b%3F%2A", canon: "/a%20b%3F%2A", segs: []string{"a%20b%3F%2A"}},
 		{raw: "/%7e%2D%5f%2e%41", canon: "/~-_.A", segs: []string{"~-_.A"}},
+		// Printable bytes every conforming client percent-encodes.
+		{raw: "/v1/orders/a b", problem: ProblemIllegalChar},
+		{raw: "/a\"b", problem: ProblemIllegalChar},
+		{raw: "/a<b>", problem: ProblemIllegalChar},
+		{raw: "/a`b", problem: ProblemIllegalChar},
+		{raw: "/a{b}", problem: ProblemIllegalChar},
+		{raw: "/a^b", problem: ProblemIllegalChar},
+		{raw: "/a?q=x y", problem: ProblemIllegalChar},
+		{raw: "/a?q=<x>", problem: ProblemIllegalChar},
+		{raw: "/a?q=\"x\"", problem: ProblemIllegalChar},
+		{raw: "/a|b/[c]", canon: "/a|b/[c]", segs: []string{"a|b", "[c]"}}, // browsers send these raw
+		{raw: "/a?f={\"k\":1}", problem: ProblemIllegalChar},
+		{raw: "/a?f={k}|^`[]", canon: "/a", query: "f={k}|^`[]", segs: []string{"a"}},
 		{raw: "admin", problem: ProblemNotAbsolute},
 		{raw: "*", problem: ProblemNotAbsolute},
 		{raw: "", problem: ProblemNotAbsolute},
@@ -135,7 +148,7 @@ func TestParseTooLong(t *testing.T) {
 var problems = []string{
 	ProblemNone, ProblemNotAbsolute, ProblemFragment, ProblemEncodedSlash, ProblemBackslash,
 	ProblemDotSegment, ProblemEmptySegment, ProblemPathParameter, ProblemNUL, ProblemControl,
-	ProblemBadEscape, ProblemTooLong, ProblemDoubleEncoded,
+	ProblemBadEscape, ProblemTooLong, ProblemDoubleEncoded, ProblemIllegalChar,
 }
 
 // seeds are the corpus both fuzz targets start from, the reported bypasses
@@ -196,7 +209,7 @@ func checkInvariants(t *testing.T, raw string) {
 		}
 	}
 	for i := 0; i < len(p.Canonical); i++ {
-		if c := p.Canonical[i]; c < 0x20 || c >= 0x7f || c == ';' || c == '\\' || c == '?' || c == '#' {
+		if c := p.Canonical[i]; c < 0x20 || c >= 0x7f || strings.IndexByte(";\\?# \"<>`{}^", c) >= 0 {
 			t.Fatalf("canonical %q of %q has byte %#x", p.Canonical, raw, c)
 		}
 	}
