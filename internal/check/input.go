@@ -93,6 +93,9 @@ func (s *Server) requestToInput(ctx context.Context, eng *engine.Engine, req *au
 		headers, rawProblem = rawHeaders(h.GetHeaderMap())
 		problem = cmp.Or(problem, rawProblem)
 	}
+	if problem == "" && h != nil && !wellFormed(h.GetMethod(), h.GetPath(), headers) {
+		problem = malformed
+	}
 	*r = request{req: req, eng: eng, headers: headers, id: s.requestID(headers), problem: problem, opaEnvoy: eng.OPAEnvoy()}
 	if r.id == "" {
 		r.id = decisionID

@@ -1,0 +1,75 @@
+package check
+
+import (
+	"strings"
+
+	"github.com/extauthz/extauthz/internal/wire"
+)
+
+// malformed marks a request that no conforming client or Envoy sends (see
+// wellFormed): it is denied request_invalid like one the codec could not
+// take as sent.
+const malformed wire.Problem = "malformed"
+
+// wellFormed reports whether the HTTP request in a CheckRequest is one
+// Envoy would have let through: a method that is an HTTP token and, where
+// the :method and :path pseudo-headers are sent too, the same method and
+// path; header names that are lower-case tokens or the request
+// pseudo-headers; header values without NUL, CR or LF. Envoy's codecs
+// refuse anything else before ext_authz runs, so whatever else arrives
+// did not come from it as the upstream will see it, and is not decided on.
+func wellFormed(method, path string, headers map[string]string) bool {
+	if !isToken(method, tchar) {
+		return false
+	}
+	for k, v := range headers {
+		if len(k) > 0 && k[0] == ':' {
+			switch k {
+			case ":method":
+				if v != method {
+					return false
+				}
+			case ":path":
+				if path != "" && v != path {
+					return false
+				}
+			case ":authority", ":scheme", ":protocol":
+			default:
+				return false
+			}
+		} else if !isToken(k, lowerTchar) {
+			return false
+		}
+		if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, 0) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isToken(s string, t *[256]bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !t[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// tchar is RFC 9110's token character set; lowerTchar is it without the
+// upper-case letters (Envoy sends header names lower-cased).
+var tchar, lowerTchar = func() (*[256]bool, *[256]bool) {
+	var t, l [256]bool
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		ok := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
+		for i := 0; i < len("!#$%&'*+-.^_`|~"); i++ {
+			ok = ok || b == "!#$%&'*+-.^_`|~"[i]
+		}
+		t[c], l[c] = ok, ok && !('A' <= b && b <= 'Z')
+	}
+	return &t, &l
+}()

@@ -1,0 +1,83 @@
+package check
+
+import (
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// A request no conforming client or Envoy sends is denied request_invalid
+// (400 in the API's envelope), however good its credential: an HTTP method
+// that is not a token, :method or :path disagreeing with the request's
+// method and path, header names that are not lower-case tokens or request
+// pseudo-headers, values with NUL, CR or LF; in the headers map and in
+// Envoy's header_map (encode_raw_headers) alike. The same request made
+// well is allowed.
+func TestMalformedRequestsAreDenied(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	good := map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"}
+	with := func(k, v string) map[string]string {
+		h := map[string]string{k: v}
+		for gk, gv := range good {
+			h[gk] = gv
+		}
+		return h
+	}
+	ok := req("GET", "/v1/orders", good)
+	if got, _, _ := decide(t, s, ok); got != "ok" {
+		t.Fatalf("the well-formed request: %s", got)
+	}
+	if got, _, _ := decide(t, s, headerMap(ok)); got != "ok" {
+		t.Fatalf("the well-formed request as header_map: %s", got)
+	}
+	cases := map[string]*authv3.CheckRequest{
+		"empty method":             req("", "/v1/orders", good),
+		"method with a NUL":        req("GET\x00", "/v1/orders", good),
+		"method with a space":      req("G ET", "/v1/orders", good),
+		":method differs":          req("GET", "/v1/orders", with(":method", "DELETE")),
+		":path differs":            req("GET", "/healthz", with(":path", "/v1/orders")),
+		"value with CR/LF":         req("GET", "/v1/orders", with("x-note", "a\r\nx-injected: 1")),
+		"value with a NUL":         req("GET", "/v1/orders", with("idempotency-key", "\x00")),
+		"name with a space":        req("GET", "/v1/orders", with("x note", "1")),
+		"empty name":               req("GET", "/v1/orders", with("", "1")),
+		"unknown pseudo-header":    req("GET", "/v1/orders", with(":foo", "1")),
+		"upper-case name":          req("GET", "/v1/orders", with("X-Tenant-Id", "43")),
+		"name with a colon inside": req("GET", "/v1/orders", with("x-a:b", "1")),
+	}
+	for name, r := range cases {
+		for _, form := range []struct {
+			name string
+			r    *authv3.CheckRequest
+		}{{"headers", r}, {"header_map", headerMap(r)}} {
+			if form.name == "header_map" && name == "upper-case name" {
+				continue // header_map names are lower-cased as Envoy does (rawHeaders)
+			}
+			got, status, _ := decide(t, s, form.r)
+			if got != "request_invalid" || status != 400 {
+				t.Errorf("%s (%s): %s %d, want request_invalid 400", name, form.name, got, status)
+			}
+		}
+	}
+	// Pseudo-headers and ordinary tokens are fine; so is a value with a tab.
+	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with(":protocol", "websocket"))); got != "ok" {
+		t.Errorf(":protocol: %s", got)
+	}
+	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-a.b_c~1!", "a\tb"))); got != "ok" {
+		t.Errorf("token name, tab in value: %s", got)
+	}
+}
+
+// headerMap is r with its headers sent as Envoy's header_map
+// (encode_raw_headers: true), values as raw bytes.
+func headerMap(r *authv3.CheckRequest) *authv3.CheckRequest {
+	h := r.GetAttributes().GetRequest().GetHttp()
+	hm := &corev3.HeaderMap{}
+	for k, v := range h.GetHeaders() {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	out := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Source: r.GetAttributes().GetSource(), Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+		Id: h.GetId(), Method: h.GetMethod(), Path: h.GetPath(), Host: h.GetHost(), Scheme: h.GetScheme(), Protocol: h.GetProtocol(), HeaderMap: hm,
+	}}}}
+	return out
+}
