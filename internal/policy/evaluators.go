@@ -41,25 +41,9 @@ var ioBuiltins = map[string]bool{"http.send": true, "net.lookup_ip_addr": true}
 // anywhere (rule bodies, comprehensions, arguments).
 func callsIO(c *ast.Compiler) bool {
 	found := false
-	check := func(op ast.Ref) {
-		if ioBuiltins[op.String()] {
-			found = true
-		}
-	}
 	for _, m := range c.Modules {
-		ast.WalkExprs(m, func(x *ast.Expr) bool {
-			if x.IsCall() {
-				check(x.Operator())
-			}
-			return found
-		})
-		ast.WalkTerms(m, func(t *ast.Term) bool {
-			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
-				if ref, ok := call[0].Value.(ast.Ref); ok {
-					check(ref)
-				}
-			}
-			return found
+		walkCalls(m, func(op ast.Ref, _ []*ast.Term, _ *ast.Location) {
+			found = found || ioBuiltins[op.String()]
 		})
 	}
 	return found

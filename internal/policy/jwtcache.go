@@ -75,20 +75,7 @@ func checkJWTCacheUse(c *ast.Compiler) error {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Modules)) {
-		ast.WalkExprs(c.Modules[name], func(x *ast.Expr) bool {
-			if x.IsCall() {
-				visit(x.Operator(), x.Operands(), x.Location)
-			}
-			return false
-		})
-		ast.WalkTerms(c.Modules[name], func(t *ast.Term) bool {
-			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
-				if ref, ok := call[0].Value.(ast.Ref); ok {
-					visit(ref, call[1:], t.Location)
-				}
-			}
-			return false
-		})
+		walkCalls(c.Modules[name], visit)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("settings.jwt_verify_cache: refused for this policy (turn it off, or verify tokens one way): %s", strings.Join(errs, "; "))

@@ -100,19 +100,10 @@ func analyse(c *ast.Compiler) Purity {
 			if len(x.With) > 0 {
 				return impure(fmt.Sprintf("%s: uses with", x.Location))
 			}
-			if x.IsCall() {
-				checkCall(x.Operator(), x.Location, impure)
-			}
 			return false
 		})
-		// Calls nested in terms (comprehension bodies, arguments) too.
-		ast.WalkTerms(m, func(t *ast.Term) bool {
-			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
-				if ref, ok := call[0].Value.(ast.Ref); ok {
-					checkCall(ref, t.Location, impure)
-				}
-			}
-			return false
+		walkCalls(m, func(op ast.Ref, _ []*ast.Term, loc *ast.Location) {
+			checkCall(op, loc, impure)
 		})
 		ast.WalkRefs(m, func(r ast.Ref) bool {
 			if !r.HasPrefix(ast.InputRootRef) {
@@ -131,6 +122,25 @@ func analyse(c *ast.Compiler) Purity {
 		})
 	}
 	return p
+}
+
+// walkCalls calls visit for every call in m: expressions that are calls
+// and calls nested in terms (comprehension bodies, arguments).
+func walkCalls(m *ast.Module, visit func(op ast.Ref, args []*ast.Term, loc *ast.Location)) {
+	ast.WalkExprs(m, func(x *ast.Expr) bool {
+		if x.IsCall() {
+			visit(x.Operator(), x.Operands(), x.Location)
+		}
+		return false
+	})
+	ast.WalkTerms(m, func(t *ast.Term) bool {
+		if call, ok := t.Value.(ast.Call); ok && len(call) > 0 {
+			if ref, ok := call[0].Value.(ast.Ref); ok {
+				visit(ref, call[1:], t.Location)
+			}
+		}
+		return false
+	})
 }
 
 // checkCall marks a call of anything but a pure builtin or one of the
