@@ -166,15 +166,24 @@ valid_format("uuid", v) if regex.match(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-
 
 valid_format("slug", v) if regex.match(`^[a-z0-9][a-z0-9_-]{0,62}$`, v)
 
-# The tenants a request acts for: every tenant header it sent, or the
-# credential's only tenant when it sent none.
-request_tenants contains values[th.key] if some th in route.tenant_headers
+# The tenants a request acts for: every tenant header it sent, or, when it
+# sent none, every tenant the credential holds (the upstream may act for any
+# of them, so each one's allowlist applies).
+request_tenants contains tenant_key(th.dimension, values[th.key]) if some th in route.tenant_headers
 
-request_tenants contains t if {
+request_tenants contains tenant_key(dimension, t) if {
 	count([th | some th in route.tenant_headers; values[th.key]]) == 0
-	count(identity.tenants.tenant) == 1
-	some t in identity.tenants.tenant
+	some dimension, ids in identity.tenants
+	some t in ids
 }
+
+# A tenant as data.extauthz.tenants and limits.tenants name it: the id in
+# dimension "tenant", "dimension:id" in any other, so workspace 7 is not
+# tenant 7.
+tenant_key(dimension, id) := id if {
+	dimension == "tenant"
+	not contains(id, ":")
+} else := concat(":", [dimension, id])
 
 # Every allowlist that applies must contain the client address.
 allowlists contains identity.allowed_cidrs if count(identity.allowed_cidrs) > 0

@@ -108,6 +108,35 @@ test_tenant_allowlist if {
 	extauthz.decision.allow with input as base with data.extauthz.tenants as {"42": {"allowed_cidrs": ["127.0.0.0/8"]}}
 }
 
+# Workspace 42 is not tenant 42: data.extauthz.tenants names it workspace:42.
+test_tenant_allowlist_per_dimension if {
+	ws := json.patch(base, [
+		{"op": "replace", "path": "/extauthz/route/tenant_headers/0/dimension", "value": "workspace"},
+		{"op": "replace", "path": "/extauthz/credential/identity/tenants", "value": {"workspace": {"42"}}},
+	])
+	extauthz.decision.allow with input as ws with data.extauthz.tenants as {"42": {"allowed_cidrs": ["192.0.2.0/24"]}}
+	reason(ws) == "ip_not_allowed" with data.extauthz.tenants as {"workspace:42": {"allowed_cidrs": ["192.0.2.0/24"]}}
+}
+
+# Naming no tenant, a request may act for any the credential holds: all of
+# their allowlists apply.
+test_every_held_tenants_allowlist_applies_when_none_is_named if {
+	none := json.patch(base, [
+		{"op": "replace", "path": "/extauthz/tenant_values", "value": {}},
+		{"op": "replace", "path": "/extauthz/route/tenant_headers/0/required", "value": false},
+		{"op": "replace", "path": "/extauthz/credential/identity/tenants", "value": {"tenant": {"42", "7"}, "region": {"eu"}}},
+	])
+	reason(none) == "ip_not_allowed" with data.extauthz.tenants as {"7": {"allowed_cidrs": ["192.0.2.0/24"]}}
+	reason(none) == "ip_not_allowed" with data.extauthz.tenants as {"region:eu": {"allowed_cidrs": ["192.0.2.0/24"]}}
+	extauthz.decision.allow with input as none with data.extauthz.tenants as {"7": {"allowed_cidrs": ["127.0.0.0/8"]}}
+}
+
+test_tenant_key if {
+	extauthz.tenant_key("tenant", "42") == "42"
+	extauthz.tenant_key("workspace", "42") == "workspace:42"
+	extauthz.tenant_key("tenant", "a:b") == "tenant:a:b"
+}
+
 test_scope_missing_names_the_scopes if {
 	d := extauthz.decision with input as json.patch(base, [{"op": "replace", "path": "/extauthz/route/scopes", "value": ["orders:read", "orders:write", "admin"]}])
 	d.reason == "scope_missing"

@@ -528,8 +528,9 @@ func (e *Engine) Servable() error {
 	return fmt.Errorf("%s: data.json: refused: %s; every request would be denied (set extauthz.settings.allow_empty: true to serve it anyway)", e.Origin, strings.Join(why, " and "))
 }
 
-// checkTenants validates extauthz.tenants: tenant id -> {"allowed_cidrs":
-// [CIDR, ...]}. Other fields of a tenant are left to the policy.
+// checkTenants validates extauthz.tenants: tenant (authn.TenantKey: the id,
+// or dimension:id) -> {"allowed_cidrs": [CIDR, ...]}. Other fields of a
+// tenant are left to the policy.
 func checkTenants(raw json.RawMessage) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
@@ -541,6 +542,9 @@ func checkTenants(raw json.RawMessage) error {
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(tenants)) {
 		where := fmt.Sprintf("tenants[%q]", id)
+		if err := authn.CheckTenantKey(id); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		}
 		var t map[string]json.RawMessage
 		if err := json.Unmarshal(tenants[id], &t); err != nil || t == nil {
 			errs = append(errs, fmt.Errorf("%s: must be an object", where))

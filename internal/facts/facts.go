@@ -11,6 +11,7 @@ package facts
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -207,11 +208,12 @@ func (f *Facts) Identity() *authn.Identity {
 	return nil
 }
 
-// Tenant is the tenant the request acts for, verified: the first tenant
-// header sent whose value the identity holds in that header's dimension,
-// else the identity's only tenant when the request names none. Upstream
-// headers, metadata, quotas and logs use it; it is never a value only the
-// client vouches for.
+// Tenant is the tenant the request acts for, verified, as authn.TenantKey
+// names it (the id in dimension "tenant", "dimension:id" in another): the
+// first tenant header sent whose value the identity holds in that header's
+// dimension, else the identity's only tenant when the request names none.
+// Upstream headers, metadata, quotas and logs use it; it is never a value
+// only the client vouches for.
 func (f *Facts) Tenant() string {
 	id := f.Identity()
 	if id == nil {
@@ -220,17 +222,21 @@ func (f *Facts) Tenant() string {
 	if f.Route != nil && f.Tenants.Any() {
 		for i, th := range f.Route.Req.TenantHeaders {
 			if v, ok := f.Tenants.Get(i); ok && v != "" {
-				for _, t := range id.Tenants[th.Dimension] {
-					if t == v {
-						return v
-					}
+				if slices.Contains(id.Tenants[th.Dimension], v) {
+					return authn.TenantKey(th.Dimension, v)
 				}
 			}
 		}
 		return ""
 	}
-	if t := id.Tenants[authn.DefaultDimension]; len(t) == 1 {
-		return t[0]
+	only, n := "", 0
+	for dim, ids := range id.Tenants {
+		for _, t := range ids {
+			only, n = authn.TenantKey(dim, t), n+1
+		}
+	}
+	if n == 1 {
+		return only
 	}
 	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
@@ -323,6 +324,10 @@ func (c *Config) check(r *report) {
 			fp := jsonx.Field(section.path, k)
 			if k == "" {
 				add(fp, "name must not be empty")
+			} else if section.path == "limits.tenants" {
+				if err := authn.CheckTenantKey(k); err != nil {
+					add(fp, "%v", err)
+				}
 			}
 			planRef(fp, section.m[k])
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/jsonx"
 )
@@ -261,12 +262,17 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 	for i, sc := range req.Scopes {
 		if strings.TrimSpace(sc) == "" {
 			errs = append(errs, fmt.Errorf("scopes[%d]: empty scope", i))
+		} else if !authn.ScopeToken(sc) {
+			errs = append(errs, fmt.Errorf("scopes[%d]: %q is not a scope: printable ASCII without spaces, quotes or backslashes (RFC 6749)", i, sc))
 		}
 	}
 	for i := range req.TenantHeaders {
 		th := &req.TenantHeaders[i]
 		if th.Dimension == "" {
-			th.Dimension = "tenant"
+			th.Dimension = authn.DefaultDimension
+		}
+		if err := authn.CheckDimension(th.Dimension); err != nil {
+			errs = append(errs, fmt.Errorf("tenant_headers[%d].dimension: %w", i, err))
 		}
 		if th.Format == "" {
 			th.Format = FormatAny

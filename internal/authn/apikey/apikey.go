@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"maps"
+	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,45 +55,76 @@ func (s *Store) CheckPlans(known func(string) bool, max int) error {
 }
 
 // ParseTenants reads a tenants value: a list of ids (dimension "tenant") or
-// an object of dimension -> ids. Ids may be strings or integers.
+// an object of dimension -> ids. Ids may be strings or integers; an integer
+// keeps its exact digits (never a float64's rounding: 100000000000000001
+// stays itself), and a number with a fraction or exponent is refused.
 func ParseTenants(raw json.RawMessage) (map[string][]string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
-	var list []json.Number
+	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err == nil {
-		return map[string][]string{authn.DefaultDimension: numbersToStrings(list)}, nil
+		ids, err := tenantIDs(list)
+		if err != nil {
+			return nil, err
+		}
+		return map[string][]string{authn.DefaultDimension: ids}, nil
 	}
-	var strs []string
-	if err := json.Unmarshal(raw, &strs); err == nil {
-		return map[string][]string{authn.DefaultDimension: strs}, nil
-	}
-	var dims map[string][]any
+	var dims map[string][]json.RawMessage
 	if err := json.Unmarshal(raw, &dims); err != nil {
 		return nil, errors.New(`want a list of ids or an object of dimension -> ids, e.g. ["42"] or {"workspace":["w1"]}`)
 	}
-	out := map[string][]string{}
-	for dim, ids := range dims {
-		for _, v := range ids {
-			switch v := v.(type) {
-			case string:
-				out[dim] = append(out[dim], v)
-			case float64:
-				out[dim] = append(out[dim], strings.TrimSuffix(fmt.Sprintf("%.0f", v), ".0"))
-			default:
-				return nil, fmt.Errorf("%s: ids must be strings or integers", dim)
+	out := make(map[string][]string, len(dims))
+	for _, dim := range slices.Sorted(maps.Keys(dims)) {
+		if err := authn.CheckDimension(dim); err != nil {
+			return nil, err
+		}
+		ids, err := tenantIDs(dims[dim])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dim, err)
+		}
+		out[dim] = ids
+	}
+	return out, nil
+}
+
+// tenantIDs reads ids that are JSON strings or integers, integers as written.
+func tenantIDs(raw []json.RawMessage) ([]string, error) {
+	out := make([]string, len(raw))
+	for i, v := range raw {
+		switch {
+		case json.Unmarshal(v, &out[i]) == nil:
+			if out[i] == "" || !authn.HeaderSafe(out[i]) {
+				return nil, fmt.Errorf("id %q is empty, has a control character or is not UTF-8", out[i])
 			}
+		case integer.Match(v):
+			out[i] = string(v)
+		default:
+			return nil, fmt.Errorf("ids must be strings or integers, not %s", short(string(v)))
 		}
 	}
 	return out, nil
 }
 
-func numbersToStrings(ns []json.Number) []string {
-	out := make([]string, len(ns))
-	for i, n := range ns {
-		out[i] = n.String()
+var integer = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+
+// checkValues reports the record's values the identity headers could not
+// carry as they are (authn.HeaderSafe, authn.ScopeToken), each naming its
+// field: Parse and ParseRecord refuse the same records.
+func checkValues[T string | []byte](fail func(field, format string, a ...any), id, subject, plan T, scopes []T) {
+	for _, f := range [...]struct {
+		name string
+		v    T
+	}{{"id", id}, {"subject", subject}, {"plan", plan}} {
+		if !authn.HeaderSafe(f.v) {
+			fail(f.name, "%q has a control character or is not UTF-8", f.v)
+		}
 	}
-	return out
+	for i, sc := range scopes {
+		if !authn.ScopeToken(sc) {
+			fail(fmt.Sprintf("scopes[%d]", i), "%q is not a scope: printable ASCII without spaces, quotes or backslashes (RFC 6749)", sc)
+		}
+	}
 }
 
 // Result is the outcome of a lookup.

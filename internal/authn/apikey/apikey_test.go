@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,13 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{`{"` + Hash("x") + `": {"id":"a"}, "` + Hash("x") + `": {"id":"b"}}`, `api_keys["` + Hash("x")[:12] + `…"]: listed twice`},
 		{`{"` + Hash("x") + `": {"id":"a","scopes":"orders:read"}}`, `api_keys["` + Hash("x")[:12] + `…"].scopes: must be an array, got "orders:read"`},
 		{`{"xa_live_secret": {"id":"a","scopes":"orders:read"}}`, `api_keys[<entry 1>].scopes: must be an array`},
+		{`{"` + Hash("x") + `": {"id":"a","tenants":{"tenant":[100000000000000001, 2.5]}}}`, `.tenants: tenant: ids must be strings or integers, not 2.5`},
+		{`{"` + Hash("x") + `": {"id":"a","tenants":[1e3]}}`, `.tenants: ids must be strings or integers, not 1e3`},
+		{`{"` + Hash("x") + `": {"id":"a","tenants":{"workspace":["w\n1"]}}}`, `.tenants: workspace: id "w\n1" is empty, has a control character`},
+		{`{"` + Hash("x") + `": {"id":"a","tenants":{"":["w1"]}}}`, `.tenants: a dimension name must not be empty`},
+		{`{"` + Hash("x") + `": {"id":"a","scopes":["orders:read","x admin"]}}`, `.scopes[1]: "x admin" is not a scope`},
+		{`{"` + Hash("x") + `": {"id":"a","subject":"svc\r\nX-Evil: 1"}}`, `.subject: "svc\r\nX-Evil: 1" has a control character`},
+		{`{"` + Hash("x") + `": {"id":"a\u0000"}}`, `.id: "a\x00" has a control character`},
 		{`["` + Hash("x") + `"]`, `api_keys: must be an object`},
 		{`{"` + Hash("x") + `": {"id":"a"}`, `api_keys: `},
 	}
@@ -161,7 +169,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // lists in memory, but lists that merely look alike when joined never do.
 func TestSharedValuesStayDistinct(t *testing.T) {
 	js := `{
-	  "` + Hash("a") + `": {"id":"a","tenants":["42"],"scopes":["x\u0000y"]},
+	  "` + Hash("a") + `": {"id":"a","tenants":["42"],"scopes":["x,y"]},
 	  "` + Hash("b") + `": {"id":"b","tenants":["42"],"scopes":["x","y"]},
 	  "` + Hash("c") + `": {"id":"c","tenants":[42],"scopes":["x","y"],"allowed_cidrs":["10.0.0.0/8"]},
 	  "` + Hash("d") + `": {"id":"d","tenants":["43"],"scopes":["xy"]}
@@ -169,7 +177,7 @@ func TestSharedValuesStayDistinct(t *testing.T) {
 	s := mustParse(t, js)
 	get := func(k string) *authn.Identity { return s.Lookup(k, time.Now()).Identity }
 	a, b, c, d := get("a"), get("b"), get("c"), get("d")
-	if len(a.Scopes) != 1 || a.Scopes[0] != "x\x00y" || len(b.Scopes) != 2 || len(d.Scopes) != 1 || d.Scopes[0] != "xy" {
+	if len(a.Scopes) != 1 || a.Scopes[0] != "x,y" || len(b.Scopes) != 2 || len(d.Scopes) != 1 || d.Scopes[0] != "xy" {
 		t.Fatalf("scopes a=%q b=%q d=%q", a.Scopes, b.Scopes, d.Scopes)
 	}
 	if a.Tenants["tenant"][0] != "42" || c.Tenants["tenant"][0] != "42" || d.Tenants["tenant"][0] != "43" {
@@ -245,5 +253,19 @@ func TestConcurrentFirstLookups(t *testing.T) {
 	}
 	if s.Lookup("b", time.Now()).Status != authn.Revoked {
 		t.Fatal("revoked key not revoked")
+	}
+}
+
+// Integer tenant ids keep their digits in both forms: a float64 on the way
+// would make 100000000000000001 grant tenant 100000000000000000.
+func TestTenantIDsAreExact(t *testing.T) {
+	for _, raw := range []string{`[100000000000000001, "w1"]`, `{"tenant":[100000000000000001, "w1"]}`} {
+		got, err := ParseTenants(json.RawMessage(raw))
+		if err != nil {
+			t.Fatalf("ParseTenants(%s): %v", raw, err)
+		}
+		if want := []string{"100000000000000001", "w1"}; !slices.Equal(got[authn.DefaultDimension], want) {
+			t.Errorf("ParseTenants(%s) = %q, want tenant %q", raw, got, want)
+		}
 	}
 }

@@ -175,6 +175,7 @@ func (b *builder) add(h []byte, r *view) {
 	if len(r.id) == 0 {
 		fail("id", "required")
 	}
+	checkValues(fail, r.id, r.subject, r.plan, r.scopes)
 	switch string(r.status) {
 	case "", "active":
 		e.status = statusValid

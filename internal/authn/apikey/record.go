@@ -38,6 +38,7 @@ func ParseRecord(raw []byte) (*Entry, error) {
 	if r.ID == "" {
 		fail("id", "required")
 	}
+	checkValues(fail, r.ID, r.Subject, r.Plan, r.Scopes)
 	switch r.Status {
 	case "", "active":
 		e.status = statusValid

@@ -6,11 +6,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/extauthz/extauthz/internal/authn"
 )
 
 // tenantsOf reads a tenant claim: a string, a number, or an array of those.
 // Numbers keep their exact decimal form. Empty strings are dropped and
-// duplicates removed. Any other shape is refused (ok false).
+// duplicates removed. Any other shape, or a string with a control character
+// or invalid UTF-8 (authn.HeaderSafe), is refused (ok false).
 func tenantsOf(v any) (out []string, ok bool) {
 	switch t := v.(type) {
 	case nil:
@@ -39,7 +42,7 @@ func tenantsOf(v any) (out []string, ok bool) {
 func tenantID(v any) (string, bool) {
 	switch t := v.(type) {
 	case string:
-		return t, true
+		return t, authn.HeaderSafe(t)
 	case json.Number:
 		return decimal(t)
 	}
@@ -63,16 +66,22 @@ func decimal(n json.Number) (string, bool) {
 	return strconv.FormatFloat(f, 'f', -1, 64), true
 }
 
-// scopesOf merges "scope" and "scp". Each may be a space-separated string
-// (OAuth 2.0, RFC 8693 section 4.2) or an array of strings (as some IdPs emit
-// for scp). Order is kept; duplicates and empty items are dropped.
+// scopesOf merges "scope" and "scp". Each may be a string of scopes
+// separated by spaces (OAuth 2.0, RFC 8693 section 4.2) or an array of
+// strings (as some IdPs emit for scp). Order is kept; duplicates and empty
+// items are dropped, and so is anything that is not a scope-token (RFC 6749
+// section 3.3): "read admin" in an scp array, or a scope with a tab, a
+// non-breaking space or a control character, grants neither part, since
+// x-auth-scopes would read it as more than one scope.
 func scopesOf(scope, scp any) (out []string, ok bool) {
 	for _, v := range [2]any{scope, scp} {
 		switch t := v.(type) {
 		case nil:
 		case string:
-			for s := range strings.FieldsSeq(t) {
-				out = append(out, s)
+			for s := range strings.SplitSeq(t, " ") {
+				if authn.ScopeToken(s) {
+					out = append(out, s)
+				}
 			}
 		case []any:
 			for _, e := range t {
@@ -80,7 +89,7 @@ func scopesOf(scope, scp any) (out []string, ok bool) {
 				if !isStr {
 					return nil, false
 				}
-				if s != "" {
+				if authn.ScopeToken(s) {
 					out = append(out, s)
 				}
 			}

@@ -35,6 +35,7 @@ import (
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 
+	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/cache"
 )
 
@@ -277,8 +278,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) Result {
 func (is *issuer) result(claims gojwt.MapClaims) Result {
 	bad := Result{Status: Malformed, Issuer: is.cfg.Issuer}
 	sub, err := claims.GetSubject()
-	if err != nil {
-		return bad
+	if err != nil || !authn.HeaderSafe(sub) {
+		return bad // a sub the identity headers could not carry as is
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {

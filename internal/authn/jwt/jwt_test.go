@@ -101,6 +101,21 @@ func TestVerify(t *testing.T) {
 		{"second audience of issuer", sign(t, gojwt.SigningMethodRS256, k.rsa2, "b-1", with(bClaims, "aud", []string{"x", "b1"})),
 			Result{Status: Valid, Issuer: issB, Subject: "user-1", ExpiresAt: exp}},
 
+		// Values the identity headers could not carry as they are: a scope
+		// that is not a scope-token grants nothing (neither of its parts),
+		// a sub or tenant with a control character refuses the token.
+		{"scp item with a space grants neither part", rs(with(c, "scp", []string{"orders:read", "x admin"})),
+			valid(func(r *Result) { r.Scopes = []string{"orders:read"} })},
+		{"scope split on spaces only", rs(with(c, "scope", "read\tadmin read\u00a0admin write")),
+			valid(func(r *Result) { r.Scopes = []string{"write"} })},
+		{"scope with CRLF", rs(with(c, "scp", []string{"x\r\nX-Evil: 1"})), valid(nil)},
+		{"scope with quote or backslash", rs(with(c, "scope", `a"b c\\d e`)), valid(func(r *Result) { r.Scopes = []string{"e"} })},
+		{"sub with newline", rs(with(c, "sub", "a\nb")), fail(Malformed)},
+		{"sub with NUL", rs(with(c, "sub", "a\x00b")), fail(Malformed)},
+		{"sub with non-ASCII letters", rs(with(c, "sub", "zoë")), valid(func(r *Result) { r.Subject = "zoë" })},
+		{"tenant with CR", rs(with(c, "tenant", "t1\r")), fail(Malformed)},
+		{"tenant array with control character", rs(with(c, "tenant", []any{"t1", "t\x01"})), fail(Malformed)},
+
 		// Claims of the wrong type.
 		{"tenant object", rs(with(c, "tenant", map[string]any{"id": "t1"})), fail(Malformed)},
 		{"tenant array of bool", rs(with(c, "tenant", []any{"t1", true})), fail(Malformed)},

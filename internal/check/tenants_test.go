@@ -1,0 +1,97 @@
+package check
+
+import (
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/extauthz/extauthz/internal/authn/apikey"
+)
+
+// tenantEngine is the shipped policy with extra keys (plaintext -> record)
+// and limits.tenants / tenants entries.
+func tenantEngine(t *testing.T, keys map[string]map[string]any, limitTenants map[string]any, tenants map[string]any) *Server {
+	t.Helper()
+	return newServer(t, editedEngine(t, "api_keys", func(root map[string]any) {
+		for k, rec := range keys {
+			root["api_keys"].(map[string]any)[apikey.Hash(k)] = rec
+		}
+		if limitTenants != nil {
+			root["limits"].(map[string]any)["tenants"] = limitTenants
+		}
+		for id, v := range tenants {
+			root["tenants"].(map[string]any)[id] = v
+		}
+	}))
+}
+
+// Equal ids of two dimensions are two tenants: workspace 7 does not use
+// tenant 7's quota, is not bound by its allowlist, and reaches the upstream
+// as workspace:7, never as the bare 7 tenant 7 would be.
+func TestTenantDimensionsDoNotShareQuotasOrAllowlists(t *testing.T) {
+	s := tenantEngine(t, map[string]map[string]any{
+		"k_ws7": {"id": "ws7", "tenants": map[string]any{"workspace": []any{"7"}}, "scopes": []any{"posts:read"}},
+		"k_t7":  {"id": "t7", "tenants": []any{"7"}, "scopes": []any{"orders:read"}},
+	}, map[string]any{"7": "free", "workspace:7": "free"}, map[string]any{"workspace:7": map[string]any{"allowed_cidrs": []any{"192.0.2.0/24"}}})
+
+	ws := req("GET", "/v1/posts", map[string]string{"authorization": "Bearer k_ws7", "x-workspace-id": "7"})
+	ws.Attributes.Source.Address.GetSocketAddress().Address = "192.0.2.10" // workspace 7's allowlist; tenant 7's is 10.0.0.0/8
+	for i := range 10 {
+		reason, _, resp := decide(t, s, ws)
+		if reason != "ok" {
+			t.Fatalf("workspace 7, check %d: %s, want ok", i+1, reason)
+		}
+		if got := upstreamHeader(resp, "x-auth-tenant"); got != "workspace:7" {
+			t.Fatalf("x-auth-tenant = %q, want workspace:7", got)
+		}
+	}
+	if reason, _, _ := decide(t, s, ws); reason != "rate_limited" {
+		t.Fatalf("workspace 7, check 11: %s, want rate_limited (its own free plan)", reason)
+	}
+	// Tenant 7's quota is untouched by workspace 7's ten checks.
+	t7 := req("GET", "/v1/orders", map[string]string{"x-api-key": "k_t7", "x-tenant-id": "7"})
+	t7.Attributes.Source.Address.GetSocketAddress().Address = "10.1.2.3"
+	reason, _, resp := decide(t, s, t7)
+	if reason != "ok" || upstreamHeader(resp, "x-auth-tenant") != "7" {
+		t.Fatalf("tenant 7 after workspace 7's quota ran out: %s, x-auth-tenant %q; want ok, 7", reason, upstreamHeader(resp, "x-auth-tenant"))
+	}
+	// Workspace 7's allowlist binds workspace 7, not tenant 7.
+	ws.Attributes.Source.Address.GetSocketAddress().Address = "10.1.2.3"
+	if reason, _, _ := decide(t, s, ws); reason != "ip_not_allowed" {
+		t.Errorf("workspace 7 from outside its allowlist: %s, want ip_not_allowed", reason)
+	}
+}
+
+// A request that names no tenant may act for any tenant its credential
+// holds, so every one of their allowlists applies: a second grant must not
+// lift the first one's restriction.
+func TestEveryHeldTenantsAllowlistAppliesWhenNoneIsNamed(t *testing.T) {
+	s := tenantEngine(t, map[string]map[string]any{
+		"k_one": {"id": "one", "tenants": []any{"7"}, "scopes": []any{"calls:read"}},
+		"k_two": {"id": "two", "tenants": []any{"7", "42"}, "scopes": []any{"calls:read"}},
+		"k_dim": {"id": "dim", "tenants": map[string]any{"tenant": []any{"42"}, "region": []any{"eu"}}, "scopes": []any{"calls:read"}},
+	}, nil, map[string]any{"region:eu": map[string]any{"allowed_cidrs": []any{"10.0.0.0/8"}}})
+	for _, c := range []struct{ key, addr, want string }{
+		{"k_one", "127.0.0.1", "ip_not_allowed"},
+		{"k_two", "127.0.0.1", "ip_not_allowed"}, // was allowed: two tenants, neither applied
+		{"k_two", "10.1.2.3", "ok"},
+		{"k_dim", "127.0.0.1", "ip_not_allowed"}, // region eu's allowlist, though 42 has none
+		{"k_dim", "10.1.2.3", "ok"},
+	} {
+		r := req("GET", "/v1/calls", map[string]string{"x-api-key": c.key})
+		r.Attributes.Source.Address.GetSocketAddress().Address = c.addr
+		if reason, _, _ := decide(t, s, r); reason != c.want {
+			t.Errorf("%s from %s on a route without tenant headers: %s, want %s", c.key, c.addr, reason, c.want)
+		}
+	}
+}
+
+// upstreamHeader is the value an allow sets on the request to the upstream.
+func upstreamHeader(resp *authv3.CheckResponse, name string) string {
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == name {
+			return h.GetHeader().GetValue()
+		}
+	}
+	return ""
+}
