@@ -119,12 +119,17 @@ func TestTracedDecisionsMatchPlainOnes(t *testing.T) {
 		for _, a := range ips {
 			got, err1 := traced.Eval(context.Background(), input(a))
 			want, err2 := plain.Eval(context.Background(), input(a))
-			if (err1 == nil) != (err2 == nil) || got.Allow != want.Allow || got.Reason != want.Reason {
+			// net.cidr_contains fails on an address that is not one ("",
+			// "not-an-ip") where client_in answers false: a deny either way.
+			if err1 != nil && err2 == nil || got.Allow != (err2 == nil && want.Allow) || err1 == nil && err2 == nil && got.Reason != want.Reason {
 				t.Fatalf("%v, %q: traced %+v %v, plain %+v %v", cidrs, a, got, err1, want, err2)
 			}
 			ipA := net.ParseIP(a)
 			if ipA == nil {
 				continue // such requests are memoized by their address, not by a trace
+			}
+			if err1 != nil {
+				continue // a failed evaluation (a bogus CIDR reached) is a deny, never memoized
 			}
 			if !got.IPTests.Matches(ipA) {
 				t.Fatalf("%v, %q: trace %+v does not match its own address", cidrs, a, got.IPTests)

@@ -433,7 +433,12 @@ func compileQuery(ctx context.Context, src *Source, data map[string]any, query s
 	if envoy && purity.Pure {
 		purity = Purity{Why: "OPA-Envoy compatibility mode (extauthz.settings.opa_envoy_path): the decision is not a function of the sidecar's facts"}
 	}
-	opts := []func(*rego.Rego){rego.Query(query), rego.Compiler(c), rego.Store(inmem.NewFromObject(data))}
+	// Strict builtin errors: a builtin that fails (a bad CIDR given to
+	// extauthz.client_in, to_number("abc"), a bad regex) fails the
+	// evaluation, which is a deny (internal_error). OPA's default makes the
+	// expression undefined instead, so a deny rule whose builtin fails would
+	// not fire, and the request would be allowed.
+	opts := []func(*rego.Rego){rego.Query(query), rego.Compiler(c), rego.Store(inmem.NewFromObject(data)), rego.StrictBuiltinErrors(true)}
 	pq, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", query, err)

@@ -149,3 +149,31 @@ func TestLoadDirConfigMapLayout(t *testing.T) {
 		t.Errorf("symlinked files: %+v, %v", src, err)
 	}
 }
+
+// A builtin that fails fails the evaluation (a deny), never just its
+// expression: under OPA's default the failing deny rule below would be
+// undefined and the default allow would stand.
+func TestBuiltinErrorsFailTheEvaluation(t *testing.T) {
+	for _, cond := range []string{
+		`net.cidr_contains(data.blocked, "127.0.0.1")`,
+		`extauthz.client_in([data.blocked], "127.0.0.1")`,
+		`to_number(data.blocked) > 0`,
+		`regex.match("(", data.blocked)`,
+		`json.unmarshal(data.blocked).x`,
+	} {
+		rego := "package extauthz\ndefault decision := {\"allow\": true, \"reason\": \"ok\"}\ndecision := {\"allow\": false, \"reason\": \"ip_not_allowed\"} if " + cond + "\n"
+		e := compileWith(t, rego, map[string]any{"blocked": "127.0.0.0/88"})
+		out, err := e.Eval(context.Background(), ast.NewObject())
+		if err == nil {
+			t.Errorf("%s with a bad argument: %+v, want an evaluation error", cond, out)
+		}
+	}
+	e, err := CompileOPAEnvoy(context.Background(), &Source{Origin: "dir", Modules: map[string]string{"p.rego": "package envoy.authz\ndefault allow := false\nallow if not deny\ndeny if net.cidr_contains(data.blocked, \"127.0.0.1\")\n"}},
+		map[string]any{"blocked": "127.0.0.1"}, "envoy/authz/allow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.Eval(context.Background(), ast.NewObject()); err == nil {
+		t.Errorf("OPA-Envoy policy whose deny rule fails: %+v, want an evaluation error", out)
+	}
+}
