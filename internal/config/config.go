@@ -4,6 +4,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/internal/grpcopts"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Config is everything the server needs that is not policy.
@@ -119,8 +122,19 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 		if err != nil {
 			return c, fmt.Errorf("config: %w", err)
 		}
+		// Strict: a key given twice (YAML or JSON) is an error, not the
+		// last one silently.
+		js, err := yaml.YAMLToJSONStrict(b)
+		if err == nil {
+			err = jsonx.Duplicates(js, false)
+		}
 		var m map[string]any
-		if err := yaml.Unmarshal(b, &m); err != nil {
+		if err == nil {
+			dec := json.NewDecoder(bytes.NewReader(js))
+			dec.UseNumber() // 1048576, not 1.048576e+06, reaches the flag
+			err = dec.Decode(&m)
+		}
+		if err != nil {
 			return c, fmt.Errorf("config file %s: %w", file, err)
 		}
 		for _, k := range slices.Sorted(maps.Keys(m)) {

@@ -105,3 +105,25 @@ func TestDecisionLogServiceSettings(t *testing.T) {
 		t.Errorf("policy without service: %v", err)
 	}
 }
+
+// A key given twice in the config file is refused (JSON or YAML), not
+// the last one taken; large numbers reach their flag as written.
+func TestConfigFileStrict(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"dup.yaml": "grpc_addr: 127.0.0.1:7000\ngrpc_addr: 0.0.0.0:7000\n",
+		"dup.json": `{"grpc_addr": "127.0.0.1:7000", "grpc_addr": "0.0.0.0:7000"}`,
+	} {
+		file := filepath.Join(dir, name)
+		os.WriteFile(file, []byte(body), 0o600)
+		if c, err := Load("t", []string{"--config", file}, env(nil)); err == nil || !strings.Contains(err.Error(), file) {
+			t.Errorf("%s: %+v, %v; want an error naming the file", name, c.GRPCAddr, err)
+		}
+	}
+	file := filepath.Join(dir, "big.yaml")
+	os.WriteFile(file, []byte("max_request_bytes: 2097152\n"), 0o600)
+	c, err := Load("t", []string{"--config", file}, env(nil))
+	if err != nil || c.MaxRequestBytes != 2097152 {
+		t.Errorf("max_request_bytes: %v, %v", c.MaxRequestBytes, err)
+	}
+}

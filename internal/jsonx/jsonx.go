@@ -9,7 +9,8 @@
 //
 // Strict decodes like encoding/json (field names match case-insensitively,
 // null leaves a value unset, json.Unmarshaler types decode themselves) but
-// rejects unknown object fields and trailing data, and reports every unknown
+// rejects unknown object fields, a field given twice (Duplicates) and trailing
+// data, and reports every unknown
 // field and type mismatch, each as an *Error naming its path.
 package jsonx
 
@@ -47,6 +48,9 @@ func (e *Error) Error() string {
 // are errors. The error joins one *Error per problem, in path order (use At
 // to place them under a prefix); on error v holds what could be decoded.
 func Strict(raw []byte, v any) error {
+	if err := Duplicates(raw, true); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)

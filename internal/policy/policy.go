@@ -26,6 +26,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/cache"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Query is the one rule the sidecar evaluates.
@@ -158,21 +159,21 @@ func decodeData(b []byte) (map[string]any, error) {
 // results and errors are encoding/json's.
 func decodeDataFast(b []byte) (out map[string]any, ok bool) {
 	top, ok := members(b)
-	if !ok {
+	if !ok || repeated(top) != "" {
 		return nil, false
 	}
 	out = make(map[string]any, len(top))
 	for _, t := range top {
 		if t.name != "extauthz" {
 			var v any
-			if decodeJSON(t.value, &v) != nil {
+			if decodeJSON(t.value, &v) != nil || jsonx.Duplicates(t.value, false) != nil {
 				return nil, false
 			}
 			out[t.name] = v
 			continue
 		}
 		secs, ok := members(t.value)
-		if !ok {
+		if !ok || repeated(secs) != "" {
 			return nil, false
 		}
 		m := make(map[string]any, len(secs))
@@ -182,14 +183,26 @@ func decodeDataFast(b []byte) (out map[string]any, ok bool) {
 				continue
 			}
 			var v any
-			if decodeJSON(s.value, &v) != nil {
+			if decodeJSON(s.value, &v) != nil || jsonx.Duplicates(s.value, false) != nil {
 				return nil, false
 			}
 			m[s.name] = v
 		}
-		out[t.name] = m // a repeated name: the last one, as encoding/json
+		out[t.name] = m
 	}
 	return out, true
+}
+
+// repeated is a name two members share ("" if none).
+func repeated(ms []member) string {
+	seen := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		if seen[m.name] {
+			return m.name
+		}
+		seen[m.name] = true
+	}
+	return ""
 }
 
 type member struct {
@@ -258,6 +271,11 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 	if err := decodeJSON(b, &top); err != nil { // syntax errors with line and column
 		return nil, err
 	}
+	if ms, ok := members(b); ok {
+		if name := repeated(ms); name != "" {
+			return nil, fmt.Errorf("%s: given twice at the top level (the second would silently replace the first)", jsonx.Field("", name))
+		}
+	}
 	out := make(map[string]any, len(top))
 	for k, raw := range top {
 		if k != "extauthz" {
@@ -265,12 +283,20 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 			if err := decodeJSON(raw, &v); err != nil {
 				return nil, fmt.Errorf("%s: %w", k, err)
 			}
+			if err := jsonx.Duplicates(raw, false); err != nil {
+				return nil, jsonx.At(jsonx.Field("", k), err)
+			}
 			out[k] = v
 			continue
 		}
 		var secs map[string]json.RawMessage
 		if err := decodeJSON(raw, &secs); err != nil {
 			return nil, fmt.Errorf("extauthz must be an object: %w", err)
+		}
+		if ms, ok := members(raw); ok {
+			if name := repeated(ms); name != "" {
+				return nil, fmt.Errorf("%s: given twice (the second would silently replace the first)", jsonx.Field("extauthz", name))
+			}
 		}
 		m := make(map[string]any, len(secs))
 		for name, sraw := range secs {
@@ -281,6 +307,9 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 			var v any
 			if err := decodeJSON(sraw, &v); err != nil {
 				return nil, fmt.Errorf("extauthz.%s: %w", name, err)
+			}
+			if err := jsonx.Duplicates(sraw, false); err != nil {
+				return nil, jsonx.At(jsonx.Field("extauthz", name), err)
 			}
 			m[name] = v
 		}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Section is a raw section of data.json (RawSections: the API keys) that
@@ -107,10 +108,13 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 	}
 	out = map[string]any{}
 	ok = streamMembers(st, func(name string) bool {
+		if _, dup := out[name]; dup {
+			return false // decodeDataSlow names it
+		}
 		if name != "extauthz" {
 			item, ok := value()
 			var v any
-			if !ok || decodeJSON(item, &v) != nil {
+			if !ok || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
 				return false
 			}
 			out[name] = v
@@ -121,6 +125,9 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 		}
 		m := map[string]any{}
 		ok := streamMembers(st, func(sec string) bool {
+			if _, dup := m[sec]; dup {
+				return false
+			}
 			if RawSections[sec] {
 				s, ok := streamSection(st, ra)
 				m[sec] = s
@@ -128,13 +135,13 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 			}
 			item, ok := value()
 			var v any
-			if !ok || decodeJSON(item, &v) != nil {
+			if !ok || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
 				return false
 			}
 			m[sec] = v
 			return true
 		})
-		out[name] = m // a repeated name: the last one, as encoding/json
+		out[name] = m
 		return ok
 	})
 	if !ok || !st.End() {

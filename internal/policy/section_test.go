@@ -149,3 +149,30 @@ func TestSectionMarshalsAsItsJSON(t *testing.T) {
 		t.Fatalf("marshalled %s, %v", b, err)
 	}
 }
+
+// A name given twice in one object of data.json is refused, naming where,
+// on every decoding path (streamed from the file, in memory, slow): JSON
+// would take the second silently, and a revoked key or a private route
+// would not be what its first line says.
+func TestLoadDirRefusesRepeatedNames(t *testing.T) {
+	digest := strings.Repeat("a", 64)
+	for data, want := range map[string]string{
+		`{"extauthz": {"routes": [{"id": "admin", "path": "/a", "public": false, "public": true}]}}`: "extauthz.routes[0].public: given twice",
+		`{"extauthz": {"tenants": {"7": {"allowed_cidrs": ["10.0.0.0/8"], "allowed_cidrs": []}}}}`:   "extauthz.tenants.7.allowed_cidrs: given twice",
+		`{"extauthz": {"settings": {}, "settings": {"default_profile": "x"}}}`:                       "extauthz.settings: given twice",
+		`{"extauthz": {"routes": []}, "extauthz": {"routes": []}}`:                                   "extauthz: given twice",
+		`{"extauthz": {}, "other": {"a": 1, "a": 2}}`:                                                "other.a: given twice",
+		`{"extauthz": {"api_keys": {"` + digest + `": {}}, "api_keys": {}}}`:                         "extauthz.api_keys: given twice",
+	} {
+		dir := t.TempDir()
+		write(t, dir, "p.rego", "package extauthz\n")
+		write(t, dir, "data.json", data)
+		_, err := LoadDir(dir) // streamed from the file
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", data, err, want)
+		}
+		if _, err := decodeData([]byte(data)); err == nil || !strings.Contains(err.Error(), want) { // in memory
+			t.Errorf("decodeData(%s): error %v, want %q", data, err, want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
 // Hash returns the record key for an API key: lower-case hex SHA-256.
@@ -69,6 +70,9 @@ func ParseTenants(raw json.RawMessage) (map[string][]string, error) {
 			return nil, err
 		}
 		return map[string][]string{authn.DefaultDimension: ids}, nil
+	}
+	if err := jsonx.Duplicates(raw, false); err != nil {
+		return nil, err
 	}
 	var dims map[string][]json.RawMessage
 	if err := json.Unmarshal(raw, &dims); err != nil {

@@ -89,6 +89,9 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{`{"` + Hash("x") + `": {"id":"a","scopes":["orders:read","x admin"]}}`, `.scopes[1]: "x admin" is not a scope`},
 		{`{"` + Hash("x") + `": {"id":"a","subject":"svc\r\nX-Evil: 1"}}`, `.subject: "svc\r\nX-Evil: 1" has a control character`},
 		{`{"` + Hash("x") + `": {"id":"a\u0000"}}`, `.id: "a\x00" has a control character`},
+		{`{"` + Hash("x") + `": {"id":"a","status":"revoked","status":"active"}}`, `.status: given twice`},
+		{`{"` + Hash("x") + `": {"id":"a","status":"revoked","Status":"active"}}`, `.Status: given twice`},
+		{`{"` + Hash("x") + `": {"id":"a","tenants":{"workspace":["w1"],"workspace":["w2"]}}}`, `.tenants: workspace: given twice`},
 		{`["` + Hash("x") + `"]`, `api_keys: must be an object`},
 		{`{"` + Hash("x") + `": {"id":"a"}`, `api_keys: `},
 	}

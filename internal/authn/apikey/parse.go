@@ -101,6 +101,10 @@ func (b *builder) finish() (*Store, error) {
 // records the scanner leaves to encoding/json. n is the entry's number.
 func (b *builder) decodeRecord(h []byte, n int, value []byte) error {
 	var r Record
+	if err := jsonx.Duplicates(value, true); err != nil {
+		b.errs = append(b.errs, jsonx.At(where(h, fmt.Sprintf("entry %d", n)), err))
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {

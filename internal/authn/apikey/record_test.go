@@ -33,6 +33,7 @@ func TestParseRecordMatchesParse(t *testing.T) {
 		`{"id":"b9","scopes":["x admin"]}`,
 		`{"id":"b10","subject":"a\nb"}`,
 		`{"id":"b11","tenants":["t\u0000"]}`,
+		`{"id":"b12","status":"revoked","status":"active"}`,
 		`{"id":"b7"} trailing`,
 		`[]`,
 		`null`,

@@ -1,0 +1,44 @@
+package jsonx
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestDuplicates(t *testing.T) {
+	for _, c := range []struct {
+		js   string
+		fold bool
+		path string // "" = none
+	}{
+		{`{"a": 1, "b": 2}`, false, ""},
+		{`{"status": "revoked", "status": "active"}`, false, "status"},
+		{`{"status": "revoked", "Status": "active"}`, true, "Status"},
+		{`{"status": "revoked", "Status": "active"}`, false, ""},
+		{`{"a": "x", "\u0061": "y"}`, false, "a"},
+		{`{"routes": [{"id": "a"}, {"id": "b", "public": false, "public": true}]}`, false, "routes[1].public"},
+		{`{"tenants": {"7": {"allowed_cidrs": ["10.0.0.0/8"], "allowed_cidrs": []}}}`, false, "tenants.7.allowed_cidrs"},
+		{`[{"a": 1}, {"a": 2}]`, false, ""},
+		{`{"a": {"b": 1}, "c": {"b": 2}}`, false, ""},
+		{`{"a": 1, "a"`, false, ""}, // not JSON: decoding says so
+	} {
+		err := Duplicates([]byte(c.js), c.fold)
+		var e *Error
+		switch {
+		case c.path == "" && err != nil:
+			t.Errorf("Duplicates(%s) = %v, want nil", c.js, err)
+		case c.path != "" && (!errors.As(err, &e) || e.Path != c.path):
+			t.Errorf("Duplicates(%s) = %v, want one at %s", c.js, err, c.path)
+		}
+	}
+}
+
+// Strict refuses a repeated field, case-insensitively as it matches them.
+func TestStrictRefusesDuplicates(t *testing.T) {
+	var v struct {
+		Status string `json:"status"`
+	}
+	if err := Strict([]byte(`{"status": "revoked", "STATUS": "active"}`), &v); err == nil {
+		t.Errorf("Strict took a repeated field: %+v", v)
+	}
+}
