@@ -366,6 +366,20 @@ allow := {"allowed": false, "http_status": 999}`,
 allow := {"allowed": true, "headers": {"a": 1}}`,
 		`package envoy.authz
 allow := "yes"`,
+		// headers Envoy could not apply (it would answer a bare 500) or
+		// that would change the request decided on
+		`package envoy.authz
+allow := {"allowed": true, "headers": {"x-a": "a\r\nx-injected: 1"}}`,
+		`package envoy.authz
+allow := {"allowed": true, "headers": {"x bad": "v"}}`,
+		`package envoy.authz
+allow := {"allowed": true, "headers": {":path": "/admin"}}`,
+		`package envoy.authz
+allow := {"allowed": true, "headers": [{"host": "evil"}]}`,
+		`package envoy.authz
+allow := {"allowed": false, "response_headers_to_add": {"x-a": "b\u0000"}}`,
+		`package envoy.authz
+allow := {"allowed": true, "request_headers_to_remove": [":authority"]}`,
 	} {
 		s := envoyServer(t, rego)
 		if reason, status, _ := decide(t, s, req("GET", "/", nil)); reason != "internal_error" || status != 500 {

@@ -3,9 +3,12 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +17,9 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 
+	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoytest"
+	"github.com/extauthz/extauthz/internal/source"
 )
 
 // Attack classes through real Envoy running the shipped config: each
@@ -354,5 +359,44 @@ func TestUnencodedPathCharacters(t *testing.T) {
 		if s.echo.Count() != before || s.checks() != checks+1 {
 			t.Errorf("%s: upstream %d -> %d, checks %d -> %d", target, before, s.echo.Count(), checks, s.checks())
 		}
+	}
+}
+
+// TestPolicyHeaderMutationsDeniedInTheEnvelope: a policy whose allow sets a
+// header Envoy would refuse (CR/LF, a bad name) or that would change the
+// request decided on (:path, host) is answered by the sidecar itself, 500
+// internal_error in the API's envelope (TestMalformedHeaderMutationFailsClosed:
+// Envoy alone would answer a bare 500 with no body), and the upstream sees
+// nothing.
+func TestPolicyHeaderMutationsDeniedInTheEnvelope(t *testing.T) {
+	for name, headers := range map[string]string{
+		"crlf_value": `{"x-a": "a\r\nx-injected: 1"}`,
+		"bad_name":   `{"x bad": "v"}`,
+		"path":       `{":path": "/v1/admin/users"}`,
+		"host":       `{"host": "evil.example.com"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "p.rego"), "package envoy.authz\nallow := {\"allowed\": true, \"headers\": "+headers+"}\n")
+			writeFile(t, filepath.Join(dir, "data.json"), `{"extauthz": {"settings": {"opa_envoy_path": true}}}`)
+			eng, err := source.Engine(context.Background(), dir, engine.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(eng.Close)
+			s := startShippedWith(t, newCheckServer(eng))
+			resp := refused(t, s, request{path: "/v1/orders"})
+			var env map[string]any
+			if resp.status != http.StatusInternalServerError || json.Unmarshal(resp.body, &env) != nil || env["error"] == nil {
+				t.Errorf("status %d body %q, want 500 with the default profile's JSON envelope", resp.status, resp.body)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authn/apikey"
 	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/authn/rediskeys"
+	"github.com/extauthz/extauthz/internal/httpheader"
 	"github.com/extauthz/extauthz/internal/jsonx"
 	"github.com/extauthz/extauthz/internal/memo"
 	"github.com/extauthz/extauthz/internal/policy"
@@ -252,6 +253,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		fillDefaults(&e.Settings)
 	}
 	e.Settings.APIKeyHeader = strings.ToLower(e.Settings.APIKeyHeader)
+	for _, err := range checkHeaderSettings(&e.Settings) {
+		errs = append(errs, fmt.Errorf("%s%w", at, err))
+	}
 
 	defs, err := profile.ParseDefinitions(sections["profiles"])
 	if err != nil {
@@ -276,6 +280,14 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	keysAt := len(errs) // key errors go here, in the order they always had
 	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
 		errs = append(errs, prefix(at, err))
+	} else {
+		for _, r := range e.Routes.All() {
+			for i, th := range r.Req.TenantHeaders {
+				if th.Key == e.Settings.APIKeyHeader {
+					errs = append(errs, fmt.Errorf("%sroutes: route %q: tenant_headers[%d].header: %q is settings.api_key_header: the API key would be echoed in denies and logged", at, r.ID, i, th.Header))
+				}
+			}
+		}
 	}
 	if raw := sections["limits"]; raw != nil {
 		if e.Limits, err = ratelimit.ParseConfig(raw); err != nil {
@@ -396,6 +408,34 @@ func (e *Engine) Close() {
 	for _, c := range e.closers {
 		c()
 	}
+}
+
+// checkHeaderSettings says what is wrong with the header names in s: the
+// API-key header must be one a client can send an API key in, and each
+// identity header one Envoy can set on the upstream request, not a
+// credential header (removed on allow), and not another identity header's.
+func checkHeaderSettings(s *Settings) []error {
+	var errs []error
+	if err := httpheader.Upstream(s.APIKeyHeader); err != nil || s.APIKeyHeader == "authorization" {
+		errs = append(errs, fmt.Errorf("settings.api_key_header: %q is not a header for API keys (a lower-case header name other than authorization, host, a hop-by-hop header or a pseudo-header)", s.APIKeyHeader))
+	}
+	ih := s.IdentityHeaders
+	seen := map[string]string{}
+	for _, f := range [...]struct{ field, name string }{{"subject", ih.Subject}, {"key_id", ih.KeyID}, {"tenant", ih.Tenant}, {"scopes", ih.Scopes}, {"kind", ih.Kind}} {
+		if f.name == "" {
+			continue // disabled
+		}
+		at := "settings.identity_headers." + f.field
+		if err := httpheader.Upstream(f.name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+		} else if f.name == "authorization" || f.name == "proxy-authorization" || f.name == "cookie" || f.name == s.APIKeyHeader {
+			errs = append(errs, fmt.Errorf("%s: %q carries credentials (removed on allow)", at, f.name))
+		} else if prev, dup := seen[f.name]; dup {
+			errs = append(errs, fmt.Errorf("%s: %q is also identity_headers.%s", at, f.name, prev))
+		}
+		seen[f.name] = f.field
+	}
+	return errs
 }
 
 func fillDefaults(s *Settings) {

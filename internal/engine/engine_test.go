@@ -59,6 +59,10 @@ func build(t *testing.T, src *policy.Source) (*Engine, error) {
 
 func routes(x map[string]any) []any { return x["routes"].([]any) }
 
+func identityHeaders(x map[string]any) map[string]any {
+	return x["settings"].(map[string]any)["identity_headers"].(map[string]any)
+}
+
 func routeAt(x map[string]any, i int) map[string]any { return routes(x)[i].(map[string]any) }
 
 // Typos in data that used to load and silently change behaviour are errors
@@ -90,6 +94,40 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 			`pol: data.json: extauthz.settings.allow_emtpy: unknown field (known: default_profile, api_key_header,`},
 		{"limits problem", func(x map[string]any) { x["limits"].(map[string]any)["headers"] = "nope" },
 			`pol: data.json: extauthz.limits.headers: "nope" is not one of`},
+		// Header names Envoy would act on, or could not set (a 500 on every allow).
+		{"identity header a pseudo-header", func(x map[string]any) { identityHeaders(x)["subject"] = ":path" },
+			`pol: data.json: extauthz.settings.identity_headers.subject: ":path" is a pseudo-header`},
+		{"identity header host", func(x map[string]any) { identityHeaders(x)["kind"] = "Host" },
+			`extauthz.settings.identity_headers.kind: "host" cannot be set on the upstream request`},
+		{"identity header with a space", func(x map[string]any) { identityHeaders(x)["scopes"] = "X Sub" },
+			`extauthz.settings.identity_headers.scopes: "x sub" is not a lower-case header name`},
+		{"identity header twice", func(x map[string]any) { identityHeaders(x)["subject"] = "X-Auth-Tenant" },
+			`extauthz.settings.identity_headers.tenant: "x-auth-tenant" is also identity_headers.subject`},
+		{"identity header the API-key header", func(x map[string]any) { identityHeaders(x)["key_id"] = "x-api-key" },
+			`extauthz.settings.identity_headers.key_id: "x-api-key" carries credentials`},
+		{"API-key header with a space", func(x map[string]any) { x["settings"].(map[string]any)["api_key_header"] = "X API Key" },
+			`extauthz.settings.api_key_header: "x api key" is not a header for API keys`},
+		{"API-key header Authorization", func(x map[string]any) { x["settings"].(map[string]any)["api_key_header"] = "Authorization" },
+			`extauthz.settings.api_key_header: "authorization" is not a header for API keys`},
+		{"tenant header the API-key header", func(x map[string]any) {
+			routeAt(x, 1)["tenant_headers"] = []any{map[string]any{"header": "X-API-Key"}}
+		}, `extauthz.routes: route "orders-read": tenant_headers[0].header: "X-API-Key" is settings.api_key_header`},
+		{"tenant header Authorization", func(x map[string]any) {
+			routeAt(x, 1)["tenant_headers"] = []any{map[string]any{"header": "Authorization"}}
+		}, `extauthz.routes[1].tenant_headers[0].header: "Authorization" carries credentials`},
+		{"scope with a space", func(x map[string]any) { routeAt(x, 1)["scopes"] = []any{"orders read"} },
+			`extauthz.routes[1].scopes[0]: "orders read" is not a scope`},
+		{"tenant dimension with a colon", func(x map[string]any) {
+			routeAt(x, 1)["tenant_headers"] = []any{map[string]any{"header": "X-Tenant-Id", "dimension": "a:b"}}
+		}, `extauthz.routes[1].tenant_headers[0].dimension: dimension "a:b": a dimension name must not contain ':'`},
+		{"tenants key naming the default dimension", func(x map[string]any) { x["tenants"].(map[string]any)["tenant:42"] = map[string]any{} },
+			`extauthz.tenants["tenant:42"]: "tenant:42": write a tenant of dimension "tenant" as its id alone: "42"`},
+		{"limits.tenants key naming the default dimension", func(x map[string]any) {
+			x["limits"].(map[string]any)["tenants"] = map[string]any{"tenant:42": "free"}
+		}, `extauthz.limits.tenants["tenant:42"]: "tenant:42": write a tenant`},
+		{"profile header with CR LF", func(x map[string]any) {
+			x["profiles"] = map[string]any{"p": map[string]any{"extends": "default", "headers": map[string]any{"X-A": "a\r\nb"}}}
+		}, `X-A: "a\r\nb" is not a valid header value`},
 	}
 	for _, c := range cases {
 		_, err := build(t, demoSource(t, c.edit))

@@ -11,6 +11,8 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/extauthz/extauthz/internal/httpheader"
 )
 
 // DefaultOPAEnvoyPath is the OPA-Envoy plugin's default decision path, used
@@ -138,6 +140,11 @@ func (e *Envoy) fromObject(m map[string]any) error {
 	if e.RemoveHeaders, err = envoyStrings(m, "request_headers_to_remove"); err != nil {
 		return err
 	}
+	for _, h := range e.RemoveHeaders {
+		if err := checkHeader("request_headers_to_remove", h); err != nil {
+			return err
+		}
+	}
 	if e.QueryParamsToRemove, err = envoyStrings(m, "query_parameters_to_remove"); err != nil {
 		return err
 	}
@@ -211,12 +218,33 @@ func envoyHeaders(m map[string]any, field string) ([][2]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s.%s: %w", field, k, err)
 			}
+			if err := checkHeader(field, k, vals...); err != nil {
+				return nil, err
+			}
 			for _, v := range vals {
 				out = append(out, [2]string{k, v})
 			}
 		}
 	}
 	return out, nil
+}
+
+// checkHeader refuses a header a decision may not set (or remove):
+// Envoy would answer the check with a bare 500 (a name that is not a
+// token, a value with CR, LF or NUL), or the upstream would get another
+// request than the one decided on (a pseudo-header, host, content-length,
+// a hop-by-hop header). The plugin passes them on; here the decision is a
+// deny, internal_error.
+func checkHeader(field, name string, vals ...string) error {
+	if err := httpheader.Upstream(strings.ToLower(name)); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	for _, v := range vals {
+		if !httpheader.Value(v) {
+			return fmt.Errorf("%s.%s: the value has a control character", field, name)
+		}
+	}
+	return nil
 }
 
 func stringOrStrings(v any) ([]string, error) {

@@ -602,6 +602,11 @@ func parseOutput(v any) (Output, error) {
 	if out.UpstreamHeaders, err = stringMap(m["headers"], "headers"); err != nil {
 		return Output{}, err
 	}
+	for k, v := range out.UpstreamHeaders {
+		if err := checkHeader("headers", k, v); err != nil {
+			return Output{}, fmt.Errorf("%w: %w", ErrShape, err)
+		}
+	}
 	return out, nil
 }
 

@@ -98,6 +98,11 @@ func TestEvalShapes(t *testing.T) {
 		"package extauthz\ndecision := {\"allow\": 1, \"reason\": \"ok\"}":                               "allow is not a boolean",
 		"package extauthz\ndecision := {\"allow\": true}":                                                "reason is not a string",
 		"package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\", \"details\": {\"a\": [1]}}": "details.a is not a string",
+		// headers Envoy could not set (a bare 500) or that would change the request decided on
+		"package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\", \"headers\": {\"x-a\": \"a\\r\\nx-injected: 1\"}}": "control character",
+		"package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\", \"headers\": {\"x bad\": \"v\"}}":                  "not a lower-case header name",
+		"package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\", \"headers\": {\":path\": \"/admin\"}}":             "pseudo-header",
+		"package extauthz\ndecision := {\"allow\": true, \"reason\": \"ok\", \"headers\": {\"Host\": \"evil\"}}":                "cannot be set",
 	}
 	for rego, want := range cases {
 		e, err := compile(t, rego)

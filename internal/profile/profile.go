@@ -284,6 +284,11 @@ func compileHeaders(m map[string]string) ([]header, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", k, err)
 		}
+		for _, pt := range parts {
+			if !validHeaderValue(pt.lit) {
+				return nil, fmt.Errorf("%s: %q is not a valid header value (printable ASCII)", k, pt.lit)
+			}
+		}
 		out = append(out, header{name: name, parts: parts})
 	}
 	return out, nil

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/httpheader"
 	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
@@ -282,8 +284,10 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is listed twice", i, th.Header))
 		}
 		seen[th.Key] = true
-		if th.Header == "" || strings.ContainsAny(th.Header, " :,\r\n") {
+		if !httpheader.Name(th.Key) {
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is not a header name", i, th.Header))
+		} else if credentialHeaders[th.Key] {
+			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q carries credentials: its value would be echoed in denies and logged", i, th.Header))
 		}
 		switch th.Format {
 		case FormatAny, FormatPositiveInteger, FormatUUID, FormatSlug:
@@ -382,6 +386,19 @@ func (t *Table) HasDefault() bool { return t.fallback != nil }
 
 // Len is the number of routes.
 func (t *Table) Len() int { return len(t.byID) }
+
+// All lists the routes by id.
+func (t *Table) All() []*Route {
+	out := make([]*Route, 0, len(t.byID))
+	for _, id := range slices.Sorted(maps.Keys(t.byID)) {
+		out = append(out, t.byID[id])
+	}
+	return out
+}
+
+// credentialHeaders carry credentials whatever the settings say; the
+// engine also refuses the API-key header as a tenant header.
+var credentialHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true}
 
 func pick(m map[string]*Route, method string) *Route {
 	if m == nil {
