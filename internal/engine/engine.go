@@ -301,6 +301,14 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			}
 		}
 	}
+	if e.Limits != nil && e.Routes != nil {
+		// A route quota under an id no route has would limit nothing.
+		for _, id := range slices.Sorted(maps.Keys(e.Limits.Routes)) {
+			if _, ok := e.Routes.ByID(id); !ok {
+				errs = append(errs, fmt.Errorf("%s%s: names no route in extauthz.routes", at, jsonx.Field("limits.routes", id)))
+			}
+		}
+	}
 	if ks := e.Settings.APIKeysStore; ks != nil {
 		if ks.Redis() && ks.Addr == "" && e.Limits != nil && e.Limits.Backend.Type == ratelimit.BackendRedis {
 			ks.Addr = e.Limits.Backend.Addr // the quotas' Redis

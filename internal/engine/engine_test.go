@@ -125,6 +125,13 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 		{"limits.tenants key naming the default dimension", func(x map[string]any) {
 			x["limits"].(map[string]any)["tenants"] = map[string]any{"tenant:42": "free"}
 		}, `extauthz.limits.tenants["tenant:42"]: "tenant:42": write a tenant`},
+		{"route quota for no route", func(x map[string]any) {
+			x["limits"].(map[string]any)["routes"] = map[string]any{"orders-raed": map[string]any{"windows": []any{map[string]any{"limit": 1, "period": "second"}}}}
+		}, `pol: data.json: extauthz.limits.routes.orders-raed: names no route in extauthz.routes`},
+		{"jwt cache size", func(x map[string]any) { x["jwt"].(map[string]any)["cache_entries"] = 1e12 },
+			`extauthz.jwt.cache_entries: 1000000000000 is outside [0, 1000000] (0: the default)`},
+		{"jwt cache ttl", func(x map[string]any) { x["jwt"].(map[string]any)["cache_ttl_seconds"] = -1 },
+			`extauthz.jwt.cache_ttl_seconds: -1 is outside [0, 86400]`},
 		{"profile header with CR LF", func(x map[string]any) {
 			x["profiles"] = map[string]any{"p": map[string]any{"extends": "default", "headers": map[string]any{"X-A": "a\r\nb"}}}
 		}, `X-A: "a\r\nb" is not a valid header value`},

@@ -57,14 +57,15 @@ func TestStreamedKeysErrorsNameFileAndField(t *testing.T) {
 // every field.
 func TestStreamedHugeRecordLoads(t *testing.T) {
 	a := apikey.Hash("a")
-	huge := strings.Repeat("s", apikey.Window+1)
-	src, _ := dirSource(t, `{"`+a+`": {"id": "a", "subject": "`+huge+`"}, "`+apikey.Hash("b")+`": {"id": "b"}}`)
+	n := apikey.Window/len(`"10.0.0.0/8",`) + 1 // a list of CIDRs larger than the window
+	huge := strings.TrimSuffix(strings.Repeat(`"10.0.0.0/8",`, n), ",")
+	src, _ := dirSource(t, `{"`+a+`": {"id": "a", "allowed_cidrs": [`+huge+`]}, "`+apikey.Hash("b")+`": {"id": "b"}}`)
 	e, err := Build(context.Background(), src, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if r := e.Keys.Lookup("a", time.Now()); r.Identity == nil || r.Identity.Subject != huge {
+	if r := e.Keys.Lookup("a", time.Now()); r.Identity == nil || len(r.Identity.AllowedCIDRs) != n {
 		t.Fatalf("huge record not loaded whole: %+v", r.Status)
 	}
 	if e.Keys.Len() != 2 {

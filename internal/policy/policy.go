@@ -158,6 +158,9 @@ func decodeData(b []byte) (map[string]any, error) {
 // that does not decode — it leaves to decodeDataSlow (ok false), whose
 // results and errors are encoding/json's.
 func decodeDataFast(b []byte) (out map[string]any, ok bool) {
+	if checkUTF8(b) != nil {
+		return nil, false
+	}
 	top, ok := members(b)
 	if !ok || repeated(top) != "" {
 		return nil, false
@@ -207,6 +210,8 @@ func repeated(ms []member) string {
 
 type member struct {
 	name  string
+	at    int    // where the member starts in the object's input
+	raw   []byte // the name as written, with the colon
 	value []byte // a slice of the input, capacity clipped
 }
 
@@ -239,7 +244,7 @@ func members(b []byte) (ms []member, ok bool) {
 		if i, ok = jsonscan.Value(b, vstart); !ok {
 			return nil, false
 		}
-		ms = append(ms, member{name: name, value: b[vstart:i:i]})
+		ms = append(ms, member{name: name, at: start, raw: b[start:vstart], value: b[vstart:i:i]})
 		if i = jsonscan.Space(b, i); i >= len(b) {
 			return nil, false
 		}
@@ -267,6 +272,9 @@ func plain(s []byte) bool {
 
 // decodeDataSlow decodes data.json with encoding/json alone.
 func decodeDataSlow(b []byte) (map[string]any, error) {
+	if err := checkUTF8(b); err != nil {
+		return nil, err
+	}
 	var top map[string]json.RawMessage
 	if err := decodeJSON(b, &top); err != nil { // syntax errors with line and column
 		return nil, err
@@ -343,6 +351,64 @@ func decodeJSON(b []byte, v any) error {
 			return fmt.Errorf("line %d column %d: field %s: %s", l, c, te.Field, te.Error())
 		}
 		return err
+	}
+	return nil
+}
+
+// checkUTF8 refuses data.json bytes that are not UTF-8, naming the line:
+// encoding/json would read them as U+FFFD, so a route id or a tenant would
+// silently not be what the file says. The raw sections are left to their
+// parsers (which refuse them too, naming the entry); input that is not a
+// JSON object is left to the decoder's error.
+func checkUTF8(b []byte) error {
+	top, ok := members(b)
+	if !ok {
+		return nil
+	}
+	// bad checks part, which starts at offset base of b.
+	bad := func(part []byte, base int) error {
+		if utf8.Valid(part) {
+			return nil
+		}
+		for i := 0; i < len(part); {
+			r, n := utf8.DecodeRune(part[i:])
+			if r == utf8.RuneError && n == 1 {
+				base += i
+				break
+			}
+			i += n
+		}
+		l, c := lineCol(b, int64(base))
+		return fmt.Errorf("line %d column %d: not valid UTF-8", l, c)
+	}
+	for _, t := range top {
+		vat := t.at + len(t.raw) // the value follows the name (and any space)
+		vat += len(b[vat:]) - len(bytes.TrimLeft(b[vat:], " \t\r\n"))
+		if err := bad(t.raw, t.at); err != nil {
+			return err
+		}
+		if t.name != "extauthz" {
+			if err := bad(t.value, vat); err != nil {
+				return err
+			}
+			continue
+		}
+		secs, ok := members(t.value)
+		if !ok {
+			return bad(t.value, vat)
+		}
+		for _, s := range secs {
+			if err := bad(s.raw, vat+s.at); err != nil {
+				return err
+			}
+			if !RawSections[s.name] {
+				sat := vat + s.at + len(s.raw)
+				sat += len(b[sat:]) - len(bytes.TrimLeft(b[sat:], " \t\r\n"))
+				if err := bad(s.value, sat); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
 	"github.com/extauthz/extauthz/internal/jsonx"
@@ -114,7 +115,7 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 		if name != "extauthz" {
 			item, ok := value()
 			var v any
-			if !ok || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
+			if !ok || !utf8.Valid(item) || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
 				return false
 			}
 			out[name] = v
@@ -135,7 +136,7 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 			}
 			item, ok := value()
 			var v any
-			if !ok || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
+			if !ok || !utf8.Valid(item) || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
 				return false
 			}
 			m[sec] = v
@@ -185,6 +186,9 @@ func streamMembers(st *jsonscan.Stream, each func(name string) bool) bool {
 		first = false
 		s := bytes.TrimSpace(item)
 		s = bytes.TrimSpace(s[:len(s)-1]) // the ':'
+		if !utf8.Valid(s) {
+			return false
+		}
 		if name = string(s[1 : len(s)-1]); !plain(s[1 : len(s)-1]) {
 			if json.Unmarshal(s, &name) != nil {
 				return false

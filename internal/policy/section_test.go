@@ -176,3 +176,20 @@ func TestLoadDirRefusesRepeatedNames(t *testing.T) {
 		}
 	}
 }
+
+// Bytes that are not UTF-8 are refused, with the line: encoding/json would
+// read them as U+FFFD, so a route id or a tenant would not be the file's.
+func TestLoadDirRefusesInvalidUTF8(t *testing.T) {
+	for _, data := range []string{
+		"{\"extauthz\": {\"routes\": [\n{\"id\": \"r\xff\", \"path\": \"/a\"}]}}",
+		"{\"extauthz\": {\"tenants\": {\"7\xc3\": {}}}}",
+		"{\"x\xff\": 1, \"extauthz\": {}}",
+	} {
+		dir := t.TempDir()
+		write(t, dir, "p.rego", "package extauthz\n")
+		write(t, dir, "data.json", data)
+		if _, err := LoadDir(dir); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") || !strings.Contains(err.Error(), "line ") {
+			t.Errorf("%q: error %v, want one naming the line and invalid UTF-8", data, err)
+		}
+	}
+}

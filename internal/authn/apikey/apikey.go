@@ -13,6 +13,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,12 +95,15 @@ func ParseTenants(raw json.RawMessage) (map[string][]string, error) {
 
 // tenantIDs reads ids that are JSON strings or integers, integers as written.
 func tenantIDs(raw []json.RawMessage) ([]string, error) {
+	if len(raw) > MaxListItems {
+		return nil, fmt.Errorf("%d ids; at most %d", len(raw), MaxListItems)
+	}
 	out := make([]string, len(raw))
 	for i, v := range raw {
 		switch {
 		case json.Unmarshal(v, &out[i]) == nil:
-			if out[i] == "" || !authn.HeaderSafe(out[i]) {
-				return nil, fmt.Errorf("id %q is empty, has a control character or is not UTF-8", out[i])
+			if out[i] == "" || !authn.HeaderSafe(out[i]) || strings.Contains(out[i], ",") || len(out[i]) > MaxValueBytes {
+				return nil, fmt.Errorf("id %q is empty, longer than %d bytes, or has a comma, a control character or invalid UTF-8", short(out[i]), MaxValueBytes)
 			}
 		case integer.Match(v):
 			out[i] = string(v)
@@ -120,16 +124,31 @@ func checkValues[T string | []byte](fail func(field, format string, a ...any), i
 		name string
 		v    T
 	}{{"id", id}, {"subject", subject}, {"plan", plan}} {
-		if !authn.HeaderSafe(f.v) {
+		switch {
+		case len(f.v) > MaxValueBytes:
+			fail(f.name, "%d bytes; at most %d", len(f.v), MaxValueBytes)
+		case !authn.HeaderSafe(f.v):
 			fail(f.name, "%q has a control character or is not UTF-8", f.v)
 		}
 	}
+	if len(scopes) > MaxListItems {
+		fail("scopes", "%d scopes; at most %d", len(scopes), MaxListItems)
+		return
+	}
 	for i, sc := range scopes {
-		if !authn.ScopeToken(sc) {
-			fail(fmt.Sprintf("scopes[%d]", i), "%q is not a scope: printable ASCII without spaces, quotes or backslashes (RFC 6749)", sc)
+		if !authn.ScopeToken(sc) || len(sc) > MaxValueBytes {
+			fail(fmt.Sprintf("scopes[%d]", i), "%q is not a scope: at most %d bytes of printable ASCII without spaces, quotes or backslashes (RFC 6749)", short(string(sc)), MaxValueBytes)
 		}
 	}
 }
+
+// Bounds of a record's values, which reach the upstream as identity headers
+// (x-auth-scopes joins the scopes): far above any real key's, far below
+// what Envoy or an upstream would refuse.
+const (
+	MaxValueBytes = 256 // an id, subject, plan, scope or tenant id
+	MaxListItems  = 256 // scopes, or tenant ids in one dimension
+)
 
 // Result is the outcome of a lookup.
 type Result struct {

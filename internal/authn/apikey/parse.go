@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/jsonx"
@@ -97,10 +98,21 @@ func (b *builder) finish() (*Store, error) {
 	return s, errors.Join(b.errs...)
 }
 
+// notUTF8 refuses entry n (key h), whose value is not valid UTF-8:
+// encoding/json would make the bytes U+FFFD, so a subject or an id would
+// silently not be what the file says.
+func (b *builder) notUTF8(h []byte, n int) {
+	b.errs = append(b.errs, fmt.Errorf("%s: not valid UTF-8", where(h, fmt.Sprintf("entry %d", n))))
+}
+
 // decodeRecord decodes one record value as the streaming decoder did, for
 // records the scanner leaves to encoding/json. n is the entry's number.
 func (b *builder) decodeRecord(h []byte, n int, value []byte) error {
 	var r Record
+	if !utf8.Valid(value) {
+		b.notUTF8(h, n)
+		return nil
+	}
 	if err := jsonx.Duplicates(value, true); err != nil {
 		b.errs = append(b.errs, jsonx.At(where(h, fmt.Sprintf("entry %d", n)), err))
 		return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/jsonx"
@@ -26,6 +27,9 @@ type Entry struct {
 // (unknown fields, id required, status, RFC 3339 expires_at, CIDRs,
 // tenants). Every problem is reported, each naming its field.
 func ParseRecord(raw []byte) (*Entry, error) {
+	if !utf8.Valid(raw) {
+		return nil, errors.New("not valid UTF-8")
+	}
 	var r Record
 	if err := jsonx.Strict(raw, &r); err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ func TestParseRecordMatchesParse(t *testing.T) {
 		`{"id":"b10","subject":"a\nb"}`,
 		`{"id":"b11","tenants":["t\u0000"]}`,
 		`{"id":"b12","status":"revoked","status":"active"}`,
+		`{"id":"b13","subject":"a` + "\xff" + `"}`,
 		`{"id":"b7"} trailing`,
 		`[]`,
 		`null`,

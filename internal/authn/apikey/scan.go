@@ -3,6 +3,7 @@ package apikey
 import (
 	"encoding/json"
 	"io"
+	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
 )
@@ -281,7 +282,9 @@ func scanKeys(r io.Reader, size int64, b *builder, o *options) (ok bool, err err
 			break // {}
 		}
 		n++
-		if inShape {
+		if value := item[vstart-start : vend-start]; !utf8.Valid(value) {
+			b.notUTF8(h, n)
+		} else if inShape {
 			b.add(h, &v)
 		} else if b.decodeRecord(h, n, item[vstart-start:vend-start]) != nil {
 			return false, nil

@@ -86,6 +86,7 @@ var scanSeeds = []string{
 	`{"plain":{"id":"a","status":"x","expires_at":"y","allowed_cidrs":["1.2.3.4/40"],"tenants":"7"}}`,
 	`{"\u0041":{"id":"a"}}`,
 	"{\"" + Hash("a") + "\":{\"id\":\"a\tb\"}}",
+	"{\"" + Hash("a") + "\":{\"id\":\"a\",\"subject\":\"s\xff\"}}",
 }
 
 func TestScanMatchesEncodingJSON(t *testing.T) {

@@ -13,7 +13,8 @@ import (
 // tenantsOf reads a tenant claim: a string, a number, or an array of those.
 // Numbers keep their exact decimal form. Empty strings are dropped and
 // duplicates removed. Any other shape, or a string with a control character
-// or invalid UTF-8 (authn.HeaderSafe), is refused (ok false).
+// or invalid UTF-8 (authn.HeaderSafe) or a comma (no tenant header could name
+// it, and x-auth-tenant would read as two), is refused (ok false).
 func tenantsOf(v any) (out []string, ok bool) {
 	switch t := v.(type) {
 	case nil:
@@ -42,7 +43,7 @@ func tenantsOf(v any) (out []string, ok bool) {
 func tenantID(v any) (string, bool) {
 	switch t := v.(type) {
 	case string:
-		return t, authn.HeaderSafe(t)
+		return t, authn.HeaderSafe(t) && !strings.Contains(t, ",")
 	case json.Number:
 		return decimal(t)
 	}

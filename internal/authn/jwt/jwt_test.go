@@ -114,6 +114,7 @@ func TestVerify(t *testing.T) {
 		{"sub with NUL", rs(with(c, "sub", "a\x00b")), fail(Malformed)},
 		{"sub with non-ASCII letters", rs(with(c, "sub", "zoë")), valid(func(r *Result) { r.Subject = "zoë" })},
 		{"tenant with CR", rs(with(c, "tenant", "t1\r")), fail(Malformed)},
+		{"tenant with a comma", rs(with(c, "tenant", []any{"4,2"})), fail(Malformed)},
 		{"tenant array with control character", rs(with(c, "tenant", []any{"t1", "t\x01"})), fail(Malformed)},
 
 		// Claims of the wrong type.

@@ -3,6 +3,8 @@ package jwt
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"time"
 
@@ -30,6 +32,9 @@ func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now fun
 	if err := jsonx.Strict(raw, &s); err != nil {
 		return nil, err
 	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	for i := range s.Issuers {
 		if f := s.Issuers[i].JWKSFile; f != "" && baseDir != "" && !filepath.IsAbs(f) {
 			s.Issuers[i].JWKSFile = filepath.Join(baseDir, f)
@@ -47,6 +52,32 @@ func NewTokens(ctx context.Context, raw json.RawMessage, baseDir string, now fun
 		return nil, err
 	}
 	return &Tokens{v: v}, nil
+}
+
+// Bounds of the section's numbers: a verified-token cache of more entries
+// than this is a typo, not a plan (each entry holds a token and its claims).
+const (
+	MaxCacheEntries           = 1_000_000
+	MaxCacheTTLSeconds        = 24 * 3600
+	MaxRefreshIntervalSeconds = 7 * 24 * 3600
+)
+
+// check reports each number of s outside its bounds, named as in data.json.
+func (s *Section) check() error {
+	var errs []error
+	for _, f := range [...]struct {
+		name   string
+		v, max int
+	}{
+		{"cache_entries", s.CacheEntries, MaxCacheEntries},
+		{"cache_ttl_seconds", s.CacheTTLSeconds, MaxCacheTTLSeconds},
+		{"refresh_interval_seconds", s.RefreshIntervalSeconds, MaxRefreshIntervalSeconds},
+	} {
+		if f.v < 0 || f.v > f.max {
+			errs = append(errs, &jsonx.Error{Path: f.name, Msg: fmt.Sprintf("%d is outside [0, %d] (0: the default)", f.v, f.max)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func identityOf(r Result) any {
