@@ -125,6 +125,12 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 		{"limits.tenants key naming the default dimension", func(x map[string]any) {
 			x["limits"].(map[string]any)["tenants"] = map[string]any{"tenant:42": "free"}
 		}, `extauthz.limits.tenants["tenant:42"]: "tenant:42": write a tenant`},
+		{"route path with a query", func(x map[string]any) { routeAt(x, 1)["path"] = "/v1/orders?x=1" },
+			`extauthz.routes[1].path: segment "orders?x=1" has a character no request path can carry`},
+		{"route path with a space", func(x map[string]any) { routeAt(x, 1)["path"] = "/v1/ord ers" },
+			`segment "ord ers" has a character`},
+		{"route path with a fragment", func(x map[string]any) { routeAt(x, 1)["path"] = "/v1/orders#x" },
+			`segment "orders#x" has a character`},
 		{"route quota for no route", func(x map[string]any) {
 			x["limits"].(map[string]any)["routes"] = map[string]any{"orders-raed": map[string]any{"windows": []any{map[string]any{"limit": 1, "period": "second"}}}}
 		}, `pol: data.json: extauthz.limits.routes.orders-raed: names no route in extauthz.routes`},

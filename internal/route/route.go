@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -215,6 +216,11 @@ func (t *Table) insert(d Def, r *Route) error {
 		}
 		if s == "." || s == ".." || strings.ContainsAny(s, "%;\\{}") {
 			return fmt.Errorf("path: segment %q is not canonical", s)
+		}
+		if strings.ContainsAny(s, "?# \"<>`^|[]") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) {
+			// A query, a fragment, or a byte a client must percent-encode:
+			// no request could ever match it.
+			return fmt.Errorf("path: segment %q has a character no request path can carry there (?, #, a space, a control character or one clients escape)", s)
 		}
 		if n.lit == nil {
 			n.lit = map[string]*trieNode{}
