@@ -102,6 +102,8 @@ func TestBadContextExtensionsFailClosed(t *testing.T) {
 		{"profile": "no-such-profile"},
 		{"tenant_required": "maybe"},
 		{"auth": "password"},
+		{"profle": "aidial"}, // a typo: the rulebook reads only facts, so it would change nothing
+		{"route": "health", "scopez": "admin"},
 	} {
 		r := req("GET", "/healthz", nil)
 		r.Attributes.ContextExtensions = ce

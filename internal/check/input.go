@@ -3,6 +3,7 @@ package check
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -156,6 +157,13 @@ func (r *request) route(eng *engine.Engine, ce map[string]string) {
 	}
 	if f.Route != nil && route.HasOverrides(ce) {
 		f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce)
+	}
+	if len(ce) > 0 && r.routeErr == nil && eng.Policy != nil && eng.Policy.Pure() {
+		// A policy of facts alone cannot read a key the sidecar does not:
+		// a typo ("profle") would serve the wrong contract silently.
+		if k := route.UnknownCE(ce); k != "" {
+			r.routeErr = fmt.Errorf("context_extensions.%s is not a key extauthz reads (known: %s)", k, strings.Join(route.CEKeys(), ", "))
+		}
 	}
 	f.Profile = eng.Settings.DefaultProfile
 	if f.Route != nil && f.Route.Req.Profile != "" {

@@ -205,6 +205,7 @@ func TestValidateEnvoyAgainstSettingsAndPolicy(t *testing.T) {
 	edits := []struct{ from, to, want string }{
 		{"route: orders-read\n", "route: orders-raed\n", `.context_extensions.route: unknown route id "orders-raed"`},
 		{"context_extensions: {profile: aidial}", "context_extensions: {profile: aidail}", `.context_extensions.profile: unknown profile "aidail"`},
+		{"context_extensions: {profile: aidial}", "context_extensions: {profle: aidial}", `.context_extensions.profle: not a key extauthz reads (known: route, profile, auth, scopes,`},
 		// calls has no tenant headers: tenant_required alone cannot apply.
 		{"route: orders-read\n                        scopes: \"orders:read\"", "route: calls\n                        tenant_required: \"true\"", `sets tenant_required/tenant_format, but policy route "calls" has no tenant_headers`},
 		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_format: roman", `on policy route "orders-read": context_extensions: tenant_headers[0].format: "roman" is not one of`},

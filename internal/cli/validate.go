@@ -218,6 +218,9 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 	for _, rc := range facts.Contexts {
 		ce := rc.Extensions
 		p := rc.Path + ".context_extensions"
+		if k := route.UnknownCE(ce); k != "" && eng.Policy != nil && eng.Policy.Pure() {
+			bad(p+"."+k, "not a key extauthz reads (known: %s): every request on this route fails closed (internal_error)", strings.Join(route.CEKeys(), ", "))
+		}
 		if name, ok := ce[route.CEProfile]; ok {
 			if _, known := eng.Profiles.Get(name); !known {
 				bad(p+".profile", "unknown profile %q (policy profiles: %s)", name, strings.Join(eng.Profiles.Names(), ", "))

@@ -428,6 +428,21 @@ const (
 	CEShadow         = "shadow" // comma-separated deny reasons, or "*"
 )
 
+// UnknownCE is a key of ce the sidecar does not read ("" when there is
+// none): with a policy that reads only the sidecar's facts, such a key (a
+// typo of profile or scopes) would silently change nothing.
+func UnknownCE(ce map[string]string) string {
+	for k := range ce {
+		if k != CEProfile && k != CERoute && !slices.Contains(overrideKeys, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// CEKeys lists the context extension keys the sidecar reads.
+func CEKeys() []string { return append([]string{CERoute, CEProfile}, overrideKeys...) }
+
 // HasOverrides reports whether ce changes requirements (beyond route/profile).
 func HasOverrides(ce map[string]string) bool {
 	for _, k := range overrideKeys {
