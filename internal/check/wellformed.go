@@ -15,7 +15,8 @@ const malformed wire.Problem = "malformed"
 // Envoy would have let through: a method that is an HTTP token and, where
 // the :method and :path pseudo-headers are sent too, the same method and
 // path; header names that are lower-case tokens or the request
-// pseudo-headers; header values without NUL, CR or LF. Envoy's codecs
+// pseudo-headers; header values without NUL, CR or LF; no method-override
+// header naming another method (methodOverride). Envoy's codecs
 // refuse anything else before ext_authz runs, so whatever else arrives
 // did not come from it as the upstream will see it, and is not decided on.
 func wellFormed(method, path string, headers map[string]string) bool {
@@ -39,6 +40,8 @@ func wellFormed(method, path string, headers map[string]string) bool {
 			}
 		} else if !isToken(k, lowerTchar) {
 			return false
+		} else if len(k) >= 12 && k[0] == 'x' && methodOverride[k] && !strings.EqualFold(strings.TrimSpace(v), method) {
+			return false
 		}
 		if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, 0) >= 0 {
 			return false
@@ -46,6 +49,12 @@ func wellFormed(method, path string, headers map[string]string) bool {
 	}
 	return true
 }
+
+// methodOverride are the headers with which frameworks let a client send
+// one method and have the upstream act on another. The sidecar decides on
+// the method Envoy saw; a request naming a different one there could be
+// authorized as a read and executed as a write, so it is refused.
+var methodOverride = map[string]bool{"x-http-method-override": true, "x-http-method": true, "x-method-override": true}
 
 func isToken(s string, t *[256]bool) bool {
 	if s == "" {

@@ -44,6 +44,10 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 		"unknown pseudo-header":    req("GET", "/v1/orders", with(":foo", "1")),
 		"upper-case name":          req("GET", "/v1/orders", with("X-Tenant-Id", "43")),
 		"name with a colon inside": req("GET", "/v1/orders", with("x-a:b", "1")),
+		// authorized as a read, possibly executed as a delete
+		"method override":   req("GET", "/v1/orders", with("x-http-method-override", "DELETE")),
+		"x-http-method":     req("GET", "/v1/orders", with("x-http-method", "delete")),
+		"x-method-override": req("GET", "/v1/orders", with("x-method-override", "PUT")),
 	}
 	for name, r := range cases {
 		for _, form := range []struct {
@@ -65,6 +69,9 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 	}
 	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-a.b_c~1!", "a\tb"))); got != "ok" {
 		t.Errorf("token name, tab in value: %s", got)
+	}
+	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-http-method-override", "get"))); got != "ok" {
+		t.Errorf("a method override naming the method itself: %s", got)
 	}
 }
 

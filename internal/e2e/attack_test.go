@@ -400,3 +400,22 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestTrailingSlashAndMethodOverride: through real Envoy, "/healthz/"
+// (also reached as "/healthz/." and "/healthz/x/..") is not the public
+// exact route /healthz, and a method-override header naming another
+// method is refused: the upstream sees neither.
+func TestTrailingSlashAndMethodOverride(t *testing.T) {
+	s := newStack(t)
+	for _, p := range []string{"/healthz/", "/healthz/.", "/healthz/x/.."} {
+		if resp := refused(t, s, request{path: p}); resp.status != http.StatusNotFound {
+			t.Errorf("GET %s: status %d, want 404 route_not_found: %s", p, resp.status, resp.body)
+		}
+	}
+	for _, h := range []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"} {
+		r := request{path: "/v1/orders", headers: withKey(readonlyKey, [2]string{"X-Tenant-Id", "42"}, [2]string{h, "DELETE"})}
+		if resp := refused(t, s, r); resp.status != http.StatusBadRequest {
+			t.Errorf("GET with %s: DELETE: status %d, want 400 request_invalid: %s", h, resp.status, resp.body)
+		}
+	}
+}

@@ -127,7 +127,7 @@ const docGaps = `## Where the sidecar does not meet a contract
 
 // reasonMeaning is the one-line meaning of every reason.
 var reasonMeaning = map[decision.Reason]string{
-	decision.RequestInvalid:        "The CheckRequest cannot be read as sent: it does not decode, or a header, the path or another string is not valid UTF-8 (also raw header bytes sent with encode_raw_headers); or it holds a request no client or Envoy sends: a method that is not an HTTP token, a `:method` or `:path` header that disagrees with the method or path, a header name that is not a lower-case token or a request pseudo-header, a header value with NUL, CR or LF.",
+	decision.RequestInvalid:        "The CheckRequest cannot be read as sent: it does not decode, or a header, the path or another string is not valid UTF-8 (also raw header bytes sent with encode_raw_headers); or it holds a request no client or Envoy sends: a method that is not an HTTP token, a `:method` or `:path` header that disagrees with the method or path, a header name that is not a lower-case token or a request pseudo-header, a header value with NUL, CR or LF, or a method-override header (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) naming another method than the request's.",
 	decision.RequestTooLarge:       "The CheckRequest (headers and any buffered body) is larger than the sidecar's --max-request-bytes.",
 	decision.PathInvalid:           "The path is not in canonical form: path parameters (`;`), encoded slashes or backslashes, dot or empty segments, control characters, bad or double percent-escapes, a fragment, or too long.",
 	decision.RouteNotFound:         "No route of the policy matches the method and the canonical path.",

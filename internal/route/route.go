@@ -232,6 +232,17 @@ func (t *Table) insert(d Def, r *Route) error {
 		}
 		n = c
 	}
+	if !d.Prefix && len(d.Path) > 1 && strings.HasSuffix(d.Path, "/") {
+		// "/v1/posts/" is another path than "/v1/posts": its own node,
+		// under the empty last segment Match is given for it.
+		if n.lit == nil {
+			n.lit = map[string]*trieNode{}
+		}
+		if n.lit[""] == nil {
+			n.lit[""] = &trieNode{}
+		}
+		n = n.lit[""]
+	}
 	m := &n.exact
 	if d.Prefix {
 		m = &n.prefix
@@ -349,8 +360,10 @@ func strTerms(ss []string) []*ast.Term {
 
 // Match finds the route for method and canonical path segments: an exact
 // route beats a prefix route, a literal segment beats a {param}, a longer
-// prefix beats a shorter one. It returns the default route (or nil) when
-// nothing matches.
+// prefix beats a shorter one. A path with a trailing slash ends in an
+// empty segment (MatchSegments): an exact route matches it only when
+// written with that slash, and a {param} never matches an empty segment.
+// It returns the default route (or nil) when nothing matches.
 func (t *Table) Match(method string, segs []string) *Route {
 	var best *Route
 	bestDepth := -1
@@ -367,7 +380,7 @@ func (t *Table) Match(method string, segs []string) *Route {
 				return r
 			}
 		}
-		if n.param != nil {
+		if n.param != nil && segs[i] != "" {
 			return walk(n.param, i+1)
 		}
 		return nil
@@ -379,6 +392,16 @@ func (t *Table) Match(method string, segs []string) *Route {
 		return best
 	}
 	return t.fallback
+}
+
+// MatchSegments are the segments Match takes for a canonical path and its
+// segments: a trailing slash adds an empty last segment, so "/healthz/"
+// is not the exact route "/healthz" (an upstream may serve it otherwise).
+func MatchSegments(canonical string, segs []string) []string {
+	if len(segs) > 0 && strings.HasSuffix(canonical, "/") {
+		return append(segs[:len(segs):len(segs)], "")
+	}
+	return segs
 }
 
 // ByID returns a route by id (context_extensions "route").

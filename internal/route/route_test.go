@@ -148,3 +148,37 @@ func TestOverridesAreInterned(t *testing.T) {
 		t.Errorf("scopes \"\" and auth \"\" confused: %+v %+v", a1.Req, b.Req)
 	}
 }
+
+// A trailing slash is another path: an exact route matches it only when
+// written with it, a {param} never matches the empty last segment, and a
+// prefix route covers both.
+func TestTrailingSlash(t *testing.T) {
+	tb := table(t, `[
+	  {"id": "health", "methods": ["GET"], "path": "/healthz"},
+	  {"id": "one", "methods": ["GET"], "path": "/v1/orders/{id}"},
+	  {"id": "list-slash", "methods": ["GET"], "path": "/v1/items/"},
+	  {"id": "v1", "path": "/v2", "prefix": true}
+	]`)
+	for _, c := range []struct{ path, want string }{
+		{"/healthz", "health"},
+		{"/healthz/", ""},
+		{"/v1/orders/17", "one"},
+		{"/v1/orders/", ""},
+		{"/v1/items/", "list-slash"},
+		{"/v1/items", ""},
+		{"/v2/", "v1"},
+		{"/v2/x/", "v1"},
+	} {
+		var segs []string
+		if p := strings.Trim(c.path, "/"); p != "" {
+			segs = strings.Split(p, "/")
+		}
+		got := ""
+		if r := tb.Match("GET", MatchSegments(c.path, segs)); r != nil {
+			got = r.ID
+		}
+		if got != c.want {
+			t.Errorf("GET %s = %q, want %q", c.path, got, c.want)
+		}
+	}
+}
