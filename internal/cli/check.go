@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -103,6 +104,12 @@ func runCheck(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("%w\n(extauthz help check lists the flags)", err)
 	}
 
+	if _, err := netip.ParseAddr(*src); err != nil {
+		return fmt.Errorf("--source %q: not an IP address", *src)
+	}
+	if !strings.HasPrefix(*path, "/") {
+		return fmt.Errorf("--path %q: must start with / (the path as Envoy sends it, with the query)", *path)
+	}
 	var req *authv3.CheckRequest
 	var err error
 	switch {
@@ -406,9 +413,10 @@ func parseCurl(line string) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(words) > 0 && words[0] == "curl" {
-		words = words[1:]
+	if len(words) == 0 || words[0] != "curl" {
+		return nil, errors.New(`--curl: want a curl command line ("curl -H 'X-API-Key: …' https://…")`)
 	}
+	words = words[1:]
 	method, url := "", ""
 	var hs [][2]string
 	for i := 0; i < len(words); i++ {

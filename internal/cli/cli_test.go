@@ -388,3 +388,24 @@ func TestCheckReplaysADecisionLog(t *testing.T) {
 		t.Fatalf("bad lines: exit %d\n%s", code, out)
 	}
 }
+
+// Inputs a script could get wrong are refused, naming the flag; an unknown
+// key subcommand says so.
+func TestCheckInputsAndKeySubcommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check", "--source", "notanip", "--path", "/healthz"}, `--source "notanip": not an IP address`},
+		{[]string{"check", "--path", "v1/orders"}, `--path "v1/orders": must start with /`},
+		{[]string{"check", "--curl", "wget http://api.example.com/healthz"}, `--curl: want a curl command line`},
+	} {
+		code, out, errOut := run(t, "", c.args...)
+		if code != 1 || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("%v: exit %d\n%s%s\nwant exit 1 and %q", c.args, code, out, errOut, c.want)
+		}
+	}
+	if code, _, errOut := run(t, "", "key", "bogus"); code != 2 || !strings.Contains(errOut, `unknown subcommand "bogus"`) {
+		t.Errorf("key bogus: exit %d\n%s", code, errOut)
+	}
+}

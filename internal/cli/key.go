@@ -74,6 +74,7 @@ func runKey(args []string, env Env) error {
 	case "revoke", "suspend", "activate", "delete":
 		return keyChange(args[0], args[1:], env)
 	}
+	fmt.Fprintf(env.Stderr, "extauthz key: unknown subcommand %q\n", args[0])
 	fmt.Fprint(env.Stderr, keyUsage)
 	return errUsage
 }

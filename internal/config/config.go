@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -156,10 +158,10 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 	} else if err != nil {
 		errs = append(errs, err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	// Every problem at once: a value that did not parse and one out of
+	// range are reported together (the one that did not parse keeps its
+	// default, so Validate says nothing false about it).
+	return c, errors.Join(append(errs, c.Validate())...)
 }
 
 // ParseAll parses args into fs like fs.Parse, but goes on after a bad flag
@@ -257,6 +259,28 @@ func bind(fs *flag.FlagSet, c *Config) {
 
 // applyEnv reads EXTAUTHZ_<FLAG_NAME> for every field.
 // Validate reports every problem, each naming the setting.
+// checkAddr says why addr is not a listen address: host:port (the host may
+// be empty, the port 0), or, where unix is true, unix:///path.
+func checkAddr(addr string, unix bool) error {
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok && unix {
+		if p == "" {
+			return fmt.Errorf("%q: unix:// needs a socket path", addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number in 0..65535", addr, port)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q: %q is not a host", addr, host)
+	}
+	return nil
+}
+
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, a ...any) {
@@ -264,6 +288,13 @@ func (c Config) Validate() error {
 	}
 	if c.GRPCAddr == "" {
 		bad("grpc-addr", "required")
+	} else if err := checkAddr(c.GRPCAddr, true); err != nil {
+		bad("grpc-addr", "%v", err)
+	}
+	if c.AdminAddr != "" {
+		if err := checkAddr(c.AdminAddr, false); err != nil {
+			bad("admin-addr", "%v", err)
+		}
 	}
 	// The serving policy's source, and the candidate's: each at most one of
 	// a directory, a bundle file and a bundle service.

@@ -127,3 +127,19 @@ func TestConfigFileStrict(t *testing.T) {
 		t.Errorf("max_request_bytes: %v, %v", c.MaxRequestBytes, err)
 	}
 }
+
+// Listen addresses are checked, and a flag that does not parse is reported
+// together with one out of range.
+func TestAddressesAndMixedProblems(t *testing.T) {
+	_, err := Load("t", []string{"--grpc-addr", "nope", "--admin-addr", "foo", "--check-timeout", "abc", "--allow-sample-rate", "2"}, env(nil))
+	for _, want := range []string{`grpc-addr: "nope" is not host:port`, `admin-addr: "foo" is not host:port`, "check-timeout", "allow-sample-rate"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	for _, ok := range [][]string{{"--grpc-addr", "127.0.0.1:0"}, {"--grpc-addr", ":9001"}, {"--grpc-addr", "unix:///tmp/x.sock"}, {"--grpc-addr", "[::1]:9001", "--admin-addr", ""}} {
+		if _, err := Load("t", ok, env(nil)); err != nil {
+			t.Errorf("%v: %v", ok, err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"io/fs"
@@ -557,4 +558,34 @@ func TestReplyMetadataSetting(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With --admin-addr 127.0.0.1:0 the "serving" line gives the port bound,
+// which answers /healthz.
+func TestServingLogNamesTheBoundAdminPort(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.GRPCAddr, cfg.AdminAddr = "unix://"+filepath.Join(t.TempDir(), "x.sock"), "127.0.0.1:0"
+	logs := &testutil.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	defer func() { cancel(); <-done }()
+	var admin string
+	for i := 0; admin == ""; i++ {
+		for line := range strings.Lines(logs.String()) {
+			var rec struct{ Msg, Admin string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
+				admin = rec.Admin
+			}
+		}
+		if i > 1000 {
+			t.Fatalf("no serving line:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + admin + "/healthz")
+	if err != nil || strings.HasSuffix(admin, ":0") {
+		t.Fatalf("serving line names admin %q: %v", admin, err)
+	}
+	resp.Body.Close()
 }

@@ -208,14 +208,15 @@ const (
 // Server is the sidecar: everything New builds from the configuration, and
 // Run brings to life.
 type Server struct {
-	cfg      config.Config
-	log      *slog.Logger
-	faultLog *slog.Logger // fault lines, throttled (logthrottle)
-	throttle *logthrottle.Handler
-	metrics  *metrics.Metrics
-	holder   engine.Holder
-	reloader *source.Reloader
-	check    *check.Server
+	cfg       config.Config
+	log       *slog.Logger
+	faultLog  *slog.Logger // fault lines, throttled (logthrottle)
+	adminAddr string       // the admin listener's address once bound
+	throttle  *logthrottle.Handler
+	metrics   *metrics.Metrics
+	holder    engine.Holder
+	reloader  *source.Reloader
+	check     *check.Server
 	// The candidate policy (nil without one): its own versions, compared
 	// on a sample of live checks.
 	candidate       *check.Candidate
@@ -404,7 +405,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.serving.Store(true)
 	s.setHealth()
 	go s.watch(ctx)
-	s.log.Info("serving", "grpc", lis.Addr().String(), "admin", s.cfg.AdminAddr, "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
+	s.log.Info("serving", "grpc", lis.Addr().String(), "admin", s.adminAddr, "tls", s.cfg.TLSCert != "", "mtls", s.cfg.TLSClientCA != "")
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
@@ -475,6 +476,7 @@ func (s *Server) serveAdmin() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin-addr: %w", err)
 	}
+	s.adminAddr = lis.Addr().String() // the port bound, where the flag says :0
 	go func() { _ = s.admin.Serve(lis) }()
 	return stop, nil
 }

@@ -93,7 +93,11 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	if err != nil {
 		st.LastError = err.Error()
 		r.status.Store(&st)
-		r.log().Error("policy rejected; the last good version keeps serving", "source", r.Loader.String(), "serving", st.Version, "error", err.Error())
+		if st.Version == "" {
+			r.log().Error("policy rejected; no version is serving (checks are denied internal_error until one loads)", "source", r.Loader.String(), "error", err.Error())
+		} else {
+			r.log().Error("policy rejected; the last good version keeps serving", "source", r.Loader.String(), "serving", st.Version, "error", err.Error())
+		}
 		if r.OnResult != nil {
 			r.OnResult(false)
 		}
