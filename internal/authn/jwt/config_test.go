@@ -82,6 +82,8 @@ func TestConfigValidation(t *testing.T) {
 			Options{}, []string{"issuers[0].jwks_file: no usable signature keys"}},
 		{"JWKS file with a duplicate kid", []IssuerConfig{ok(func(c *IssuerConfig) { c.JWKSFile = dupKID })},
 			Options{}, []string{`issuers[0].jwks_file: keys[1]: kid "a" already used by keys[0]`}},
+		{"JWKS whose keys fit none of the algorithms", []IssuerConfig{ok(func(c *IssuerConfig) { c.Algorithms = []string{"ES256", "EdDSA"} })},
+			Options{}, []string{"issuers[0].jwks_file: no key can verify any of the issuer's algorithms [ES256 EdDSA]"}},
 		{"JWKS file with a broken key", second(func(c *IssuerConfig) { c.JWKSFile = badKey }),
 			Options{}, []string{"issuers[1].jwks_file: keys[0]: "}},
 		{"negative options", []IssuerConfig{ok(nil)},
@@ -114,14 +116,15 @@ func TestConfigValidation(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	k := keys()
 	f := writeJWKS(t, jwk("rsa-1", "RS256", k.rsa))
+	fb := writeJWKS(t, jwk("ec-1", "", k.ec)) // no alg: its kty fits ES384
 	v := newVerifier(t, []IssuerConfig{
 		{Issuer: issA, Audiences: []string{audA}, JWKSFile: f},
-		{Issuer: issB, Audiences: []string{"b"}, JWKSFile: f, Algorithms: []string{"ES384", "EdDSA", "ES384", "PS512"}, TenantClaim: "org", LeewaySeconds: 5},
+		{Issuer: issB, Audiences: []string{"b"}, JWKSFile: fb, Algorithms: []string{"ES384", "EdDSA", "ES384", "PS512"}, TenantClaim: "org", LeewaySeconds: 5},
 	}, Options{})
 	got := []IssuerConfig{v.byIss[issA].cfg, v.byIss[issB].cfg}
 	want := []IssuerConfig{
 		{Issuer: issA, Audiences: []string{audA}, JWKSFile: f, Algorithms: []string{"RS256", "ES256"}, TenantClaim: "tenant", LeewaySeconds: 30},
-		{Issuer: issB, Audiences: []string{"b"}, JWKSFile: f, Algorithms: []string{"ES384", "EdDSA", "PS512"}, TenantClaim: "org", LeewaySeconds: 5},
+		{Issuer: issB, Audiences: []string{"b"}, JWKSFile: fb, Algorithms: []string{"ES384", "EdDSA", "PS512"}, TenantClaim: "org", LeewaySeconds: 5},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("normalized config (-want +got):\n%s", diff)

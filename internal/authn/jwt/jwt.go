@@ -139,14 +139,14 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		v.byIss[c.Issuer] = is
 		switch {
 		case c.JWKSFile != "":
-			ks, err := loadJWKSFile(ctx, c.JWKSFile)
+			ks, err := loadJWKSFile(ctx, c.JWKSFile, c.Algorithms)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("issuers[%d].jwks_file: %w", i, err))
 				continue
 			}
 			is.keys.Store(ks)
 		case len(c.JWKS) > 0:
-			ks, err := loadJWKS(ctx, c.JWKS)
+			ks, err := loadJWKS(ctx, c.JWKS, c.Algorithms)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("issuers[%d].jwks: %w", i, err))
 				continue

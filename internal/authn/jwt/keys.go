@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,7 +96,7 @@ func (s *keySource) hasKeys(ctx context.Context) bool {
 // loadJWKSFile reads a JWKS file into memory storage, keeping only public
 // signature keys: kty "oct" and use "enc" keys are dropped, private parts are
 // ignored, and key types jwkset does not support are skipped.
-func loadJWKSFile(ctx context.Context, path string) (*keySource, error) {
+func loadJWKSFile(ctx context.Context, path string, algs []string) (*keySource, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -105,11 +106,14 @@ func loadJWKSFile(ctx context.Context, path string) (*keySource, error) {
 	if err != nil {
 		return nil, err
 	}
-	return loadJWKS(ctx, raw)
+	return loadJWKS(ctx, raw, algs)
 }
 
-// loadJWKS builds a key source from JWKS bytes (a file or inline data).
-func loadJWKS(ctx context.Context, raw []byte) (*keySource, error) {
+// loadJWKS builds a key source from JWKS bytes (a file or inline data). At
+// least one key must be usable with one of algs (the issuer's allowlist):
+// otherwise every token of the issuer would be refused, and that is a
+// configuration mistake to report at load.
+func loadJWKS(ctx context.Context, raw []byte, algs []string) (*keySource, error) {
 	if len(raw) > maxJWKSBytes {
 		return nil, fmt.Errorf("larger than %d bytes", maxJWKSBytes)
 	}
@@ -118,7 +122,7 @@ func loadJWKS(ctx context.Context, raw []byte) (*keySource, error) {
 		return nil, fmt.Errorf("not a JWKS: %w", err)
 	}
 	store := jwkset.NewMemoryStorage()
-	n := 0
+	n, usable := 0, 0
 	kids := map[string]int{}
 	for i, m := range set.Keys {
 		if m.KTY == jwkset.KtyOct || m.USE == jwkset.UseEnc {
@@ -139,15 +143,38 @@ func loadJWKS(ctx context.Context, raw []byte) (*keySource, error) {
 			return nil, fmt.Errorf("keys[%d]: %w", i, err)
 		}
 		n++
+		if usableWith(m, algs) {
+			usable++
+		}
 	}
 	if n == 0 {
 		return nil, errors.New("no usable signature keys (kty oct and use enc keys are ignored)")
+	}
+	if usable == 0 {
+		return nil, fmt.Errorf("no key can verify any of the issuer's algorithms %v (each key's alg, or its kty when it names none)", algs)
 	}
 	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
 	if err != nil {
 		return nil, err
 	}
 	return &keySource{kf: kf}, nil
+}
+
+// usableWith reports whether key m can verify a token in one of algs: its
+// alg is one of them, or it names none and its type fits one.
+func usableWith(m jwkset.JWKMarshal, algs []string) bool {
+	if m.ALG != "" {
+		return slices.Contains(algs, m.ALG.String())
+	}
+	for _, a := range algs {
+		switch {
+		case m.KTY == jwkset.KtyRSA && (strings.HasPrefix(a, "RS") || strings.HasPrefix(a, "PS")),
+			m.KTY == jwkset.KtyEC && strings.HasPrefix(a, "ES"),
+			m.KTY == jwkset.KtyOKP && a == "EdDSA":
+			return true
+		}
+	}
+	return false
 }
 
 // newJWKSURL builds the keyfunc for a remote JWKS. It performs the first
