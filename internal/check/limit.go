@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -25,12 +26,25 @@ func (s *Server) limit(ctx context.Context, eng *engine.Engine, r *request, d *d
 	if s.NoQuota {
 		return
 	}
-	lim := s.Quotas.For(eng.Limits)
-	if lim == nil || r.f.Identity() == nil {
+	id := r.f.Identity()
+	if id != nil && id.Plan != "" && !eng.HasPlan(id.Plan) {
+		// Only a key read at run time (the Redis key store) can get here:
+		// the embedded keys' plans are checked at load. Without its plan
+		// the key would run unlimited.
+		s.fail(d, fmt.Errorf("API key %q names plan %q, which extauthz.limits.plans does not define", id.KeyID, id.Plan))
 		return
 	}
-	id := r.f.Identity()
-	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Tenant: r.tenant, Subject: id.QuotaSubject()}
+	lim := s.Quotas.For(eng.Limits)
+	if lim == nil || id == nil {
+		return
+	}
+	sub := ratelimit.Subject{KeyID: id.KeyID, Plan: id.Plan, Subject: id.QuotaSubject()}
+	if id.KeyID != "" {
+		sub.Subject = id.Subject // limits.keys may name an API key by its subject
+	}
+	if len(eng.Limits.Tenants) > 0 {
+		sub.Tenants = r.f.ActingTenants()
+	}
 	if r.f.Route != nil {
 		sub.Route = r.f.Route.ID
 	}

@@ -189,3 +189,25 @@ func TestRedisKeysDownDenies(t *testing.T) {
 		}
 	}
 }
+
+// A Redis record whose plan the limits do not define is a deny
+// (internal_error), never a key without any quota (the embedded store
+// refuses such a record at load).
+func TestRedisKeyWithUnknownPlanDenies(t *testing.T) {
+	srv := redistest.Start(t, "internal/check")
+	inv := make(chan struct{}, 1024)
+	eng, w := redisKeysEngine(t, srv.Addr(), inv)
+	s := newServer(t, eng)
+	for key, plan := range map[string]string{"xa_plan_typo": "Starter", "xa_plan_none": "no-such-plan", "xa_plan_ok": "starter"} {
+		if err := w.Put(context.Background(), apikey.Hash(key), []byte(`{"id":"`+key+`","tenants":["42"],"scopes":["orders:read"],"plan":"`+plan+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		want := "internal_error"
+		if plan == "starter" {
+			want = "ok"
+		}
+		if reason, _, _ := decide(t, s, req("GET", "/v1/orders", map[string]string{"x-api-key": key, "x-tenant-id": "42"})); reason != want {
+			t.Errorf("plan %q: %s, want %s", plan, reason, want)
+		}
+	}
+}

@@ -95,3 +95,57 @@ func upstreamHeader(resp *authv3.CheckResponse, name string) string {
 	}
 	return ""
 }
+
+// Quotas count against every tenant the request acts for: a credential
+// holding two tenants and naming none uses both tenants' plans (it used
+// none), a later tenant header's plan applies beside the first's, and a
+// grant in another dimension does not take a key's tenant quota away.
+func TestQuotasCountEveryActedForTenant(t *testing.T) {
+	s := newServer(t, editedEngine(t, "api_keys", func(root map[string]any) {
+		keys := root["api_keys"].(map[string]any)
+		keys[apikey.Hash("k_multi")] = map[string]any{"id": "multi", "tenants": []any{"42", "43"}, "scopes": []any{"orders:read", "calls:read"}}
+		keys[apikey.Hash("k_mixed")] = map[string]any{"id": "mixed", "tenants": map[string]any{"tenant": []any{"42"}, "region": []any{"eu"}}, "scopes": []any{"calls:read"}}
+		lim := root["limits"].(map[string]any)
+		lim["plans"].(map[string]any)["tiny"] = map[string]any{"windows": []any{map[string]any{"limit": 3, "period": "minute"}}}
+		lim["tenants"] = map[string]any{"42": "tiny", "brand:br_1": "tiny"}
+	}))
+	calls := func(key string) string {
+		reason, _, _ := decide(t, s, req("GET", "/v1/calls", map[string]string{"x-api-key": key}))
+		return reason
+	}
+	for i := range 3 {
+		if got := calls("k_multi"); got != "ok" {
+			t.Fatalf("multi-tenant key, check %d: %s", i+1, got)
+		}
+	}
+	if got := calls("k_multi"); got != "rate_limited" {
+		t.Errorf("multi-tenant key naming no tenant after tenant 42's 3: %s, want rate_limited (it ran unlimited)", got)
+	}
+	if got := calls("k_mixed"); got != "rate_limited" {
+		t.Errorf("a key of tenant 42 (and region eu) after tenant 42's quota: %s, want rate_limited", got)
+	}
+	brand := req("GET", "/v1/posts", map[string]string{"authorization": "Bearer " + aidellyKey, "x-workspace-id": "ws_1", "x-brand-id": "br_1"})
+	for i := range 3 {
+		if reason, _, _ := decide(t, s, brand); reason != "ok" {
+			t.Fatalf("brand br_1, check %d: %s", i+1, reason)
+		}
+	}
+	if reason, _, _ := decide(t, s, brand); reason != "rate_limited" {
+		t.Errorf("brand br_1's plan after 3 (workspace sent first): %s, want rate_limited", reason)
+	}
+}
+
+// x-auth-tenant stays the key's only tenant of dimension tenant when it
+// also holds grants in another dimension.
+func TestAuthTenantIgnoresOtherDimensionsGrants(t *testing.T) {
+	s := tenantEngine(t, map[string]map[string]any{
+		"k_mixed": {"id": "mixed", "tenants": map[string]any{"tenant": []any{"42"}, "region": []any{"eu"}}, "scopes": []any{"calls:read"}},
+		"k_ws":    {"id": "ws", "tenants": map[string]any{"workspace": []any{"w1"}}, "scopes": []any{"calls:read"}},
+	}, nil, nil)
+	for key, want := range map[string]string{"k_mixed": "42", "k_ws": "workspace:w1"} {
+		reason, _, resp := decide(t, s, req("GET", "/v1/calls", map[string]string{"x-api-key": key}))
+		if reason != "ok" || upstreamHeader(resp, "x-auth-tenant") != want {
+			t.Errorf("%s: %s, x-auth-tenant %q; want ok, %q", key, reason, upstreamHeader(resp, "x-auth-tenant"), want)
+		}
+	}
+}

@@ -660,3 +660,12 @@ func buildTokens(ctx context.Context, raw json.RawMessage, baseDir string, opts 
 	}
 	return t, nil
 }
+
+// HasPlan reports whether extauthz.limits.plans defines plan name.
+func (e *Engine) HasPlan(name string) bool {
+	if e.Limits == nil {
+		return false
+	}
+	_, ok := e.Limits.Plans[name]
+	return ok
+}

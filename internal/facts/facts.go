@@ -211,7 +211,8 @@ func (f *Facts) Identity() *authn.Identity {
 // Tenant is the tenant the request acts for, verified, as authn.TenantKey
 // names it (the id in dimension "tenant", "dimension:id" in another): the
 // first tenant header sent whose value the identity holds in that header's
-// dimension, else the identity's only tenant when the request names none.
+// dimension, else, when the request names none, the identity's only tenant
+// in dimension "tenant", or its only grant when it has none there.
 // Upstream headers, metadata, quotas and logs use it; it is never a value
 // only the client vouches for.
 func (f *Facts) Tenant() string {
@@ -229,16 +230,50 @@ func (f *Facts) Tenant() string {
 		}
 		return ""
 	}
-	only, n := "", 0
-	for dim, ids := range id.Tenants {
+	if t := id.Tenants[authn.DefaultDimension]; len(t) == 1 {
+		return t[0] // its only tenant; grants in other dimensions are not tenants it acts for alone
+	} else if len(t) > 1 {
+		return ""
+	}
+	only := ""
+	for dim, ids := range id.Tenants { // no "tenant" dimension: its only grant, if it has one
 		for _, t := range ids {
-			only, n = authn.TenantKey(dim, t), n+1
+			if only != "" {
+				return ""
+			}
+			only = authn.TenantKey(dim, t)
 		}
 	}
-	if n == 1 {
-		return only
+	return only
+}
+
+// ActingTenants are the tenants the request acts for, as authn.TenantKey
+// names them: every tenant header it sent (in route order; by the time
+// quotas run the identity holds each), or, when it names none, every tenant
+// the identity holds (sorted), since the upstream may act for any of them.
+// The rulebook's request_tenants, whose allowlists apply, is the same set;
+// quotas count against each one's plan.
+func (f *Facts) ActingTenants() []string {
+	id := f.Identity()
+	if id == nil {
+		return nil
 	}
-	return ""
+	var out []string
+	if f.Route != nil && f.Tenants.Any() {
+		for i, th := range f.Route.Req.TenantHeaders {
+			if v, ok := f.Tenants.Get(i); ok && v != "" {
+				out = append(out, authn.TenantKey(th.Dimension, v))
+			}
+		}
+		return out
+	}
+	for dim, ids := range id.Tenants {
+		for _, t := range ids {
+			out = append(out, authn.TenantKey(dim, t))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Facts are the facts k holds (what it leaves out is zero).

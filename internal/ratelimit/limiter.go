@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -40,34 +42,55 @@ func mkKey(k kind, id string) key {
 	return key{kind: k, id: id}
 }
 
-// target is what one Take counts: plan windows on planKey and route windows
-// on routeKey; a nil plan or route means none.
-type target struct {
-	plan     *cplan
-	planKey  key
-	route    *cplan
-	routeKey key
+// MaxTenantPlans bounds the tenant plans one request is counted against
+// (it acts for every tenant header it sends, or for every tenant its
+// credential holds when it names none): a request over it fails with
+// ErrTooManyTenants, a deny, never an uncounted allow.
+const MaxTenantPlans = 4
+
+// ErrTooManyTenants: the request acts for more tenants with a plan than
+// MaxTenantPlans.
+var ErrTooManyTenants = errors.New("ratelimit: the request acts for more tenants with a plan than one check counts")
+
+// maxParts bounds the plans one Take counts: the tenant plans (or the
+// principal's plan) and the route's.
+const maxParts = MaxTenantPlans + 1
+
+// part is one plan counted on one key.
+type part struct {
+	plan *cplan
+	key  key
 }
 
-func (t *target) limited() bool { return t.plan != nil || t.route != nil }
+// target is what one Take counts: every part's windows, atomically.
+type target struct {
+	parts [maxParts]part
+	n     int
+	route bool // the last part is the route's
+}
+
+func (t *target) add(p *cplan, k key) { t.parts[t.n] = part{p, k}; t.n++ }
+
+func (t *target) limited() bool { return t.n > 0 }
 
 func (t *target) policy() string {
 	switch {
-	case t.plan != nil && t.route != nil:
-		if p, ok := t.route.withPlan[t.plan]; ok {
+	case t.n == 1:
+		return t.parts[0].plan.policy
+	case t.n == 2 && t.route:
+		if p, ok := t.parts[1].plan.withPlan[t.parts[0].plan]; ok {
 			return p
 		}
-		return t.plan.policy + ", " + t.route.policy
-	case t.plan != nil:
-		return t.plan.policy
-	case t.route != nil:
-		return t.route.policy
 	}
-	return ""
+	ps := make([]string, t.n)
+	for i := range t.n {
+		ps[i] = t.parts[i].plan.policy
+	}
+	return strings.Join(ps, ", ")
 }
 
 // resolve derives the counting keys from the verified subject (package doc).
-func (c *compiled) resolve(s *Subject) (tg target) {
+func (c *compiled) resolve(s *Subject) (tg target, err error) {
 	var principal key
 	hasPrincipal := true
 	switch {
@@ -86,12 +109,17 @@ func (c *compiled) resolve(s *Subject) (tg target) {
 	if plan == nil && s.Subject != "" {
 		plan = c.keys[s.Subject]
 	}
-	if plan == nil && s.Tenant != "" {
-		if p := c.tenants[s.Tenant]; p != nil {
-			tg.plan, tg.planKey = p, mkKey(kindTenant, s.Tenant)
+	if plan == nil {
+		for _, t := range s.Tenants {
+			if p := c.tenants[t]; p != nil {
+				if tg.n == MaxTenantPlans {
+					return target{}, ErrTooManyTenants
+				}
+				tg.add(p, mkKey(kindTenant, t))
+			}
 		}
 	}
-	if tg.plan == nil && hasPrincipal {
+	if tg.n == 0 && hasPrincipal {
 		if plan == nil && s.Plan != "" {
 			plan = c.plans[s.Plan]
 		}
@@ -99,16 +127,16 @@ func (c *compiled) resolve(s *Subject) (tg target) {
 			plan = c.def
 		}
 		if plan != nil {
-			tg.plan, tg.planKey = plan, principal
+			tg.add(plan, principal)
 		}
 	}
 	if hasPrincipal && s.Route != "" {
 		if r := c.routes[s.Route]; r != nil {
-			tg.route = r
-			tg.routeKey = key{kind: principal.kind | kindRoute, id: principal.id, route: s.Route}
+			tg.add(r, key{kind: principal.kind | kindRoute, id: principal.id, route: s.Route})
+			tg.route = true
 		}
 	}
-	return tg
+	return tg, nil
 }
 
 // evalWin is one window's state during a Take: cur is its count before this
@@ -119,9 +147,8 @@ type evalWin struct {
 	cur int64
 }
 
-// maxWins bounds the windows of one Take: one per period for the plan and
-// one per period for the route.
-const maxWins = 2 * nPeriods
+// maxWins bounds the windows of one Take: one per period for each part.
+const maxWins = maxParts * nPeriods
 
 // summarize builds the Result from the windows' state (package doc, header
 // math).
@@ -187,7 +214,10 @@ type limiter struct {
 
 func (l *limiter) Take(ctx context.Context, s Subject, now time.Time) (Result, error) {
 	c := l.cfg.Load()
-	tg := c.resolve(&s)
+	tg, err := c.resolve(&s)
+	if err != nil {
+		return Result{}, err
+	}
 	if !tg.limited() {
 		return Result{Allowed: true}, nil
 	}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,33 +83,19 @@ const (
 // anything (bail) or leaves that key uncounted.
 func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 	var (
-		keys  [2]*key
-		plans [2]*cplan
-		shs   [2]int
-		ents  [2]*entry
-		n     int
+		keys  [maxParts]*key
+		plans [maxParts]*cplan
+		shs   [maxParts]int
+		ents  [maxParts]*entry
+		n     = tg.n
 	)
-	if tg.plan != nil {
-		keys[n], plans[n] = &tg.planKey, tg.plan
-		n++
-	}
-	if tg.route != nil {
-		keys[n], plans[n] = &tg.routeKey, tg.route
-		n++
-	}
-	for i := 0; i < n; i++ {
+	for i := range n {
+		keys[i], plans[i] = &tg.parts[i].key, tg.parts[i].plan
 		shs[i] = s.shardOf(keys[i])
 	}
-	// Lock in shard order so two-shard Takes cannot deadlock.
-	first, second := &s.shards[shs[0]], (*shard)(nil)
-	if n == 2 && shs[0] != shs[1] {
-		lo, hi := min(shs[0], shs[1]), max(shs[0], shs[1])
-		first, second = &s.shards[lo], &s.shards[hi]
-	}
-	first.mu.Lock()
-	if second != nil {
-		second.mu.Lock()
-	}
+	// Lock the distinct shards in ascending order, so Takes over several
+	// shards cannot deadlock.
+	held := s.lock(shs[:n])
 
 	st := stOK
 	for i := 0; i < n; i++ {
@@ -118,7 +105,7 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 			if s.n.Add(1) > s.max.Load() {
 				s.n.Add(-1)
 				if bail {
-					s.unlock(first, second)
+					s.unlock(held)
 					return Result{}, stBailed
 				}
 				st = stUntracked
@@ -170,7 +157,7 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 			}
 		}
 	}
-	s.unlock(first, second)
+	s.unlock(held)
 
 	if nev == 0 {
 		return Result{Allowed: true, Degraded: true}, st
@@ -180,11 +167,28 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 	return r, st
 }
 
-func (s *localStore) unlock(first, second *shard) {
-	if second != nil {
-		second.mu.Unlock()
+// locked is the distinct shards a Take holds, in ascending order.
+type locked struct {
+	idx [maxParts]int
+	n   int
+}
+
+// lock locks the distinct shards of shs in ascending order.
+func (s *localStore) lock(shs []int) (l locked) {
+	l.n = copy(l.idx[:], shs)
+	o := l.idx[:l.n]
+	slices.Sort(o)
+	l.n = len(slices.Compact(o))
+	for _, i := range l.idx[:l.n] {
+		s.shards[i].mu.Lock()
 	}
-	first.mu.Unlock()
+	return l
+}
+
+func (s *localStore) unlock(l locked) {
+	for i := l.n - 1; i >= 0; i-- {
+		s.shards[l.idx[i]].mu.Unlock()
+	}
 }
 
 // sweepDue reports whether a sweep at t may run (at most one per second).

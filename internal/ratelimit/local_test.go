@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -228,7 +229,7 @@ func TestPlanChangeOnReload(t *testing.T) {
 		t.Fatalf("after downgrade: %+v", r)
 	}
 	// Tenant plan change: the tenant moves from starter to free.
-	ts := Subject{KeyID: "k2", Tenant: "42"}
+	ts := Subject{KeyID: "k2", Tenants: []string{"42"}}
 	for i := 0; i < 10; i++ {
 		take(t, l, ts, at(130))
 	}
@@ -358,7 +359,7 @@ func TestKeyDerivation(t *testing.T) {
 	}
 	// Anonymous: unlimited, no state.
 	for i := 0; i < 1000; i++ {
-		r := take(t, l, Subject{Route: "orders-write", Plan: "free", Tenant: fmt.Sprint("t", i)}, now)
+		r := take(t, l, Subject{Route: "orders-write", Plan: "free", Tenants: []string{fmt.Sprint("t", i)}}, now)
 		if !r.Allowed || r.Limited() || r.Degraded {
 			t.Fatalf("anonymous: %+v", r)
 		}
@@ -374,16 +375,16 @@ func TestKeyDerivation(t *testing.T) {
 	check(Subject{KeyID: "p1", Plan: "starter"}, 100, 99)
 	check(Subject{KeyID: "p2", Plan: "platinum"}, 10, 9)
 	// Key override beats tenant and Subject.Plan.
-	check(Subject{KeyID: "demo-orders", Tenant: "42", Plan: "free"}, 500, 499)
+	check(Subject{KeyID: "demo-orders", Tenants: []string{"42"}, Plan: "free"}, 500, 499)
 	check(Subject{Subject: "demo-orders"}, 500, 499) // subject override, own counter
 	// Tenant plan is shared by every key acting for the tenant, and is
 	// counted separately from the keys' own plans.
-	check(Subject{KeyID: "a", Tenant: "42"}, 100, 99)
-	check(Subject{Subject: "b", Tenant: "42"}, 100, 98)
-	check(Subject{Tenant: "42"}, 100, 97) // tenant plan applies without principal
+	check(Subject{KeyID: "a", Tenants: []string{"42"}}, 100, 99)
+	check(Subject{Subject: "b", Tenants: []string{"42"}}, 100, 98)
+	check(Subject{Tenants: []string{"42"}}, 100, 97) // tenant plan applies without principal
 	check(Subject{KeyID: "a"}, 10, 9)
 	// Unknown tenant: the principal's plan.
-	check(Subject{KeyID: "a", Tenant: "43"}, 10, 8)
+	check(Subject{KeyID: "a", Tenants: []string{"43"}}, 10, 8)
 	// Route windows per principal and route.
 	check(Subject{KeyID: "r1", Route: "orders-write"}, 5, 4)
 	check(Subject{KeyID: "r2", Route: "orders-write"}, 5, 4)
@@ -511,5 +512,33 @@ func TestMetricsTaken(t *testing.T) {
 	take(t, l, Subject{}, at(1)) // unlimited: not reported
 	if len(got) != 11 || got[0] != "local true false" || got[10] != "local false false" {
 		t.Fatalf("Taken calls: %v", got)
+	}
+}
+
+// A request acting for several tenants with plans counts against each,
+// all or none: one spent tenant denies it and the others lose nothing.
+func TestSeveralTenantPlans(t *testing.T) {
+	cfg := mustParse(t, `{"plans": {"tiny": {"windows": [{"limit": 3, "period": "minute"}]}, "big": {"windows": [{"limit": 100, "period": "minute"}]}},
+	  "tenants": {"42": "tiny", "workspace:w1": "tiny", "a": "big", "b": "big", "c": "big", "d": "big", "e": "big"}}`)
+	l := newLimiter(t, cfg, Options{})
+	now := at(30)
+	both := Subject{KeyID: "k", Tenants: []string{"42", "workspace:w1"}}
+	if r := take(t, l, Subject{KeyID: "other", Tenants: []string{"42"}}, now); !r.Allowed {
+		t.Fatal("first take of tenant 42 denied")
+	}
+	for i := range 2 {
+		if r := take(t, l, both, now); !r.Allowed {
+			t.Fatalf("take %d for 42 and workspace:w1 denied", i+1)
+		}
+	}
+	if r := take(t, l, both, now); r.Allowed || r.Limit != 3 {
+		t.Fatalf("tenant 42 is spent, the request acting for it too was %+v", r)
+	}
+	// workspace:w1 was counted twice, not three times: one take left.
+	if r := take(t, l, Subject{KeyID: "k", Tenants: []string{"workspace:w1"}}, now); !r.Allowed || r.Remaining != 0 {
+		t.Fatalf("workspace:w1 after the denied take: %+v", r)
+	}
+	if _, err := l.Take(context.Background(), Subject{KeyID: "k", Tenants: []string{"a", "b", "c", "d", "e"}}, now); !errors.Is(err, ErrTooManyTenants) {
+		t.Fatalf("five tenant plans: %v, want ErrTooManyTenants", err)
 	}
 }

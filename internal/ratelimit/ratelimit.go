@@ -12,10 +12,14 @@
 //   - principal = "k"+KeyID when KeyID is set, else "s"+Subject (JWT sub);
 //     with neither there is no principal.
 //   - The plan is chosen in this order: limits.keys[KeyID] (then
-//     limits.keys[Subject]); limits.tenants[Tenant]; Subject.Plan when it
-//     names a configured plan; limits.default_plan. The first hit wins.
+//     limits.keys[Subject]); the plans limits.tenants gives the Tenants the
+//     request acts for (every one of them, up to MaxTenantPlans); the
+//     identity's Plan when it names a configured plan; limits.default_plan.
+//     The first hit wins.
 //   - A tenant plan is counted per tenant (every key and user acting for the
-//     tenant shares it); every other plan is counted per principal.
+//     tenant shares it), and a request acting for several tenants with plans
+//     counts against each, all or none; every other plan is counted per
+//     principal.
 //   - limits.routes[Route] windows are counted per principal and route, in
 //     addition to the plan windows.
 //   - Without a principal only a tenant plan can apply; a request with no
@@ -135,11 +139,11 @@ const (
 // Subject is the verified identity a request acts as. Fill it only from
 // verified credentials and resolved route/tenant, never from raw headers.
 type Subject struct {
-	KeyID   string // API key id
-	Subject string // JWT subject, used when KeyID is empty
-	Tenant  string // tenant the request acts for (verified)
-	Plan    string // plan attached to the identity by its credential store
-	Route   string // route id from the route table
+	KeyID   string   // API key id
+	Subject string   // JWT subject, used when KeyID is empty
+	Tenants []string // tenants the request acts for (verified; authn.TenantKey names)
+	Plan    string   // plan attached to the identity by its credential store
+	Route   string   // route id from the route table
 }
 
 // Result is the outcome of a Take.

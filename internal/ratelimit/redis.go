@@ -131,11 +131,8 @@ func (r *redisStore) take(ctx context.Context, timeout time.Duration, tg *target
 			nev++
 		}
 	}
-	if tg.plan != nil {
-		add(tg.plan, &tg.planKey)
-	}
-	if tg.route != nil {
-		add(tg.route, &tg.routeKey)
+	for i := range tg.n {
+		add(tg.parts[i].plan, &tg.parts[i].key)
 	}
 	for i := 0; i < nev; i++ {
 		limits = append(limits, ttls[i])

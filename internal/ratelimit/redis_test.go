@@ -57,7 +57,7 @@ const samplePlans = `
     "professional": {"windows": [{"limit": 500, "period": "minute"}, {"limit": 25000, "period": "hour"}]}
   },
   "default_plan": "free",
-  "tenants": {"42": "starter"},
+  "tenants": {"42": "starter", "workspace:7": "free"},
   "keys": {"demo-orders": "professional"},
   "routes": {"orders-write": {"windows": [{"limit": 5, "period": "second"}]}}`
 
@@ -71,9 +71,10 @@ func TestRedisMatchesLocal(t *testing.T) {
 	rl := newLimiter(t, rcfg, Options{})
 	ll := newLimiter(t, lcfg, Options{})
 	subjects := []Subject{
-		{KeyID: "k1"}, {KeyID: "k1", Route: "orders-write"}, {KeyID: "k2", Tenant: "42"},
-		{Subject: "user-9", Tenant: "42", Route: "orders-write"}, {KeyID: "demo-orders"},
+		{KeyID: "k1"}, {KeyID: "k1", Route: "orders-write"}, {KeyID: "k2", Tenants: []string{"42"}},
+		{Subject: "user-9", Tenants: []string{"42"}, Route: "orders-write"}, {KeyID: "demo-orders"},
 		{Subject: "k1"}, {KeyID: strings.Repeat("x", 200)}, {},
+		{KeyID: "k3", Tenants: []string{"42", "workspace:7"}, Route: "orders-write"}, {KeyID: "k4", Tenants: []string{"workspace:7"}},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	sec := int64(0)
@@ -138,7 +139,7 @@ func TestRedisKeys(t *testing.T) {
 	cfg := redisConfig(t, srv.Addr(), "deny", 2000, samplePlans)
 	l := newLimiter(t, cfg, Options{})
 	take(t, l, Subject{KeyID: "k:1", Route: "orders-write"}, at(3601))
-	take(t, l, Subject{Tenant: "42"}, at(3601))
+	take(t, l, Subject{Tenants: []string{"42"}}, at(3601))
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer c.Close()
 	ctx := context.Background()
