@@ -153,7 +153,7 @@ func (r *request) route(eng *engine.Engine, ce map[string]string) {
 			r.routeErr = errUnknownRoute
 		}
 	} else if r.path.Problem == "" {
-		f.Route = eng.Routes.Match(f.Method, route.MatchSegments(r.path.Canonical, r.path.Segments))
+		f.Route = eng.Routes.MatchPath(f.Method, r.path.Canonical, r.path.Segments)
 	}
 	if f.Route != nil && route.HasOverrides(ce) {
 		f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce)

@@ -304,7 +304,7 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if e.Limits != nil && e.Routes != nil {
 		// A route quota under an id no route has would limit nothing.
 		for _, id := range slices.Sorted(maps.Keys(e.Limits.Routes)) {
-			if _, ok := e.Routes.ByID(id); !ok {
+			if _, ok := e.Routes.ByID(id); !ok && (id != route.DefaultID || !e.Routes.HasDefault()) {
 				errs = append(errs, fmt.Errorf("%s%s: names no route in extauthz.routes", at, jsonx.Field("limits.routes", id)))
 			}
 		}

@@ -126,7 +126,7 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 			x["limits"].(map[string]any)["tenants"] = map[string]any{"tenant:42": "free"}
 		}, `extauthz.limits.tenants["tenant:42"]: "tenant:42": write a tenant`},
 		{"route path with a query", func(x map[string]any) { routeAt(x, 1)["path"] = "/v1/orders?x=1" },
-			`extauthz.routes[1].path: segment "orders?x=1" has a character no request path can carry`},
+			`extauthz.routes[1].path: segment "orders?x=1" has a character no canonical request path holds`},
 		{"route path with a space", func(x map[string]any) { routeAt(x, 1)["path"] = "/v1/ord ers" },
 			`segment "ord ers" has a character`},
 		{"route path with a fragment", func(x map[string]any) { routeAt(x, 1)["path"] = "/v1/orders#x" },
@@ -321,5 +321,16 @@ func TestJWTVerifyCacheSetting(t *testing.T) {
 	}))
 	if err != nil || e.Settings.JWTVerifyCache != 1000 {
 		t.Errorf("jwt_verify_cache 1000: %v", err)
+	}
+}
+
+// A route quota for default_route names it "default".
+func TestDefaultRouteQuotaAccepted(t *testing.T) {
+	src := demoSource(t, func(x map[string]any) {
+		x["default_route"] = map[string]any{"scopes": []any{"orders:read"}}
+		x["limits"].(map[string]any)["routes"] = map[string]any{"default": map[string]any{"windows": []any{map[string]any{"limit": 2, "period": "minute"}}}}
+	})
+	if _, err := build(t, src); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -92,6 +91,8 @@ type Table struct {
 	root     *trieNode
 	byID     map[string]*Route
 	fallback *Route
+
+	slashRoutes bool // an exact route is written with a trailing slash
 
 	overridden sync.Map // overrideKey -> *Route; see WithOverrides
 	nOverrides atomic.Int32
@@ -217,10 +218,11 @@ func (t *Table) insert(d Def, r *Route) error {
 		if s == "." || s == ".." || strings.ContainsAny(s, "%;\\{}") {
 			return fmt.Errorf("path: segment %q is not canonical", s)
 		}
-		if strings.ContainsAny(s, "?# \"<>`^|[]") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) {
-			// A query, a fragment, or a byte a client must percent-encode:
-			// no request could ever match it.
-			return fmt.Errorf("path: segment %q has a character no request path can carry there (?, #, a space, a control character or one clients escape)", s)
+		if strings.ContainsAny(s, "?# \"<>`^") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f }) {
+			// A query, a fragment, or a byte the canonical path never holds
+			// (internal/pathcanon refuses it raw and keeps it escaped): no
+			// request could ever match it.
+			return fmt.Errorf("path: segment %q has a character no canonical request path holds (?, #, a space, \", <, >, `, ^, a control character or non-ASCII)", s)
 		}
 		if n.lit == nil {
 			n.lit = map[string]*trieNode{}
@@ -242,6 +244,7 @@ func (t *Table) insert(d Def, r *Route) error {
 			n.lit[""] = &trieNode{}
 		}
 		n = n.lit[""]
+		t.slashRoutes = true
 	}
 	m := &n.exact
 	if d.Prefix {
@@ -360,10 +363,9 @@ func strTerms(ss []string) []*ast.Term {
 
 // Match finds the route for method and canonical path segments: an exact
 // route beats a prefix route, a literal segment beats a {param}, a longer
-// prefix beats a shorter one. A path with a trailing slash ends in an
-// empty segment (MatchSegments): an exact route matches it only when
-// written with that slash, and a {param} never matches an empty segment.
-// It returns the default route (or nil) when nothing matches.
+// prefix beats a shorter one; a {param} never matches an empty segment
+// (the one MatchPath adds for a trailing slash). It returns the default
+// route (or nil) when nothing matches.
 func (t *Table) Match(method string, segs []string) *Route {
 	var best *Route
 	bestDepth := -1
@@ -394,14 +396,51 @@ func (t *Table) Match(method string, segs []string) *Route {
 	return t.fallback
 }
 
-// MatchSegments are the segments Match takes for a canonical path and its
-// segments: a trailing slash adds an empty last segment, so "/healthz/"
-// is not the exact route "/healthz" (an upstream may serve it otherwise).
-func MatchSegments(canonical string, segs []string) []string {
-	if len(segs) > 0 && strings.HasSuffix(canonical, "/") {
-		return append(segs[:len(segs):len(segs)], "")
+// MatchPath finds the route for method and a canonical path with its
+// segments (pathcanon). A trailing slash is another path: "/v1/items/"
+// matches an exact route only when written with that slash. When none is,
+// but the path without the slash is an exact route, there is no route (nil):
+// many upstreams serve "/x/" as "/x", so it must not fall through to a
+// prefix route or default_route that asks for less than "/x" does.
+func (t *Table) MatchPath(method, canonical string, segs []string) *Route {
+	if len(segs) == 0 {
+		return t.Match(method, segs)
 	}
-	return segs
+	if !strings.HasSuffix(canonical, "/") {
+		// And the other way round: "/x" when only "/x/" is an exact route.
+		if t.slashRoutes && t.exact(method, segs) == nil && t.exact(method, append(segs[:len(segs):len(segs)], "")) != nil {
+			return nil
+		}
+		return t.Match(method, segs)
+	}
+	slashed := append(segs[:len(segs):len(segs)], "")
+	if r := t.exact(method, slashed); r != nil {
+		return r
+	}
+	if t.exact(method, segs) != nil {
+		return nil
+	}
+	return t.Match(method, slashed)
+}
+
+// exact is the exact route for method and segs, or nil.
+func (t *Table) exact(method string, segs []string) *Route {
+	var walk func(n *trieNode, i int) *Route
+	walk = func(n *trieNode, i int) *Route {
+		if i == len(segs) {
+			return pick(n.exact, method)
+		}
+		if c := n.lit[segs[i]]; c != nil {
+			if r := walk(c, i+1); r != nil {
+				return r
+			}
+		}
+		if n.param != nil && segs[i] != "" {
+			return walk(n.param, i+1)
+		}
+		return nil
+	}
+	return walk(t.root, 0)
 }
 
 // ByID returns a route by id (context_extensions "route").

@@ -150,35 +150,58 @@ func TestOverridesAreInterned(t *testing.T) {
 }
 
 // A trailing slash is another path: an exact route matches it only when
-// written with it, a {param} never matches the empty last segment, and a
-// prefix route covers both.
+// written with it, a {param} never matches the empty last segment, a prefix
+// route covers both, and a path whose slashless form is an exact route
+// never falls through to a prefix or the default route.
 func TestTrailingSlash(t *testing.T) {
-	tb := table(t, `[
+	tb, err := Parse(json.RawMessage(`[
 	  {"id": "health", "methods": ["GET"], "path": "/healthz"},
 	  {"id": "one", "methods": ["GET"], "path": "/v1/orders/{id}"},
 	  {"id": "list-slash", "methods": ["GET"], "path": "/v1/items/"},
-	  {"id": "v1", "path": "/v2", "prefix": true}
-	]`)
+	  {"id": "v2", "path": "/v2", "prefix": true},
+	  {"id": "settings", "methods": ["GET"], "path": "/v2/reports/settings"}
+	]`), json.RawMessage(`{"scopes": ["read"]}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct{ path, want string }{
 		{"/healthz", "health"},
-		{"/healthz/", ""},
+		{"/healthz/", ""}, // not the exact route, and not default_route either
 		{"/v1/orders/17", "one"},
-		{"/v1/orders/", ""},
+		{"/v1/orders/17/", ""},
+		{"/v1/orders/", "default"},
 		{"/v1/items/", "list-slash"},
-		{"/v1/items", ""},
-		{"/v2/", "v1"},
-		{"/v2/x/", "v1"},
+		{"/v1/items", ""}, // the other way round: only "/v1/items/" is routed
+		{"/v2/", "v2"},
+		{"/v2/x/", "v2"},
+		{"/v2/reports/settings", "settings"},
+		{"/v2/reports/settings/", ""}, // never the weaker prefix route /v2
 	} {
 		var segs []string
 		if p := strings.Trim(c.path, "/"); p != "" {
 			segs = strings.Split(p, "/")
 		}
 		got := ""
-		if r := tb.Match("GET", MatchSegments(c.path, segs)); r != nil {
+		if r := tb.MatchPath("GET", c.path, segs); r != nil {
 			got = r.ID
 		}
 		if got != c.want {
 			t.Errorf("GET %s = %q, want %q", c.path, got, c.want)
+		}
+	}
+}
+
+// Route segments a canonical request path can hold load; others cannot
+// match any request and are refused.
+func TestRoutePathCharacters(t *testing.T) {
+	for _, p := range []string{"/v1/a|b", "/v1/[x]", "/v1/a:b@c!$&'()*+,=~_-."} {
+		if _, err := Parse(json.RawMessage(`[{"id": "r", "path": "`+p+`"}]`), nil, nil); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	for _, p := range []string{"/v1/café", "/v1/a?b", "/v1/a b", "/v1/a#b", "/v1/a^b"} {
+		if _, err := Parse(json.RawMessage(`[{"id": "r", "path": "`+p+`"}]`), nil, nil); err == nil {
+			t.Errorf("%s loaded", p)
 		}
 	}
 }
