@@ -36,7 +36,7 @@ func TestRego(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := tester.NewRunner().SetModules(mods).RunTests(context.Background(), nil)
+	ch, err := tester.NewRunner().RaiseBuiltinErrors(true).SetModules(mods).RunTests(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,10 +20,12 @@ func HeaderSafe[T string | []byte](s T) bool {
 }
 
 func headerSafeUTF8(s string) bool {
-	for _, r := range s {
-		if r == utf8.RuneError && !utf8.ValidString(s) || r < 0x20 || r >= 0x7f && r <= 0x9f {
-			return false
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 || r < 0x20 || r >= 0x7f && r <= 0x9f {
+			return false // invalid UTF-8, or a control character
 		}
+		i += n
 	}
 	return true
 }

@@ -6,7 +6,7 @@ func TestHeaderSafe(t *testing.T) {
 	for s, want := range map[string]bool{
 		"": true, "svc-a": true, "user@example.com": true, "Zoë 42": true, "日本": true, "a\tb": false,
 		"a\nb": false, "a\rb": false, "a\x00b": false, "a\x7fb": false, "a\u0085b": false, "a\xffb": false,
-		"caf\xc3": false, "ok\u00a0ok": true,
+		"caf\xc3": false, "ok\u00a0ok": true, "\ufffd\ufffd": true, "\ufffd\xff": false,
 	} {
 		if got := HeaderSafe(s); got != want {
 			t.Errorf("HeaderSafe(%q) = %v, want %v", s, got, want)

@@ -104,6 +104,7 @@ func TestBadContextExtensionsFailClosed(t *testing.T) {
 		{"auth": "password"},
 		{"profle": "aidial"}, // a typo: the rulebook reads only facts, so it would change nothing
 		{"route": "health", "scopez": "admin"},
+		{"route": "orders-read", "tenant_header": "X-API-Key"}, // the key would be echoed in the deny
 	} {
 		r := req("GET", "/healthz", nil)
 		r.Attributes.ContextExtensions = ce

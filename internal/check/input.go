@@ -156,7 +156,9 @@ func (r *request) route(eng *engine.Engine, ce map[string]string) {
 		f.Route = eng.Routes.MatchPath(f.Method, r.path.Canonical, r.path.Segments)
 	}
 	if f.Route != nil && route.HasOverrides(ce) {
-		f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce)
+		if f.Route, r.routeErr = eng.Routes.WithOverrides(f.Route, ce); r.routeErr == nil {
+			r.routeErr = eng.CheckTenantHeaders(f.Route)
+		}
 	}
 	if len(ce) > 0 && r.routeErr == nil && eng.Policy != nil && eng.Policy.Pure() {
 		// A policy of facts alone cannot read a key the sidecar does not:

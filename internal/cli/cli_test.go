@@ -261,6 +261,13 @@ test_reads_tenants if data.extauthz.tenants["7"].allowed_cidrs == ["10.0.0.0/8"]
 	if strings.Contains(out, "coverage") {
 		t.Errorf("coverage without --coverage:\n%s", out)
 	}
+	// A builtin that fails fails the test, as it fails the check in the
+	// server (strict builtin errors): a deny rule that errors never passes
+	// for one that does not fire.
+	os.WriteFile(filepath.Join(dir, "own_test.rego"), []byte(tests+"\ntest_builtin_error if not net.cidr_contains(\"127.0.0.0/88\", \"127.0.0.1\")\n"), 0o600)
+	if code, out, _ = run(t, "", "validate", "--policy-dir", dir); code != 1 || !strings.Contains(out, "test_builtin_error") || !strings.Contains(out, "policy tests: FAIL") {
+		t.Errorf("a test whose builtin fails (%d):\n%s", code, out)
+	}
 }
 
 // validate refuses what the server would refuse: a version without routes

@@ -245,7 +245,9 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 			bad(p, "sets tenant_required/tenant_format, but policy route %q has no tenant_headers and no tenant_header is given: every request on this route fails closed (internal_error)", id)
 			continue
 		}
-		if _, err := rt.WithOverrides(ce); err != nil {
+		if o, err := rt.WithOverrides(ce); err != nil {
+			bad(p, "on policy route %q: %v: every request on this route fails closed (internal_error)", id, err)
+		} else if err := eng.CheckTenantHeaders(o); err != nil {
 			bad(p, "on policy route %q: %v: every request on this route fails closed (internal_error)", id, err)
 		}
 	}
@@ -278,7 +280,7 @@ func regoTests(ctx context.Context, src *policy.Source, w io.Writer, verbose, co
 		return 0, 0, err
 	}
 	var cov *cover.Cover
-	r := tester.NewRunner().SetModules(mods).SetStore(inmem.NewFromObject(data)).
+	r := tester.NewRunner().RaiseBuiltinErrors(true).SetModules(mods).SetStore(inmem.NewFromObject(data)).
 		SetDefaultRegoVersion(ast.RegoV1).CapturePrintOutput(true)
 	if coverage {
 		cov = cover.New()

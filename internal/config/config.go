@@ -128,7 +128,7 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 		// last one silently.
 		js, err := yaml.YAMLToJSONStrict(b)
 		if err == nil {
-			err = jsonx.Duplicates(js, false)
+			err = jsonx.Duplicates(js)
 		}
 		var m map[string]any
 		if err == nil {

@@ -282,10 +282,8 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		errs = append(errs, prefix(at, err))
 	} else {
 		for _, r := range e.Routes.All() {
-			for i, th := range r.Req.TenantHeaders {
-				if th.Key == e.Settings.APIKeyHeader {
-					errs = append(errs, fmt.Errorf("%sroutes: route %q: tenant_headers[%d].header: %q is settings.api_key_header: the API key would be echoed in denies and logged", at, r.ID, i, th.Header))
-				}
+			if err := e.CheckTenantHeaders(r); err != nil {
+				errs = append(errs, fmt.Errorf("%sroutes: route %q: %w", at, r.ID, err))
 			}
 		}
 	}
@@ -668,4 +666,18 @@ func (e *Engine) HasPlan(name string) bool {
 	}
 	_, ok := e.Limits.Plans[name]
 	return ok
+}
+
+// CheckTenantHeaders says why a route's tenant headers cannot be used with
+// these settings: one is the API-key header, whose value (the key) a
+// tenant denial would echo and the decision log would keep. Routes from
+// data are checked at load; routes a context extension overrides, at
+// check time (and by extauthz validate --envoy).
+func (e *Engine) CheckTenantHeaders(r *route.Route) error {
+	for i, th := range r.Req.TenantHeaders {
+		if th.Key == e.Settings.APIKeyHeader {
+			return fmt.Errorf("tenant_headers[%d].header: %q is settings.api_key_header: the API key would be echoed in denies and logged", i, th.Header)
+		}
+	}
+	return nil
 }

@@ -112,6 +112,9 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 		{"tenant header the API-key header", func(x map[string]any) {
 			routeAt(x, 1)["tenant_headers"] = []any{map[string]any{"header": "X-API-Key"}}
 		}, `extauthz.routes: route "orders-read": tenant_headers[0].header: "X-API-Key" is settings.api_key_header`},
+		{"default_route tenant header the API-key header", func(x map[string]any) {
+			x["default_route"] = map[string]any{"tenant_headers": []any{map[string]any{"header": "x-api-key"}}}
+		}, `extauthz.routes: route "default": tenant_headers[0].header: "x-api-key" is settings.api_key_header`},
 		{"tenant header Authorization", func(x map[string]any) {
 			routeAt(x, 1)["tenant_headers"] = []any{map[string]any{"header": "Authorization"}}
 		}, `extauthz.routes[1].tenant_headers[0].header: "Authorization" carries credentials`},

@@ -3,6 +3,7 @@ package jsonx
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 
 	"github.com/extauthz/extauthz/internal/jsonscan"
@@ -13,27 +14,52 @@ import (
 // raw is not valid JSON: decoding says so). encoding/json keeps the last
 // value silently, so {"status": "revoked", "status": "active"} would be an
 // active key; in configuration that is a mistake to refuse, not a choice.
-// With fold, names are compared as encoding/json matches struct fields
-// (case-insensitively: "Status" is "status" again).
-func Duplicates(raw []byte, fold bool) error {
+// Names are compared exactly (see DuplicatesOf for struct targets).
+func Duplicates(raw []byte) error { return DuplicatesOf(raw, nil) }
+
+// DuplicatesOf is Duplicates for raw decoded into a value of type t: the
+// members of an object decoded into a struct are compared as encoding/json
+// matches struct fields, case-insensitively ("Status" is "status" again);
+// those of a map, or of anything untyped, exactly.
+func DuplicatesOf(raw []byte, t reflect.Type) error {
 	if !jsonscan.Valid(raw) {
 		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	if e := duplicates(dec, "", fold); e != nil {
+	if e := duplicates(dec, t); e != nil {
 		return e
 	}
 	return nil
 }
 
-func duplicates(dec *json.Decoder, path string, fold bool) *Error {
+const dupMsg = "given twice in one object (the second would silently replace the first)"
+
+// duplicates checks the value dec is at; the path of a duplicate is built
+// on the way back up (nothing is formatted unless one is found).
+func duplicates(dec *json.Decoder, t reflect.Type) *Error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && (t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType)) {
+		t = nil // it decodes itself: its members are compared exactly
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		return nil
 	}
 	switch tok {
 	case json.Delim('{'):
+		var fs *fields
+		var elem reflect.Type
+		if t != nil {
+			switch t.Kind() {
+			case reflect.Struct:
+				fs = fieldsOf(t)
+			case reflect.Map:
+				elem = t.Elem()
+			}
+		}
 		var seen map[string]bool
 		for dec.More() {
 			kt, err := dec.Token()
@@ -41,25 +67,34 @@ func duplicates(dec *json.Decoder, path string, fold bool) *Error {
 				return nil
 			}
 			k, _ := kt.(string)
-			n := k
-			if fold {
-				n = strings.ToLower(k)
+			n, child := k, elem
+			if fs != nil {
+				n, child = strings.ToLower(k), nil
+				if f := fs.match(k); f != nil {
+					child = f.typ
+				}
 			}
 			if seen[n] {
-				return &Error{Path: Field(path, k), Msg: "given twice in one object (the second would silently replace the first)"}
+				return &Error{Path: Field("", k), Msg: dupMsg}
 			}
 			if seen == nil {
 				seen = map[string]bool{}
 			}
 			seen[n] = true
-			if e := duplicates(dec, Field(path, k), fold); e != nil {
+			if e := duplicates(dec, child); e != nil {
+				e.Path = Join(Field("", k), e.Path)
 				return e
 			}
 		}
 		_, _ = dec.Token()
 	case json.Delim('['):
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
 		for i := 0; dec.More(); i++ {
-			if e := duplicates(dec, Index(path, i), fold); e != nil {
+			if e := duplicates(dec, elem); e != nil {
+				e.Path = Join(Index("", i), e.Path)
 				return e
 			}
 		}
@@ -67,3 +102,4 @@ func duplicates(dec *json.Decoder, path string, fold bool) *Error {
 	}
 	return nil
 }
+

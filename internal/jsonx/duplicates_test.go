@@ -2,6 +2,7 @@ package jsonx
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -22,7 +23,11 @@ func TestDuplicates(t *testing.T) {
 		{`{"a": {"b": 1}, "c": {"b": 2}}`, false, ""},
 		{`{"a": 1, "a"`, false, ""}, // not JSON: decoding says so
 	} {
-		err := Duplicates([]byte(c.js), c.fold)
+		var typ reflect.Type
+		if c.fold {
+			typ = reflect.TypeFor[struct{ Status string }]()
+		}
+		err := DuplicatesOf([]byte(c.js), typ)
 		var e *Error
 		switch {
 		case c.path == "" && err != nil:
@@ -40,5 +45,28 @@ func TestStrictRefusesDuplicates(t *testing.T) {
 	}
 	if err := Strict([]byte(`{"status": "revoked", "STATUS": "active"}`), &v); err == nil {
 		t.Errorf("Strict took a repeated field: %+v", v)
+	}
+}
+
+// Folding follows the target type: struct fields case-insensitively, map
+// keys exactly ("Free" and "free" are two plans).
+func TestDuplicatesOfFollowsTheType(t *testing.T) {
+	type plan struct{ Limit int }
+	type cfg struct {
+		Plans  map[string]plan
+		Routes []struct{ Public bool }
+	}
+	typ := reflect.TypeFor[cfg]()
+	for js, path := range map[string]string{
+		`{"plans": {"Free": {"limit": 1}, "free": {"limit": 2}}}`:            "",
+		`{"plans": {"free": {"limit": 1, "LIMIT": 2}}}`:                      "plans.free.LIMIT",
+		`{"plans": {}, "Plans": {}}`:                                         "Plans",
+		`{"routes": [{"public": false}, {"public": false, "Public": true}]}`: "routes[1].Public",
+	} {
+		err := DuplicatesOf([]byte(js), typ)
+		var e *Error
+		if path == "" && err != nil || path != "" && (!errors.As(err, &e) || e.Path != path) {
+			t.Errorf("%s: %v, want a duplicate at %q", js, err, path)
+		}
 	}
 }

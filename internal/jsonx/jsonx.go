@@ -48,7 +48,7 @@ func (e *Error) Error() string {
 // are errors. The error joins one *Error per problem, in path order (use At
 // to place them under a prefix); on error v holds what could be decoded.
 func Strict(raw []byte, v any) error {
-	if err := Duplicates(raw, true); err != nil {
+	if err := DuplicatesOf(raw, reflect.TypeOf(v)); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))

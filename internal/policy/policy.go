@@ -169,7 +169,7 @@ func decodeDataFast(b []byte) (out map[string]any, ok bool) {
 	for _, t := range top {
 		if t.name != "extauthz" {
 			var v any
-			if decodeJSON(t.value, &v) != nil || jsonx.Duplicates(t.value, false) != nil {
+			if decodeJSON(t.value, &v) != nil || jsonx.Duplicates(t.value) != nil {
 				return nil, false
 			}
 			out[t.name] = v
@@ -186,7 +186,7 @@ func decodeDataFast(b []byte) (out map[string]any, ok bool) {
 				continue
 			}
 			var v any
-			if decodeJSON(s.value, &v) != nil || jsonx.Duplicates(s.value, false) != nil {
+			if decodeJSON(s.value, &v) != nil || jsonx.Duplicates(s.value) != nil {
 				return nil, false
 			}
 			m[s.name] = v
@@ -291,7 +291,7 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 			if err := decodeJSON(raw, &v); err != nil {
 				return nil, fmt.Errorf("%s: %w", k, err)
 			}
-			if err := jsonx.Duplicates(raw, false); err != nil {
+			if err := jsonx.Duplicates(raw); err != nil {
 				return nil, jsonx.At(jsonx.Field("", k), err)
 			}
 			out[k] = v
@@ -316,7 +316,7 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 			if err := decodeJSON(sraw, &v); err != nil {
 				return nil, fmt.Errorf("extauthz.%s: %w", name, err)
 			}
-			if err := jsonx.Duplicates(sraw, false); err != nil {
+			if err := jsonx.Duplicates(sraw); err != nil {
 				return nil, jsonx.At(jsonx.Field("extauthz", name), err)
 			}
 			m[name] = v

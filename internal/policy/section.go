@@ -115,7 +115,7 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 		if name != "extauthz" {
 			item, ok := value()
 			var v any
-			if !ok || !utf8.Valid(item) || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
+			if !ok || !utf8.Valid(item) || decodeJSON(item, &v) != nil || jsonx.Duplicates(item) != nil {
 				return false
 			}
 			out[name] = v
@@ -136,7 +136,7 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 			}
 			item, ok := value()
 			var v any
-			if !ok || !utf8.Valid(item) || decodeJSON(item, &v) != nil || jsonx.Duplicates(item, false) != nil {
+			if !ok || !utf8.Valid(item) || decodeJSON(item, &v) != nil || jsonx.Duplicates(item) != nil {
 				return false
 			}
 			m[sec] = v

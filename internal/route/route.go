@@ -455,11 +455,14 @@ func (t *Table) HasDefault() bool { return t.fallback != nil }
 // Len is the number of routes.
 func (t *Table) Len() int { return len(t.byID) }
 
-// All lists the routes by id.
+// All lists the routes by id, then default_route when there is one.
 func (t *Table) All() []*Route {
-	out := make([]*Route, 0, len(t.byID))
+	out := make([]*Route, 0, len(t.byID)+1)
 	for _, id := range slices.Sorted(maps.Keys(t.byID)) {
 		out = append(out, t.byID[id])
+	}
+	if t.fallback != nil {
+		out = append(out, t.fallback)
 	}
 	return out
 }
@@ -494,12 +497,13 @@ const (
 // none): with a policy that reads only the sidecar's facts, such a key (a
 // typo of profile or scopes) would silently change nothing.
 func UnknownCE(ce map[string]string) string {
+	unknown := ""
 	for k := range ce {
-		if k != CEProfile && k != CERoute && !slices.Contains(overrideKeys, k) {
-			return k
+		if k != CEProfile && k != CERoute && !slices.Contains(overrideKeys, k) && (unknown == "" || k < unknown) {
+			unknown = k // the first in order, so messages do not vary
 		}
 	}
-	return ""
+	return unknown
 }
 
 // CEKeys lists the context extension keys the sidecar reads.

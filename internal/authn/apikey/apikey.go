@@ -72,7 +72,7 @@ func ParseTenants(raw json.RawMessage) (map[string][]string, error) {
 		}
 		return map[string][]string{authn.DefaultDimension: ids}, nil
 	}
-	if err := jsonx.Duplicates(raw, false); err != nil {
+	if err := jsonx.Duplicates(raw); err != nil {
 		return nil, err
 	}
 	var dims map[string][]json.RawMessage

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -98,6 +99,8 @@ func (b *builder) finish() (*Store, error) {
 	return s, errors.Join(b.errs...)
 }
 
+var recordType = reflect.TypeFor[Record]()
+
 // notUTF8 refuses entry n (key h), whose value is not valid UTF-8:
 // encoding/json would make the bytes U+FFFD, so a subject or an id would
 // silently not be what the file says.
@@ -113,7 +116,7 @@ func (b *builder) decodeRecord(h []byte, n int, value []byte) error {
 		b.notUTF8(h, n)
 		return nil
 	}
-	if err := jsonx.Duplicates(value, true); err != nil {
+	if err := jsonx.DuplicatesOf(value, recordType); err != nil {
 		b.errs = append(b.errs, jsonx.At(where(h, fmt.Sprintf("entry %d", n)), err))
 		return nil
 	}
