@@ -357,6 +357,9 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			planErrs = append(planErrs, prefix(at, suffix(err, " (extauthz.limits.plans: "+names+")")))
 		}
 	}
+	if e.Keys != nil && e.Keys.Len() > 0 {
+		planErrs = append(planErrs, tenantKeysInOtherDimensions(at, sections["tenants"], e.Limits, e.Keys.Dimensions())...)
+	}
 	errs = slices.Insert(errs, plansAt, planErrs...)
 	if keysErr != nil {
 		errs = slices.Insert(errs, keysAt, prefix(at, keysErr))
@@ -680,4 +683,32 @@ func (e *Engine) CheckTenantHeaders(r *route.Route) error {
 		}
 	}
 	return nil
+}
+
+// tenantKeysInOtherDimensions refuses an entry of tenants or
+// limits.tenants written as a bare id (dimension tenant) that no key holds
+// in dimension tenant but some key holds in another: written before tenants
+// of other dimensions were named dimension:id, it would now apply to no
+// request at all, silently (an allowlist or a quota gone).
+func tenantKeysInOtherDimensions(at string, tenantsRaw json.RawMessage, limits *ratelimit.Config, held map[string]map[string]bool) []error {
+	var errs []error
+	check := func(path, k string) {
+		dims := held[k]
+		if strings.Contains(k, ":") || len(dims) == 0 || dims[authn.DefaultDimension] {
+			return
+		}
+		others := slices.Sorted(maps.Keys(dims))
+		errs = append(errs, fmt.Errorf("%s%s: names tenant %q of dimension %q, which no key holds; keys hold it in dimension %s: write %q", at, jsonx.Field(path, k), k, authn.DefaultDimension, strings.Join(others, ", "), authn.TenantKey(others[0], k)))
+	}
+	var tenants map[string]json.RawMessage
+	_ = json.Unmarshal(tenantsRaw, &tenants)
+	for _, k := range slices.Sorted(maps.Keys(tenants)) {
+		check("tenants", k)
+	}
+	if limits != nil {
+		for _, k := range slices.Sorted(maps.Keys(limits.Tenants)) {
+			check("limits.tenants", k)
+		}
+	}
+	return errs
 }

@@ -115,6 +115,12 @@ func TestTyposAreErrorsNamingFileAndField(t *testing.T) {
 		{"default_route tenant header the API-key header", func(x map[string]any) {
 			x["default_route"] = map[string]any{"tenant_headers": []any{map[string]any{"header": "x-api-key"}}}
 		}, `extauthz.routes: route "default": tenant_headers[0].header: "x-api-key" is settings.api_key_header`},
+		{"tenant allowlist of a workspace written bare", func(x map[string]any) {
+			x["tenants"].(map[string]any)["ws_1"] = map[string]any{"allowed_cidrs": []any{"10.0.0.0/8"}}
+		}, `extauthz.tenants.ws_1: names tenant "ws_1" of dimension "tenant", which no key holds; keys hold it in dimension workspace: write "workspace:ws_1"`},
+		{"tenant plan of a brand written bare", func(x map[string]any) {
+			x["limits"].(map[string]any)["tenants"] = map[string]any{"br_1": "free"}
+		}, `extauthz.limits.tenants.br_1: names tenant "br_1" of dimension "tenant", which no key holds; keys hold it in dimension brand: write "brand:br_1"`},
 		{"tenant header Authorization", func(x map[string]any) {
 			routeAt(x, 1)["tenant_headers"] = []any{map[string]any{"header": "Authorization"}}
 		}, `extauthz.routes[1].tenant_headers[0].header: "Authorization" carries credentials`},

@@ -147,3 +147,21 @@ func (s *Store) appendStr(v []byte) (span, bool) {
 	*c = append(*c, v...)
 	return sp, true
 }
+
+// Dimensions maps each tenant id the keys hold to the dimensions they hold
+// it in (for load-time checks of the tenant tables; a few thousand distinct
+// tenant sets for a million keys).
+func (s *Store) Dimensions() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, set := range s.tenantSets {
+		for dim, ids := range set {
+			for _, id := range ids {
+				if out[id] == nil {
+					out[id] = map[string]bool{}
+				}
+				out[id][dim] = true
+			}
+		}
+	}
+	return out
+}
