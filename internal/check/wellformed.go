@@ -1,6 +1,7 @@
 package check
 
 import (
+	"net/url"
 	"strings"
 
 	"github.com/extauthz/extauthz/internal/wire"
@@ -21,6 +22,9 @@ const malformed wire.Problem = "malformed"
 // did not come from it as the upstream will see it, and is not decided on.
 func wellFormed(method, path string, headers map[string]string) bool {
 	if !isToken(method, tchar) {
+		return false
+	}
+	if strings.Contains(path, "method") && overridesInQuery(method, path) { // "%5Fmethod" too
 		return false
 	}
 	for k, v := range headers {
@@ -55,6 +59,22 @@ func wellFormed(method, path string, headers map[string]string) bool {
 // the method Envoy saw; a request naming a different one there could be
 // authorized as a read and executed as a write, so it is refused.
 var methodOverride = map[string]bool{"x-http-method-override": true, "x-http-method": true, "x-method-override": true}
+
+// overridesInQuery reports a _method query parameter (Rails, Laravel,
+// Symfony, Express's method-override) naming another method than method.
+func overridesInQuery(method, path string) bool {
+	_, q, ok := strings.Cut(path, "?")
+	if !ok {
+		return false
+	}
+	vals, _ := url.ParseQuery(q)
+	for _, v := range vals["_method"] {
+		if !strings.EqualFold(strings.TrimSpace(v), method) {
+			return true
+		}
+	}
+	return false
+}
 
 func isToken(s string, t *[256]bool) bool {
 	if s == "" {
