@@ -346,6 +346,9 @@ func printExplanation(w io.Writer, eng *engine.Engine, ex check.Explanation) {
 		reason += " (" + d.Variant + ")"
 	}
 	fmt.Fprintf(w, "reason:     %s\n", reason)
+	if sh := d.Shadow; sh != nil {
+		fmt.Fprintf(w, "shadowed:   %s (%d) — the policy denied, the route's shadow setting let it through; enforced, the client would get:\n            %s\n", sh.Reason, sh.Status, sh.Body)
+	}
 	step := slices.Index(decision.Precedence, d.Reason)
 	rule := ruleOf[d.Reason]
 	if rule == "" {

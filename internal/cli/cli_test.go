@@ -416,3 +416,12 @@ func TestCheckInputsAndKeySubcommand(t *testing.T) {
 		t.Errorf("key bogus: exit %d\n%s", code, errOut)
 	}
 }
+
+// check shows a shadowed deny: what the policy decided and what an
+// enforced deny would send.
+func TestCheckShowsShadowedDeny(t *testing.T) {
+	code, out, _ := run(t, "", "check", "--curl", "curl -H 'X-API-Key: xa_demo_revoked_T9w4Lm' -H 'X-Tenant-Id: 42' http://x/v1/orders", "--context", "shadow=*")
+	if code != 0 || !strings.Contains(out, "decision:   ALLOW") || !strings.Contains(out, "shadowed:   key_revoked (401)") || !strings.Contains(out, `"code":"key_revoked"`) {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+}
