@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
@@ -32,6 +33,8 @@ type Config struct {
 	Routes      map[string]Plan   // route id -> extra windows, per principal and route
 	Headers     string            // HeadersXRateLimit (default) or HeadersIETF
 	Backend     Backend
+
+	gen uint64 // ParseConfig's order (0: built in code); see Quotas.For
 }
 
 // Plan is a set of windows, at most one per period.
@@ -171,8 +174,12 @@ func ParseConfig(raw json.RawMessage) (*Config, error) {
 		return nil, &ConfigError{Problems: r.problems}
 	}
 	applyDefaults(cfg)
+	cfg.gen = generations.Add(1)
 	return cfg, nil
 }
+
+// generations numbers the configs ParseConfig returns, in order.
+var generations atomic.Uint64
 
 // Validate checks a Config built in code (ParseConfig's result passes): it
 // reports every problem at once, each naming its field, as a *ConfigError.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func readTestdata(t *testing.T, name string) []byte {
@@ -44,7 +45,7 @@ func TestParseConfigSample(t *testing.T) {
 		Headers:     HeadersXRateLimit,
 		Backend:     Backend{Type: BackendLocal, Timeout: DefaultTimeout, MaxKeys: 100000},
 	}
-	if d := cmp.Diff(want, cfg); d != "" {
+	if d := cmp.Diff(want, cfg, cmpopts.IgnoreUnexported(Config{})); d != "" {
 		t.Fatalf("config (-want +got):\n%s", d)
 	}
 }
@@ -56,7 +57,7 @@ func TestParseConfigDefaults(t *testing.T) {
 			t.Fatalf("%q: %v", raw, err)
 		}
 		want := &Config{Headers: HeadersXRateLimit, Backend: Backend{Type: BackendLocal, Timeout: DefaultTimeout, MaxKeys: DefaultMaxKeys}}
-		if d := cmp.Diff(want, cfg); d != "" {
+		if d := cmp.Diff(want, cfg, cmpopts.IgnoreUnexported(Config{})); d != "" {
 			t.Fatalf("%q (-want +got):\n%s", raw, d)
 		}
 	}

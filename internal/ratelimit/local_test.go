@@ -542,3 +542,18 @@ func TestSeveralTenantPlans(t *testing.T) {
 		t.Fatalf("five tenant plans: %v, want ErrTooManyTenants", err)
 	}
 }
+
+// A check still running on an older policy version does not swing the
+// shared limiter back to that version's limits.
+func TestQuotasNeverGoBackToAnOlderConfig(t *testing.T) {
+	old := mustParse(t, `{"plans": {"p": {"windows": [{"limit": 1, "period": "minute"}]}}, "default_plan": "p"}`)
+	cur := mustParse(t, `{"plans": {"p": {"windows": [{"limit": 5, "period": "minute"}]}}, "default_plan": "p"}`)
+	q := NewQuotas(Options{})
+	defer q.Close()
+	q.For(old)
+	q.For(cur)
+	r := take(t, q.For(old), Subject{KeyID: "k"}, at(30))
+	if r.Limit != 5 {
+		t.Fatalf("an older version's check reloaded the limiter to limit %d, want the newer 5", r.Limit)
+	}
+}

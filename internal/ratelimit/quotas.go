@@ -1,10 +1,13 @@
 package ratelimit
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Quotas is the long-lived quota service. Its counters outlive policy
@@ -37,7 +40,9 @@ func (q *Quotas) For(cfg *Config) Limiter {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	st := q.cur.Load()
-	if st != nil && st.cfg == cfg {
+	if st != nil && (st.cfg == cfg || cfg.gen != 0 && st.cfg.gen > cfg.gen) {
+		// A check still running on an older policy version uses the
+		// newer limits: the limiter never swings back to an old config.
 		return st.lim
 	}
 	if st != nil && st.lim != nil {
@@ -52,8 +57,8 @@ func (q *Quotas) For(cfg *Config) Limiter {
 		if log == nil {
 			log = slog.Default()
 		}
-		log.Error("rate limiter not started; quotas are off for this policy version", "error", err.Error())
-		lim = nil
+		log.Error("rate limiter not started; checks that quotas apply to are denied auth_unavailable", "error", err.Error())
+		lim = broken{err}
 	}
 	if st != nil {
 		if c, ok := st.lim.(io.Closer); ok {
@@ -73,4 +78,13 @@ func (q *Quotas) Close() {
 			_ = c.Close()
 		}
 	}
+}
+
+// broken is the Limiter of a config New refused: every Take fails, so a
+// quota that could not start denies (auth_unavailable) rather than letting
+// every request through unlimited.
+type broken struct{ err error }
+
+func (b broken) Take(context.Context, Subject, time.Time) (Result, error) {
+	return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, b.err)
 }
