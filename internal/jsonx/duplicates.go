@@ -102,4 +102,3 @@ func duplicates(dec *json.Decoder, t reflect.Type) *Error {
 	}
 	return nil
 }
-
