@@ -205,14 +205,18 @@ func TestRunMetricsLogsHealthAndStop(t *testing.T) {
 // Graceful drain waits for in-flight checks, within its budget.
 type blockingAuthz struct {
 	authv3.UnimplementedAuthorizationServer
-	entered chan struct{}
-	release chan struct{}
+	entered  chan struct{}
+	release  chan struct{}
+	finished func() // called when a released check's handler returns (nil: none)
 }
 
 func (b *blockingAuthz) Check(ctx context.Context, _ *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	b.entered <- struct{}{}
 	select {
 	case <-b.release:
+		if b.finished != nil {
+			b.finished()
+		}
 		return &authv3.CheckResponse{}, nil
 	case <-ctx.Done(): // Stop cancels in-flight RPCs
 		return nil, ctx.Err()
@@ -228,19 +232,20 @@ func TestDrain(t *testing.T) {
 		wantErr bool
 	}{{"in-flight check finishes", true, false}, {"budget exceeded", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &blockingAuthz{entered: make(chan struct{}, 1), release: make(chan struct{})}
+			var mu sync.Mutex
+			var events []string
+			event := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+			// The handler's own return is the event drain must wait for (the
+			// client may see the reply after drain returned: that is fine).
+			b := &blockingAuthz{entered: make(chan struct{}, 1), release: make(chan struct{}), finished: func() { event("check returned") }}
 			g := NewGRPCServer(b, health.NewServer())
 			lis, _ := net.Listen("tcp", "127.0.0.1:0")
 			go g.Serve(lis)
 			conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			defer conn.Close()
-			var mu sync.Mutex
-			var events []string
-			event := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
 			callDone := make(chan error, 1)
 			go func() {
 				_, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{})
-				event("check returned")
 				callDone <- err
 			}()
 			<-b.entered
