@@ -149,3 +149,40 @@ func TestAuthTenantIgnoresOtherDimensionsGrants(t *testing.T) {
 		}
 	}
 }
+
+// A tenant header the credential does not hold never counts: a shadowed
+// tenant_forbidden lets the request through, but charges it neither to that
+// tenant's quota nor runs it on that tenant's plan.
+func TestShadowedTenantForbiddenChargesNoOtherTenant(t *testing.T) {
+	s := newServer(t, editedEngine(t, "api_keys", func(root map[string]any) {
+		root["api_keys"].(map[string]any)[apikey.Hash("k_t7")] = map[string]any{"id": "t7", "tenants": []any{"7"}, "scopes": []any{"orders:read"}, "plan": "free"}
+		lim := root["limits"].(map[string]any)
+		lim["plans"].(map[string]any)["tiny"] = map[string]any{"windows": []any{map[string]any{"limit": 3, "period": "minute"}}}
+		lim["plans"].(map[string]any)["big"] = map[string]any{"windows": []any{map[string]any{"limit": 1000, "period": "minute"}}}
+		lim["tenants"] = map[string]any{"42": "tiny", "99": "big"}
+	}))
+	shadowed := func(tenant string) string {
+		r := req("GET", "/v1/orders", map[string]string{"x-api-key": "k_t7", "x-tenant-id": tenant})
+		r.Attributes.Source.Address.GetSocketAddress().Address = "10.1.2.3"
+		r.Attributes.ContextExtensions = map[string]string{"route": "orders-read", "shadow": "tenant_forbidden"}
+		reason, _, _ := decide(t, s, r)
+		return reason
+	}
+	for range 3 {
+		if got := shadowed("42"); got != "ok" {
+			t.Fatalf("shadowed tenant_forbidden: %s", got)
+		}
+	}
+	if reason, _, _ := decide(t, s, req("GET", "/v1/orders", map[string]string{"x-api-key": demoKey, "x-tenant-id": "42"})); reason != "ok" {
+		t.Errorf("tenant 42's own key after another key's shadowed requests: %s (they were charged to tenant 42)", reason)
+	}
+	allowed := 0
+	for range 15 {
+		if shadowed("99") == "ok" {
+			allowed++
+		}
+	}
+	if allowed+3 > 10 {
+		t.Errorf("k_t7 (plan free, 10/minute) was allowed %d more times naming tenant 99: it ran on tenant 99's plan", allowed)
+	}
+}

@@ -24,7 +24,7 @@ func wellFormed(method, path string, headers map[string]string) bool {
 	if !isToken(method, tchar) {
 		return false
 	}
-	if strings.Contains(path, "method") && overridesInQuery(method, path) { // "%5Fmethod" too
+	if overridesInQuery(method, path) {
 		return false
 	}
 	for k, v := range headers {
@@ -62,14 +62,26 @@ var methodOverride = map[string]bool{"x-http-method-override": true, "x-http-met
 
 // overridesInQuery reports a _method query parameter (Rails, Laravel,
 // Symfony, Express's method-override) naming another method than method.
+// Pairs are split on '&' and ';' (Rack splits on both) and names and
+// values unescaped as those frameworks do ("_%6Dethod" is "_method").
 func overridesInQuery(method, path string) bool {
 	_, q, ok := strings.Cut(path, "?")
-	if !ok {
-		return false
-	}
-	vals, _ := url.ParseQuery(q)
-	for _, v := range vals["_method"] {
-		if !strings.EqualFold(strings.TrimSpace(v), method) {
+	for ok && q != "" {
+		var pair string
+		if i := strings.IndexAny(q, "&;"); i >= 0 {
+			pair, q = q[:i], q[i+1:]
+		} else {
+			pair, q = q, ""
+		}
+		name, val, _ := strings.Cut(pair, "=")
+		if len(name) < len("_method") || !strings.Contains(name, "_") && !strings.Contains(name, "%") {
+			continue // cheap: most names cannot be it
+		}
+		if n, err := url.QueryUnescape(name); err != nil || n != "_method" {
+			continue
+		}
+		v, err := url.QueryUnescape(val)
+		if err != nil || !strings.EqualFold(strings.TrimSpace(v), method) {
 			return true
 		}
 	}

@@ -45,9 +45,14 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 		"upper-case name":          req("GET", "/v1/orders", with("X-Tenant-Id", "43")),
 		"name with a colon inside": req("GET", "/v1/orders", with("x-a:b", "1")),
 		// authorized as a read, possibly executed as a delete
-		"method override":   req("GET", "/v1/orders", with("x-http-method-override", "DELETE")),
-		"x-http-method":     req("GET", "/v1/orders", with("x-http-method", "delete")),
-		"x-method-override": req("GET", "/v1/orders", with("x-method-override", "PUT")),
+		"method override":        req("GET", "/v1/orders", with("x-http-method-override", "DELETE")),
+		"x-http-method":          req("GET", "/v1/orders", with("x-http-method", "delete")),
+		"x-method-override":      req("GET", "/v1/orders", with("x-method-override", "PUT")),
+		"_method in the query":   req("GET", "/v1/orders?x=1&_method=DELETE", good),
+		"_method escaped":        req("GET", "/v1/orders?%5Fmethod=DELETE", good),
+		"_method partly escaped": req("GET", "/v1/orders?_%6Dethod=DELETE", good),
+		"_method after ;":        req("GET", "/v1/orders?x=1;_method=DELETE", good),
+		"_method value escaped":  req("GET", "/v1/orders?_method=%44ELETE", good),
 	}
 	for name, r := range cases {
 		for _, form := range []struct {
@@ -72,6 +77,9 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 	}
 	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-http-method-override", "get"))); got != "ok" {
 		t.Errorf("a method override naming the method itself: %s", got)
+	}
+	if got, _, _ := decide(t, s, req("GET", "/v1/orders?_method=get&page=2;x_method=DELETE", good)); got != "ok" {
+		t.Errorf("_method naming the method itself, and another parameter: %s", got)
 	}
 }
 

@@ -248,8 +248,8 @@ func (f *Facts) Tenant() string {
 }
 
 // ActingTenants are the tenants the request acts for, as authn.TenantKey
-// names them: every tenant header it sent (in route order; by the time
-// quotas run the identity holds each), or, when it names none, every tenant
+// names them, each once: every tenant header it sent whose value the
+// identity holds (in route order), or, when it names none, every tenant
 // the identity holds (sorted), since the upstream may act for any of them.
 // The rulebook's request_tenants, whose allowlists apply, is the same set;
 // quotas count against each one's plan.
@@ -261,8 +261,13 @@ func (f *Facts) ActingTenants() []string {
 	var out []string
 	if f.Route != nil && f.Tenants.Any() {
 		for i, th := range f.Route.Req.TenantHeaders {
-			if v, ok := f.Tenants.Get(i); ok && v != "" {
-				out = append(out, authn.TenantKey(th.Dimension, v))
+			// Only a value the identity holds: a shadowed tenant_forbidden,
+			// or a policy that does not check tenants, must not charge the
+			// request to (and run it on the plan of) another tenant.
+			if v, ok := f.Tenants.Get(i); ok && v != "" && slices.Contains(id.Tenants[th.Dimension], v) {
+				if k := authn.TenantKey(th.Dimension, v); !slices.Contains(out, k) {
+					out = append(out, k)
+				}
 			}
 		}
 		return out
@@ -273,7 +278,7 @@ func (f *Facts) ActingTenants() []string {
 		}
 	}
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 // Facts are the facts k holds (what it leaves out is zero).

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -110,8 +111,8 @@ func (c *compiled) resolve(s *Subject) (tg target, err error) {
 		plan = c.keys[s.Subject]
 	}
 	if plan == nil {
-		for _, t := range s.Tenants {
-			if p := c.tenants[t]; p != nil {
+		for i, t := range s.Tenants {
+			if p := c.tenants[t]; p != nil && !slices.Contains(s.Tenants[:i], t) { // each tenant once
 				if tg.n == MaxTenantPlans {
 					return target{}, ErrTooManyTenants
 				}

@@ -57,7 +57,7 @@ func (q *Quotas) For(cfg *Config) Limiter {
 		if log == nil {
 			log = slog.Default()
 		}
-		log.Error("rate limiter not started; checks that quotas apply to are denied auth_unavailable", "error", err.Error())
+		log.Error("rate limiter not started; every authenticated check is denied auth_unavailable until a version whose limits start", "error", err.Error())
 		lim = broken{err}
 	}
 	if st != nil {

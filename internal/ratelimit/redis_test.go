@@ -74,7 +74,7 @@ func TestRedisMatchesLocal(t *testing.T) {
 		{KeyID: "k1"}, {KeyID: "k1", Route: "orders-write"}, {KeyID: "k2", Tenants: []string{"42"}},
 		{Subject: "user-9", Tenants: []string{"42"}, Route: "orders-write"}, {KeyID: "demo-orders"},
 		{Subject: "k1"}, {KeyID: strings.Repeat("x", 200)}, {},
-		{KeyID: "k3", Tenants: []string{"42", "workspace:7"}, Route: "orders-write"}, {KeyID: "k4", Tenants: []string{"workspace:7"}},
+		{KeyID: "k3", Tenants: []string{"42", "workspace:7"}, Route: "orders-write"}, {KeyID: "k4", Tenants: []string{"workspace:7"}}, {KeyID: "k5", Tenants: []string{"42", "42"}},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	sec := int64(0)

@@ -403,6 +403,9 @@ func (t *Table) Match(method string, segs []string) *Route {
 // many upstreams serve "/x/" as "/x", so it must not fall through to a
 // prefix route or default_route that asks for less than "/x" does.
 func (t *Table) MatchPath(method, canonical string, segs []string) *Route {
+	if strings.IndexByte(canonical, '%') >= 0 {
+		segs = literalForm(segs)
+	}
 	if len(segs) == 0 {
 		return t.Match(method, segs)
 	}
@@ -421,6 +424,41 @@ func (t *Table) MatchPath(method, canonical string, segs []string) *Route {
 		return nil
 	}
 	return t.Match(method, slashed)
+}
+
+// literalForm is segs with the escapes of characters a route literal may
+// hold decoded ("users%3AbatchDelete" is "users:batchDelete"): the
+// canonical path keeps them escaped, but upstreams decode them, so a
+// request must reach the route the upstream will serve, not a weaker prefix
+// or {param} route. Escapes of '/', '?', '#', '%' and ';' stay.
+func literalForm(segs []string) []string {
+	var out []string
+	for i, s := range segs {
+		if strings.IndexByte(s, '%') < 0 {
+			continue
+		}
+		var b strings.Builder
+		for j := 0; j < len(s); j++ {
+			if s[j] == '%' && j+2 < len(s) {
+				if c, err := strconv.ParseUint(s[j+1:j+3], 16, 8); err == nil && strings.IndexByte(":@!$&'()*+,=|[]", byte(c)) >= 0 {
+					b.WriteByte(byte(c))
+					j += 2
+					continue
+				}
+			}
+			b.WriteByte(s[j])
+		}
+		if d := b.String(); d != s {
+			if out == nil {
+				out = slices.Clone(segs)
+			}
+			out[i] = d
+		}
+	}
+	if out == nil {
+		return segs
+	}
+	return out
 }
 
 // exact is the exact route for method and segs, or nil.

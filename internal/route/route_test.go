@@ -205,3 +205,27 @@ func TestRoutePathCharacters(t *testing.T) {
 		}
 	}
 }
+
+// An escape of a character a route literal may hold reaches that route, as
+// the upstream (which decodes it) will serve it, never a weaker prefix.
+func TestEscapedLiteralCharactersMatchTheirRoute(t *testing.T) {
+	tb := table(t, `[
+	  {"id": "strong", "methods": ["POST"], "path": "/v1/users:batchDelete"},
+	  {"id": "pipe", "methods": ["POST"], "path": "/v1/a|b"},
+	  {"id": "weak", "path": "/v1", "prefix": true}
+	]`)
+	for path, want := range map[string]string{
+		"/v1/users:batchDelete": "strong", "/v1/users%3AbatchDelete": "strong", "/v1/users%3abatchDelete": "strong",
+		"/v1/a|b": "pipe", "/v1/a%7Cb": "pipe", "/v1/a%7cb": "pipe",
+		"/v1/a%2Fb": "weak", "/v1/a%25b": "weak",
+	} {
+		segs := strings.Split(strings.Trim(path, "/"), "/")
+		got := ""
+		if r := tb.MatchPath("POST", path, segs); r != nil {
+			got = r.ID
+		}
+		if got != want {
+			t.Errorf("POST %s = %q, want %q", path, got, want)
+		}
+	}
+}
