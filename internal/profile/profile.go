@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/decision"
+	"github.com/extauthz/extauthz/internal/httpheader"
 	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
@@ -215,7 +216,7 @@ func compile(name string, d Definition) (*Profile, error) {
 	if !validHeaderValue(p.contentType) {
 		fail("content_type", errors.New("not a valid header value"))
 	}
-	if !validHeaderName(p.reqIDHeader) {
+	if !httpheader.Name(p.reqIDHeader) {
 		fail("request_id_header", fmt.Errorf("%q is not a header name", d.RequestIDHeader))
 	}
 	if strings.ContainsAny(p.realm, "\"\\") || !validHeaderValue(p.realm) {
@@ -277,7 +278,7 @@ func compileHeaders(m map[string]string) ([]header, error) {
 	var out []header
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		name := strings.ToLower(k)
-		if !validHeaderName(name) || reservedHeader(name) {
+		if !httpheader.Name(name) || reservedHeader(name) {
 			return nil, fmt.Errorf("%q cannot be set", k)
 		}
 		parts, err := parseParts(m[k])
@@ -505,19 +506,6 @@ func sanitizeHeader(s string) string {
 		}
 	}
 	return s
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 func validHeaderValue(s string) bool { return sanitizeHeader(s) == s }

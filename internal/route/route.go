@@ -367,12 +367,24 @@ func strTerms(ss []string) []*ast.Term {
 // (the one MatchPath adds for a trailing slash). It returns the default
 // route (or nil) when nothing matches.
 func (t *Table) Match(method string, segs []string) *Route {
-	var best *Route
+	r, prefix := t.walk(method, segs)
+	if r != nil {
+		return r
+	}
+	if prefix != nil {
+		return prefix
+	}
+	return t.fallback
+}
+
+// walk finds the exact route for method and segs, and the longest prefix
+// route on the way (either may be nil).
+func (t *Table) walk(method string, segs []string) (exact, prefix *Route) {
 	bestDepth := -1
 	var walk func(n *trieNode, i int) *Route
 	walk = func(n *trieNode, i int) *Route {
 		if r := pick(n.prefix, method); r != nil && i > bestDepth {
-			best, bestDepth = r, i
+			prefix, bestDepth = r, i
 		}
 		if i == len(segs) {
 			return pick(n.exact, method)
@@ -387,13 +399,7 @@ func (t *Table) Match(method string, segs []string) *Route {
 		}
 		return nil
 	}
-	if r := walk(t.root, 0); r != nil {
-		return r
-	}
-	if best != nil {
-		return best
-	}
-	return t.fallback
+	return walk(t.root, 0), prefix
 }
 
 // MatchPath finds the route for method and a canonical path with its
@@ -463,22 +469,8 @@ func literalForm(segs []string) []string {
 
 // exact is the exact route for method and segs, or nil.
 func (t *Table) exact(method string, segs []string) *Route {
-	var walk func(n *trieNode, i int) *Route
-	walk = func(n *trieNode, i int) *Route {
-		if i == len(segs) {
-			return pick(n.exact, method)
-		}
-		if c := n.lit[segs[i]]; c != nil {
-			if r := walk(c, i+1); r != nil {
-				return r
-			}
-		}
-		if n.param != nil && segs[i] != "" {
-			return walk(n.param, i+1)
-		}
-		return nil
-	}
-	return walk(t.root, 0)
+	r, _ := t.walk(method, segs)
+	return r
 }
 
 // ByID returns a route by id (context_extensions "route").
