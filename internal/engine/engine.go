@@ -437,7 +437,7 @@ func checkHeaderSettings(s *Settings) []error {
 		at := "settings.identity_headers." + f.field
 		if err := httpheader.Upstream(f.name); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
-		} else if f.name == "authorization" || f.name == "proxy-authorization" || f.name == "cookie" || f.name == s.APIKeyHeader {
+		} else if httpheader.Credential(f.name) || f.name == s.APIKeyHeader {
 			errs = append(errs, fmt.Errorf("%s: %q carries credentials (removed on allow)", at, f.name))
 		} else if prev, dup := seen[f.name]; dup {
 			errs = append(errs, fmt.Errorf("%s: %q is also identity_headers.%s", at, f.name, prev))

@@ -213,8 +213,8 @@ func (f *Facts) Identity() *authn.Identity {
 // first tenant header sent whose value the identity holds in that header's
 // dimension, else, when the request names none, the identity's only tenant
 // in dimension "tenant", or its only grant when it has none there.
-// Upstream headers, metadata, quotas and logs use it; it is never a value
-// only the client vouches for.
+// The upstream's x-auth-tenant, metadata and logs use it (quotas count
+// ActingTenants); it is never a value only the client vouches for.
 func (f *Facts) Tenant() string {
 	id := f.Identity()
 	if id == nil {
@@ -231,7 +231,7 @@ func (f *Facts) Tenant() string {
 		return ""
 	}
 	if t := id.Tenants[authn.DefaultDimension]; len(t) == 1 {
-		return t[0] // its only tenant; grants in other dimensions are not tenants it acts for alone
+		return authn.TenantKey(authn.DefaultDimension, t[0]) // its only tenant; grants in other dimensions do not change that
 	} else if len(t) > 1 {
 		return ""
 	}

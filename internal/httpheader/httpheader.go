@@ -56,3 +56,10 @@ func Upstream(name string) error {
 	}
 	return nil
 }
+
+// Credential reports whether name (lower-case) carries credentials whatever
+// the settings say: its value must never be echoed, logged or set as an
+// identity header. The API-key header a policy names is checked beside it.
+func Credential(name string) bool {
+	return name == "authorization" || name == "proxy-authorization" || name == "cookie"
+}

@@ -306,7 +306,7 @@ func compile(id string, req Requirements, profiles func(string) bool) (*Route, e
 		seen[th.Key] = true
 		if !httpheader.Name(th.Key) {
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q is not a header name", i, th.Header))
-		} else if credentialHeaders[th.Key] {
+		} else if httpheader.Credential(th.Key) {
 			errs = append(errs, fmt.Errorf("tenant_headers[%d].header: %q carries credentials: its value would be echoed in denies and logged", i, th.Header))
 		}
 		switch th.Format {
@@ -496,10 +496,6 @@ func (t *Table) All() []*Route {
 	}
 	return out
 }
-
-// credentialHeaders carry credentials whatever the settings say; the
-// engine also refuses the API-key header as a tenant header.
-var credentialHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true}
 
 func pick(m map[string]*Route, method string) *Route {
 	if m == nil {
