@@ -16,8 +16,9 @@ const malformed wire.Problem = "malformed"
 // Envoy would have let through: a method that is an HTTP token and, where
 // the :method and :path pseudo-headers are sent too, the same method and
 // path; header names that are lower-case tokens or the request
-// pseudo-headers; header values without NUL, CR or LF; no method-override
-// header naming another method (methodOverride). Envoy's codecs
+// pseudo-headers; header values without NUL, CR or LF; no method override
+// (methodOverride headers, a _method query parameter) naming another
+// method. Envoy's codecs
 // refuse anything else before ext_authz runs, so whatever else arrives
 // did not come from it as the upstream will see it, and is not decided on.
 func wellFormed(method, path string, headers map[string]string) bool {

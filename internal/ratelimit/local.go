@@ -83,15 +83,12 @@ const (
 // anything (bail) or leaves that key uncounted.
 func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 	var (
-		keys  [maxParts]*key
-		plans [maxParts]*cplan
-		shs   [maxParts]int
-		ents  [maxParts]*entry
-		n     = tg.n
+		shs  [maxParts]int
+		ents [maxParts]*entry
+		n    = tg.n
 	)
 	for i := range n {
-		keys[i], plans[i] = &tg.parts[i].key, tg.parts[i].plan
-		shs[i] = s.shardOf(keys[i])
+		shs[i] = s.shardOf(&tg.parts[i].key)
 	}
 	// Lock the distinct shards in ascending order, so Takes over several
 	// shards cannot deadlock.
@@ -100,7 +97,7 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 	st := stOK
 	for i := 0; i < n; i++ {
 		sh := &s.shards[shs[i]]
-		e := sh.m[*keys[i]]
+		e := sh.m[tg.parts[i].key]
 		if e == nil {
 			if s.n.Add(1) > s.max.Load() {
 				s.n.Add(-1)
@@ -115,7 +112,7 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 				sh.m = make(map[key]*entry)
 			}
 			e = &entry{}
-			k := *keys[i]
+			k := tg.parts[i].key
 			k.id, k.route = strings.Clone(k.id), strings.Clone(k.route)
 			sh.m[k] = e
 		}
@@ -132,8 +129,8 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 		if e == nil {
 			continue
 		}
-		for wi := range plans[i].wins {
-			w := &plans[i].wins[wi]
+		for wi := range tg.parts[i].plan.wins {
+			w := &tg.parts[i].plan.wins[wi]
 			idx := t / w.secs
 			c := &e.c[w.slot]
 			var cur int64
