@@ -46,45 +46,43 @@ type Identity struct {
 	Scopes       []string
 	AllowedCIDRs []string
 
-	once  sync.Once // value and key are built on first use, not at load:
-	value ast.Value // a million keys must not each carry a policy value
-	key   string
-	quota string
+	quotaOnce sync.Once
+	quota     string
 }
 
 // Key identifies the identity's content: two identities with equal keys are
-// the same to a policy. Valid after Seal.
-func (id *Identity) Key() string {
-	id.once.Do(id.derive)
-	return id.key
-}
+// the same to a policy (the text of its policy value).
+func (id *Identity) Key() string { return id.Value().String() }
 
 // Seal marks the identity complete: no field may change afterwards, since
-// its policy value and key are derived from them (lazily, once).
+// its quota subject is derived from them (lazily, once).
 func (id *Identity) Seal() *Identity { return id }
-
-func (id *Identity) derive() {
-	id.value = id.build()
-	id.key = id.value.String()
-	if id.KeyID == "" && id.Subject != "" {
-		id.quota = id.Issuer + "|" + id.Subject
-	}
-}
 
 // QuotaSubject is who quotas count a JWT identity as: "issuer|subject"
 // (empty for API keys, which are counted by key id). Valid after Seal.
 func (id *Identity) QuotaSubject() string {
-	id.once.Do(id.derive)
+	id.quotaOnce.Do(func() {
+		if id.KeyID == "" && id.Subject != "" {
+			id.quota = id.Issuer + "|" + id.Subject
+		}
+	})
 	return id.quota
 }
 
-// Value is the identity as the policy sees it (input.extauthz.credential.identity).
-func (id *Identity) Value() ast.Value {
-	id.once.Do(id.derive)
-	return id.value
-}
+// The identity value's field names, shared by every identity.
+var (
+	kKind, kKeyID, kSubject = ast.StringTerm("kind"), ast.StringTerm("key_id"), ast.StringTerm("subject")
+	kIssuer, kPlan          = ast.StringTerm("issuer"), ast.StringTerm("plan")
+	kTenants, kScopes       = ast.StringTerm("tenants"), ast.StringTerm("scopes")
+	kAllowedCIDRs           = ast.StringTerm("allowed_cidrs")
+)
 
-func (id *Identity) build() ast.Value {
+// Value is the identity as the policy sees it
+// (input.extauthz.credential.identity), built on each call: it is needed
+// only when a policy is evaluated, and an identity that kept it would hold
+// about 2 KiB more while it is cached (by a key store, a token cache, the
+// decision memo's keys).
+func (id *Identity) Value() ast.Value {
 	tenants := ast.NewObject()
 	for _, dim := range slices.Sorted(maps.Keys(id.Tenants)) {
 		tenants.Insert(ast.StringTerm(dim), ast.NewTerm(stringSet(id.Tenants[dim])))
@@ -94,14 +92,14 @@ func (id *Identity) build() ast.Value {
 		cidrs[i] = ast.StringTerm(c)
 	}
 	return ast.NewObject(
-		ast.Item(ast.StringTerm("kind"), ast.StringTerm(id.Kind)),
-		ast.Item(ast.StringTerm("key_id"), ast.StringTerm(id.KeyID)),
-		ast.Item(ast.StringTerm("subject"), ast.StringTerm(id.Subject)),
-		ast.Item(ast.StringTerm("issuer"), ast.StringTerm(id.Issuer)),
-		ast.Item(ast.StringTerm("plan"), ast.StringTerm(id.Plan)),
-		ast.Item(ast.StringTerm("tenants"), ast.NewTerm(tenants)),
-		ast.Item(ast.StringTerm("scopes"), ast.NewTerm(stringSet(id.Scopes))),
-		ast.Item(ast.StringTerm("allowed_cidrs"), ast.ArrayTerm(cidrs...)),
+		ast.Item(kKind, ast.StringTerm(id.Kind)),
+		ast.Item(kKeyID, ast.StringTerm(id.KeyID)),
+		ast.Item(kSubject, ast.StringTerm(id.Subject)),
+		ast.Item(kIssuer, ast.StringTerm(id.Issuer)),
+		ast.Item(kPlan, ast.StringTerm(id.Plan)),
+		ast.Item(kTenants, ast.NewTerm(tenants)),
+		ast.Item(kScopes, ast.NewTerm(stringSet(id.Scopes))),
+		ast.Item(kAllowedCIDRs, ast.ArrayTerm(cidrs...)),
 	)
 }
 

@@ -150,6 +150,39 @@ func (c *Cache[V]) Set(key string, v V, now time.Time, ttl time.Duration) bool {
 	return true
 }
 
+// GetOrSet returns the value stored under key if it has not expired at
+// now; else it stores v until now+ttl and returns v. Callers that build a
+// value on a miss get one value per key however many race to build it.
+func (c *Cache[V]) GetOrSet(key string, v V, now time.Time, ttl time.Duration) V {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.gens.Load()
+	if x, ok := g.cur.c.Get(key); ok {
+		if it := x.(*item[V]); now.Before(it.exp) {
+			return it.v
+		}
+	}
+	var it *item[V]
+	if x, ok := g.prev.c.Get(key); ok {
+		if old := x.(*item[V]); now.Before(old.exp) {
+			it = old // promoted, as Get does
+		}
+	}
+	if it == nil {
+		if ttl <= 0 {
+			return v
+		}
+		it = &item[V]{v: v, exp: now.Add(ttl)}
+	}
+	g.prev.c.Delete(key)
+	if _, ok := g.cur.c.Get(key); ok { // expired in place: overwrite, no growth
+		g.cur.put(key, it.exp, it)
+	} else {
+		c.insert(key, it)
+	}
+	return it.v
+}
+
 // insert adds key, held by neither generation, to the current one,
 // dropping the previous generation first if the bound requires. Under mu.
 func (c *Cache[V]) insert(key string, it *item[V]) {

@@ -385,3 +385,50 @@ func BenchmarkGetHit(b *testing.B) {
 		c.Get("key", now)
 	}
 }
+
+// TestGetOrSet: the first value stored under a key is the one every caller
+// gets while it lives, however many race to store theirs; an expired one
+// is replaced; the bound holds; a value found in the older generation is
+// kept and moved to the current one.
+func TestGetOrSet(t *testing.T) {
+	c := New[int](4)
+	if v := c.GetOrSet("a", 1, t0, time.Minute); v != 1 {
+		t.Fatalf("first GetOrSet = %d; want 1", v)
+	}
+	if v := c.GetOrSet("a", 2, t0, time.Minute); v != 1 {
+		t.Fatalf("second GetOrSet = %d; want the stored 1", v)
+	}
+	if v := c.GetOrSet("a", 3, t0.Add(time.Minute), time.Minute); v != 3 {
+		t.Fatalf("GetOrSet after expiry = %d; want 3", v)
+	}
+	if v := c.GetOrSet("z", 9, t0, 0); v != 9 || c.Len() != 1 {
+		t.Fatalf("ttl 0: got %d, Len %d; want 9 returned, nothing stored", v, c.Len())
+	}
+	for i := range 3 { // "a" ends in the older generation
+		c.GetOrSet(fmt.Sprint(i), i, t0.Add(time.Minute), time.Minute)
+	}
+	if _, ok := c.held("a"); !ok {
+		t.Fatal("a evicted too early")
+	}
+	if v := c.GetOrSet("a", 4, t0.Add(time.Minute), time.Minute); v != 3 {
+		t.Fatalf("GetOrSet of a key in the older generation = %d; want 3", v)
+	}
+	for i := range 100 {
+		c.GetOrSet(fmt.Sprint("k", i), i, t0, time.Hour)
+		if c.Len() > 4 {
+			t.Fatalf("Len %d > 4", c.Len())
+		}
+	}
+
+	var wg sync.WaitGroup
+	got := make([]int, 16)
+	for i := range got {
+		wg.Go(func() { got[i] = c.GetOrSet("race", i+100, t0, time.Hour) })
+	}
+	wg.Wait()
+	for _, v := range got {
+		if v != got[0] {
+			t.Fatalf("racing GetOrSet gave %v; want one value", got)
+		}
+	}
+}

@@ -10,8 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
 // MemoryPoint is one extauthz process's memory through a start and two
@@ -20,6 +24,10 @@ type MemoryPoint struct {
 	Ready     time.Duration // start to /readyz 200
 	StartPeak int64         // VmHWM once ready: the peak of the whole start
 	Idle      int64         // VmRSS Settle after ready
+	// Traffic: one allowed check for each of TrafficKeys distinct keys,
+	// then VmRSS Settle later (what serving many keys leaves behind).
+	TrafficKeys  int
+	AfterTraffic int64
 	// A reload of the same keys (data.json touched: every section rebuilt,
 	// the key store shared by digest) and of a changed key set (as many
 	// keys, none in common): VmHWM reset before the reload and read once
@@ -39,7 +47,8 @@ type MemoryReport struct {
 
 // Memory measures extauthz's resident memory on a policy of size sc: for
 // each round it starts a fresh process on it, reads its peak at start and
-// its idle RSS, then reloads it (SIGHUP) with the same keys and with a
+// its idle RSS, its RSS after one check for each of many keys
+// (manyKeysTraffic), then reloads it (SIGHUP) with the same keys and with a
 // changed key set and reads the peak of each reload. The peak of a
 // reload is VmHWM after resetting it (writing 5 to /proc/<pid>/clear_refs,
 // Linux ≥ 4.0), so it is the kernel's exact high-water mark, not a
@@ -64,18 +73,18 @@ func Memory(ctx context.Context, cfg Config, sc Scale, workDir string, rounds in
 	fmt.Fprintf(cfg.Log, "memory: keys=%d: two data.json of %s written in %s\n", sc.Keys, mib(r.DataBytes), time.Since(t0).Round(time.Millisecond))
 	dir := filepath.Join(workDir, "mem-policy")
 	for round := range max(rounds, 1) {
-		p, err := memoryRound(ctx, cfg, dir, a, b, r.Settle)
+		p, err := memoryRound(ctx, cfg, sc, dir, a, b, r.Settle)
 		if err != nil {
 			return r, fmt.Errorf("memory round %d: %w", round+1, err)
 		}
-		fmt.Fprintf(cfg.Log, "memory round %d: ready %s, start peak %s, idle %s, same-keys reload peak %s, changed-keys reload peak %s\n",
-			round+1, p.Ready.Round(time.Millisecond), mib(p.StartPeak), mib(p.Idle), mib(p.SamePeak), mib(p.ChangedPeak))
+		fmt.Fprintf(cfg.Log, "memory round %d: ready %s, start peak %s, idle %s, after checks of %d keys %s, same-keys reload peak %s, changed-keys reload peak %s\n",
+			round+1, p.Ready.Round(time.Millisecond), mib(p.StartPeak), mib(p.Idle), p.TrafficKeys, mib(p.AfterTraffic), mib(p.SamePeak), mib(p.ChangedPeak))
 		r.Points = append(r.Points, p)
 	}
 	return r, nil
 }
 
-func memoryRound(ctx context.Context, cfg Config, dir, a, b string, settle time.Duration) (MemoryPoint, error) {
+func memoryRound(ctx context.Context, cfg Config, sc Scale, dir, a, b string, settle time.Duration) (MemoryPoint, error) {
 	var p MemoryPoint
 	if err := os.RemoveAll(dir); err != nil {
 		return p, err
@@ -100,6 +109,12 @@ func memoryRound(ctx context.Context, cfg Config, dir, a, b string, settle time.
 	}
 	p.StartPeak = m.Peak
 	if p.Idle, err = rssAfter(ctx, pid, settle); err != nil {
+		return p, err
+	}
+	if p.TrafficKeys, err = manyKeysTraffic(ctx, ex.GRPCAddr, sc); err != nil {
+		return p, fmt.Errorf("traffic: %w", err)
+	}
+	if p.AfterTraffic, err = rssAfter(ctx, pid, settle); err != nil {
 		return p, err
 	}
 
@@ -154,6 +169,64 @@ func memoryRound(ctx context.Context, cfg Config, dir, a, b string, settle time.
 		return p, fmt.Errorf("changed-keys reload: %w", err)
 	}
 	return p, nil
+}
+
+// MemoryTrafficKeys bounds the distinct keys Memory sends checks for.
+const MemoryTrafficKeys = 200000
+
+// manyKeysTraffic sends one check, which must be allowed, for each of up to
+// MemoryTrafficKeys synthetic keys of sc, spread evenly over them, each
+// with its tenant, from its tenant's allowlist, on a synthetic route: what
+// a fleet of clients, each with its own key, leaves in the sidecar. It
+// returns how many keys it used.
+func manyKeysTraffic(ctx context.Context, addr string, sc Scale) (int, error) {
+	n := SyntheticKeys(sc.Keys)
+	k := min(n, MemoryTrafficKeys)
+	if k == 0 {
+		return 0, nil
+	}
+	p, err := Dial(addr, 4)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	var next atomic.Int64
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			client := authv3.NewAuthorizationClient(p.conns[w%len(p.conns)])
+			for {
+				j := int(next.Add(1)) - 1
+				if j >= k {
+					return
+				}
+				key := j * n / k
+				c := Case{Method: "GET", Path: "/v1/orders/17", Want: 200,
+					Headers: map[string]string{"x-api-key": SyntheticKey(key), "x-tenant-id": fmt.Sprint(SyntheticKeyTenant(key, sc.Tenants))}}
+				if sc.Tenants > 0 {
+					c.Source = tenantAddr(key % sc.Tenants)
+				}
+				if sc.Routes > 0 {
+					c.Path = SyntheticRoutePath(key%sc.Routes) + "/1"
+				}
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				resp, err := client.Check(cctx, c.Request())
+				cancel()
+				if err == nil && Decision(resp) != c.Want {
+					err = fmt.Errorf("key %d: status %d, want %d", key, Decision(resp), c.Want)
+				}
+				if err != nil {
+					errs <- err
+					next.Store(int64(k)) // stop every worker
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return k, <-errs
 }
 
 // linkPolicy makes dst's files hard links to src's (data.json replaced by
@@ -216,8 +289,8 @@ func loadedAt(ctx context.Context, admin string) (string, error) {
 func (r *MemoryReport) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "keys=%d tenants=%d routes=%d, data.json %s; RSS from /proc/<pid>/status (peaks: VmHWM, reset before each reload; idle and after: VmRSS %s later)\n\n",
 		r.Scale.Keys, r.Scale.Tenants, r.Scale.Routes, mib(r.DataBytes), r.Settle)
-	fmt.Fprintln(w, "| round | ready | idle RSS | peak at start | reload, same keys: peak / after | reload, changed keys: peak / after | changed reload took |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| round | ready | idle RSS | peak at start | after checks of N keys | reload, same keys: peak / after | reload, changed keys: peak / after | changed reload took |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	row := func(name string, p MemoryPoint) {
 		ratio := func(v int64) string {
 			if p.Idle <= 0 {
@@ -225,8 +298,9 @@ func (r *MemoryReport) Markdown(w io.Writer) {
 			}
 			return fmt.Sprintf(" (%.2f×)", float64(v)/float64(p.Idle))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s%s | %s%s / %s | %s%s / %s | %s |\n", name,
+		fmt.Fprintf(w, "| %s | %s | %s | %s%s | %s (N=%d)%s | %s%s / %s | %s%s / %s | %s |\n", name,
 			p.Ready.Round(10*time.Millisecond), mib(p.Idle), mib(p.StartPeak), ratio(p.StartPeak),
+			mib(p.AfterTraffic), p.TrafficKeys, ratio(p.AfterTraffic),
 			mib(p.SamePeak), ratio(p.SamePeak), mib(p.SameAfter),
 			mib(p.ChangedPeak), ratio(p.ChangedPeak), mib(p.ChangedAfter), p.ChangedTook.Round(10*time.Millisecond))
 	}
@@ -251,6 +325,8 @@ func (r *MemoryReport) median() MemoryPoint {
 		Ready:        time.Duration(med(func(p MemoryPoint) int64 { return int64(p.Ready) })),
 		StartPeak:    med(func(p MemoryPoint) int64 { return p.StartPeak }),
 		Idle:         med(func(p MemoryPoint) int64 { return p.Idle }),
+		TrafficKeys:  int(med(func(p MemoryPoint) int64 { return int64(p.TrafficKeys) })),
+		AfterTraffic: med(func(p MemoryPoint) int64 { return p.AfterTraffic }),
 		SamePeak:     med(func(p MemoryPoint) int64 { return p.SamePeak }),
 		SameAfter:    med(func(p MemoryPoint) int64 { return p.SameAfter }),
 		ChangedPeak:  med(func(p MemoryPoint) int64 { return p.ChangedPeak }),

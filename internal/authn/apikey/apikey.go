@@ -169,7 +169,7 @@ func (s *Store) Lookup(key string, now time.Time) Result {
 // result is record i's status at now, with its identity.
 func (s *Store) result(i uint32, now time.Time) Result {
 	e := s.rec(i)
-	id := s.identity(i)
+	id := s.identity(i, now)
 	if e.status != statusValid {
 		return Result{Status: statuses[e.status], Identity: id}
 	}
@@ -179,21 +179,18 @@ func (s *Store) result(i uint32, now time.Time) Result {
 	return Result{Status: authn.Valid, Identity: id}
 }
 
-// identity returns record i's identity, built on its first use.
-func (s *Store) identity(i uint32) *authn.Identity {
-	if id := s.ids[i].Load(); id != nil {
+// identity returns record i's identity: the cached one, or a new one,
+// cached (one per key however many lookups race to build it).
+func (s *Store) identity(i uint32, now time.Time) *authn.Identity {
+	e := s.rec(i)
+	if id, ok := s.ids.Get(string(e.digest[:]), now); ok {
 		return id
 	}
-	e := s.rec(i)
 	id := &authn.Identity{
 		Kind: "api_key", KeyID: s.str(e.keyID), Subject: s.str(e.subject), Plan: s.str(e.plan),
 		Tenants: s.tenantSets[e.tenants], Scopes: s.lists[e.scopes], AllowedCIDRs: s.lists[e.cidrs],
 	}
-	id.Seal()
-	if s.ids[i].CompareAndSwap(nil, id) {
-		return id
-	}
-	return s.ids[i].Load()
+	return s.ids.GetOrSet(string(e.digest[:]), id.Seal(), now, identityTTL)
 }
 
 func short(h string) string {

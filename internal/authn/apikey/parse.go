@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/cache"
 	"github.com/extauthz/extauthz/internal/jsonx"
 )
 
@@ -95,7 +95,7 @@ func ParseReader(open func() io.Reader, size int64, opts ...Option) (*Store, err
 
 func (b *builder) finish() (*Store, error) {
 	s := b.s
-	s.ids = make([]atomic.Pointer[authn.Identity], s.n)
+	s.ids = cache.New[*authn.Identity](min(max(s.n, 1), MaxIdentities))
 	return s, errors.Join(b.errs...)
 }
 
