@@ -19,7 +19,13 @@ import (
 //     decoded with each invalid sequence replaced by U+FFFD, and marked;
 //   - a request larger than the size limit is decoded without its body, and
 //     marked;
-//   - a request that does not decode at all is handed over empty, marked.
+//   - a request that does not decode at all, or nests messages deeper than
+//     MaxDepth (Envoy's nest a few levels; deeper is a request built to
+//     exhaust the decoder), is handed over empty, marked.
+//
+// The repair costs time and memory linear in the request's size: one
+// output buffer, every nested message's length written after it, as a
+// varint padded to 5 bytes (protobuf decoders take such varints).
 //
 // The mark is an unknown field the handler reads back with ProblemOf. A
 // client that sends the mark itself only gets its request denied.
@@ -69,15 +75,20 @@ func mark(req *authv3.CheckRequest, p Problem) {
 	req.ProtoReflect().SetUnknown(protowire.AppendString(u, string(p)))
 }
 
+// MaxDepth bounds the nesting of messages in a CheckRequest.
+const MaxDepth = 100
+
+var decode = proto.UnmarshalOptions{RecursionLimit: MaxDepth}
+
 // unmarshalRequest decodes a CheckRequest as described above.
 func unmarshalRequest(data mem.BufferSlice, req *authv3.CheckRequest, limit int) {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool()) // as grpc-go's proto codec does
 	defer buf.Free()
 	b := buf.ReadOnlyData()
-	err := proto.Unmarshal(b, req)
+	err := decode.Unmarshal(b, req)
 	if err != nil {
 		proto.Reset(req)
-		if clean, ok := validUTF8(b, req.ProtoReflect().Descriptor()); ok && proto.Unmarshal(clean, req) == nil {
+		if clean, ok := validUTF8(b, req.ProtoReflect().Descriptor()); ok && decode.Unmarshal(clean, req) == nil {
 			mark(req, NotUTF8)
 		} else {
 			proto.Reset(req)
@@ -94,9 +105,20 @@ func unmarshalRequest(data mem.BufferSlice, req *authv3.CheckRequest, limit int)
 }
 
 // validUTF8 re-encodes the message in b with every string field made valid
-// UTF-8; ok is false when b is not a well-formed message of md.
+// UTF-8; ok is false when b is not a well-formed message of md, or nests
+// deeper than MaxDepth.
 func validUTF8(b []byte, md protoreflect.MessageDescriptor) ([]byte, bool) {
-	out := make([]byte, 0, len(b))
+	return appendValidUTF8(make([]byte, 0, len(b)+len(b)/8), b, md, 1)
+}
+
+// lenBytes is the room left for a nested message's length: a varint of up
+// to 5 bytes holds any length below 2^35.
+const lenBytes = 5
+
+func appendValidUTF8(out, b []byte, md protoreflect.MessageDescriptor, depth int) ([]byte, bool) {
+	if depth > MaxDepth {
+		return nil, false
+	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -119,12 +141,22 @@ func validUTF8(b []byte, md protoreflect.MessageDescriptor) ([]byte, bool) {
 			out = protowire.AppendTag(out, num, typ)
 			out = protowire.AppendString(out, strings.ToValidUTF8(string(v), "\uFFFD"))
 		case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
-			inner, ok := validUTF8(v, fd.Message())
-			if !ok {
+			out = protowire.AppendTag(out, num, typ)
+			at := len(out)
+			out = append(out, make([]byte, lenBytes)...)
+			var ok bool
+			if out, ok = appendValidUTF8(out, v, fd.Message(), depth+1); !ok {
 				return nil, false
 			}
-			out = protowire.AppendTag(out, num, typ)
-			out = protowire.AppendBytes(out, inner)
+			size := uint64(len(out) - at - lenBytes)
+			if size >= 1<<(7*lenBytes) {
+				return nil, false
+			}
+			for i := range lenBytes - 1 { // padded: continuation bits on all but the last
+				out[at+i] = byte(size)&0x7f | 0x80
+				size >>= 7
+			}
+			out[at+lenBytes-1] = byte(size)
 		default:
 			out = append(out, field...)
 		}

@@ -1,13 +1,17 @@
 package wire
 
 import (
+	"bytes"
+	"runtime"
 	"testing"
 	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // allStringsValid walks m and reports whether every string in it is UTF-8.
@@ -73,7 +77,7 @@ func FuzzCheckRequestBytes(f *testing.F) {
 		}
 		p := ProblemOf(&req)
 		var plain authv3.CheckRequest
-		decodes := proto.Unmarshal(b, &plain) == nil
+		decodes := proto.UnmarshalOptions{RecursionLimit: MaxDepth}.Unmarshal(b, &plain) == nil
 		switch {
 		case decodes && len(b) <= 64 && ProblemOf(&plain) == "" && p != "":
 			t.Fatalf("a request that decodes was marked %q", p)
@@ -86,4 +90,74 @@ func FuzzCheckRequestBytes(f *testing.F) {
 			t.Fatal("the handler is given invalid UTF-8")
 		}
 	})
+}
+
+// nested is a CheckRequest whose metadata_context nests depth structs
+// (three messages each: Struct, its fields entry, Value), the innermost
+// holding leaf (in which "x\x7f" becomes "x" and the byte 0xff).
+func nested(depth int, leaf string) []byte {
+	v := structpb.NewStringValue(leaf)
+	for range depth {
+		v = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"a": v}})
+	}
+	b, err := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request:         &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/x"}},
+		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"f": v.GetStructValue()}},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	// proto.Marshal refuses invalid UTF-8: the marker, of the same length, becomes "x\xff".
+	return bytes.Replace(b, []byte("x\x7f"), []byte("x\xff"), 1)
+}
+
+// TestDeepRequestsCostLinearMemory: a request nesting messages past
+// MaxDepth is marked undecodable, and one with invalid UTF-8 is repaired,
+// at a cost in allocated bytes proportional to its size. The repair once
+// allocated a copy of the rest of the request per level: 82 KB nested
+// 4,000 deep took 0.5 GB, 632 KB ran the sidecar out of memory.
+func TestDeepRequestsCostLinearMemory(t *testing.T) {
+	c := Codec(0).(codec)
+	bad := "x\x7f" // made x followed by an invalid byte
+	for _, tc := range []struct {
+		name  string
+		depth int
+		leaf  string
+		want  Problem
+	}{
+		{"deep, valid UTF-8", 12000, "v", Undecodable},
+		{"deep, invalid UTF-8", 4000, bad + string(make([]byte, 50000)), Undecodable},
+		{"shallow, invalid UTF-8", 20, bad, NotUTF8},
+		{"near the bound, invalid UTF-8", (MaxDepth - 6) / 3, bad, NotUTF8},
+		{"past the bound, invalid UTF-8", MaxDepth/3 + 1, bad, Undecodable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := nested(tc.depth, tc.leaf)
+			var req authv3.CheckRequest
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &req); err != nil {
+				t.Fatal(err)
+			}
+			runtime.ReadMemStats(&after)
+			if p := ProblemOf(&req); p != tc.want {
+				t.Fatalf("%d bytes nested %d deep: %q, want %q", len(b), tc.depth, p, tc.want)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(64*len(b))+1<<20 {
+				t.Errorf("%d bytes nested %d deep allocated %d bytes", len(b), tc.depth, alloc)
+			}
+			if tc.want == NotUTF8 {
+				if req.GetAttributes().GetRequest().GetHttp().GetPath() != "/x" || !allStringsValid(req.ProtoReflect()) {
+					t.Fatalf("repaired request: %v", &req)
+				}
+				v := req.GetAttributes().GetMetadataContext().GetFilterMetadata()["f"]
+				for range tc.depth - 1 {
+					v = v.GetFields()["a"].GetStructValue()
+				}
+				if got := v.GetFields()["a"].GetStringValue(); got != "x\uFFFD" {
+					t.Fatalf("innermost value %q, want x\\uFFFD", got)
+				}
+			}
+		})
+	}
 }
