@@ -18,7 +18,8 @@ const malformed wire.Problem = "malformed"
 // path; header names that are lower-case tokens or the request
 // pseudo-headers; header values without NUL, CR or LF; no method override
 // (methodOverride headers, a _method query parameter) naming another
-// method. Envoy's codecs
+// method, and no path override (pathOverride headers) naming another path.
+// Envoy's codecs
 // refuse anything else before ext_authz runs, so whatever else arrives
 // did not come from it as the upstream will see it, and is not decided on.
 func wellFormed(method, path string, headers map[string]string) bool {
@@ -47,6 +48,8 @@ func wellFormed(method, path string, headers map[string]string) bool {
 			return false
 		} else if len(k) >= 12 && k[0] == 'x' && methodOverride[k] && !strings.EqualFold(strings.TrimSpace(v), method) {
 			return false
+		} else if len(k) >= 13 && k[0] == 'x' && pathOverride[k] && !samePath(v, path) {
+			return false
 		}
 		if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, 0) >= 0 {
 			return false
@@ -61,10 +64,30 @@ func wellFormed(method, path string, headers map[string]string) bool {
 // authorized as a read and executed as a write, so it is refused.
 var methodOverride = map[string]bool{"x-http-method-override": true, "x-http-method": true, "x-method-override": true}
 
+// pathOverride are the headers with which frameworks (Symfony before
+// CVE-2018-14773, Zend/Laminas, IIS's URL rewrite) let a client send one
+// path and have the upstream route another: authorized as /healthz,
+// served as /v1/admin. A request naming another path there is refused.
+var pathOverride = map[string]bool{"x-original-url": true, "x-rewrite-url": true}
+
+// samePath reports whether v, a path override header's value (a path, or
+// an absolute URL as some proxies write it), names path itself.
+func samePath(v, path string) bool {
+	v = strings.TrimSpace(v)
+	if v == path {
+		return true
+	}
+	u, err := url.Parse(v)
+	return err == nil && u.IsAbs() && u.Opaque == "" && u.RequestURI() == path
+}
+
 // overridesInQuery reports a _method query parameter (Rails, Laravel,
 // Symfony, Express's method-override) naming another method than method.
 // Pairs are split on '&' and ';' (Rack splits on both) and names and
-// values unescaped as those frameworks do ("_%6Dethod" is "_method").
+// values unescaped as those frameworks do ("_%6Dethod" is "_method"); a
+// name is compared as PHP makes it a key of $_GET (leading spaces dropped,
+// '.' and ' ' made '_': ".method" and " _method" are "_method"), in any
+// letter case, with or without an array suffix ("_method[]").
 func overridesInQuery(method, path string) bool {
 	_, q, ok := strings.Cut(path, "?")
 	for ok && q != "" {
@@ -75,14 +98,35 @@ func overridesInQuery(method, path string) bool {
 			pair, q = q, ""
 		}
 		name, val, _ := strings.Cut(pair, "=")
-		if len(name) < len("_method") || !strings.Contains(name, "_") && !strings.Contains(name, "%") {
+		if len(name) < len("method") || !containsFold(name, "ethod") && !strings.Contains(name, "%") {
 			continue // cheap: most names cannot be it
 		}
-		if n, err := url.QueryUnescape(name); err != nil || n != "_method" {
+		if n, err := url.QueryUnescape(name); err != nil || !isMethodParam(n) {
 			continue
 		}
 		v, err := url.QueryUnescape(val)
 		if err != nil || !strings.EqualFold(strings.TrimSpace(v), method) {
+			return true
+		}
+	}
+	return false
+}
+
+// isMethodParam reports whether n, an unescaped query parameter name, is
+// _method as PHP reads it (see overridesInQuery).
+func isMethodParam(n string) bool {
+	n = strings.TrimLeft(n, " ")
+	if i := strings.IndexByte(n, '['); i > 0 {
+		n = n[:i]
+	}
+	return len(n) == len("_method") && (n[0] == '_' || n[0] == '.' || n[0] == ' ') && strings.EqualFold(n[1:], "method")
+}
+
+// containsFold reports whether s contains the lower-case ASCII sub in any
+// letter case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
 			return true
 		}
 	}

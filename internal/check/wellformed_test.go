@@ -53,6 +53,17 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 		"_method partly escaped": req("GET", "/v1/orders?_%6Dethod=DELETE", good),
 		"_method after ;":        req("GET", "/v1/orders?x=1;_method=DELETE", good),
 		"_method value escaped":  req("GET", "/v1/orders?_method=%44ELETE", good),
+		// PHP makes each of these names $_GET['_method'] (Laravel, Symfony)
+		"PHP: .method":          req("POST", "/v1/orders?.method=DELETE", good),
+		"PHP: %2Emethod":        req("POST", "/v1/orders?%2Emethod=DELETE", good),
+		"PHP: +_method":         req("POST", "/v1/orders?+_method=DELETE", good),
+		"PHP: %20_method":       req("POST", "/v1/orders?%20_method=DELETE", good),
+		"PHP: +.method":         req("POST", "/v1/orders?+.method=DELETE", good),
+		"_method[]":             req("POST", "/v1/orders?_method[]=DELETE", good),
+		"_METHOD":               req("POST", "/v1/orders?_METHOD=DELETE", good),
+		"x-original-url":        req("GET", "/healthz", with("x-original-url", "/v1/admin/users")),
+		"x-rewrite-url":         req("GET", "/healthz", with("x-rewrite-url", "/v1/admin/users")),
+		"x-original-url as URL": req("GET", "/healthz", with("x-original-url", "https://api.example.com/v1/admin")),
 	}
 	for name, r := range cases {
 		for _, form := range []struct {
@@ -78,8 +89,13 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-http-method-override", "get"))); got != "ok" {
 		t.Errorf("a method override naming the method itself: %s", got)
 	}
-	if got, _, _ := decide(t, s, req("GET", "/v1/orders?_method=get&page=2;x_method=DELETE", good)); got != "ok" {
-		t.Errorf("_method naming the method itself, and another parameter: %s", got)
+	if got, _, _ := decide(t, s, req("GET", "/v1/orders?_method=get&page=2;x_method=DELETE&method=DELETE&_methods=PUT", good)); got != "ok" {
+		t.Errorf("_method naming the method itself, and other parameters: %s", got)
+	}
+	for _, v := range []string{"/v1/orders", "https://api.example.com/v1/orders"} {
+		if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-original-url", v))); got != "ok" {
+			t.Errorf("x-original-url %s naming the path itself: %s", v, got)
+		}
 	}
 }
 
