@@ -58,11 +58,13 @@ func (id *Identity) Key() string { return id.Value().String() }
 // its quota subject is derived from them (lazily, once).
 func (id *Identity) Seal() *Identity { return id }
 
-// QuotaSubject is who quotas count a JWT identity as: "issuer|subject"
-// (empty for API keys, which are counted by key id). Valid after Seal.
+// QuotaSubject is who quotas count a JWT identity as: "issuer|subject",
+// and "issuer|" for every token of the issuer without a subject (they
+// share one count rather than escape quotas); empty for API keys, which
+// are counted by key id. Valid after Seal.
 func (id *Identity) QuotaSubject() string {
 	id.quotaOnce.Do(func() {
-		if id.KeyID == "" && id.Subject != "" {
+		if id.KeyID == "" && (id.Subject != "" || id.Issuer != "") {
 			id.quota = id.Issuer + "|" + id.Subject
 		}
 	})

@@ -38,12 +38,15 @@ var signingKey = func() *rsa.PrivateKey {
 	return k
 }()
 
-// mintJWT signs a token the demo issuer accepts; tenant "" leaves the
-// tenant claim out.
+// mintJWT signs a token the demo issuer accepts; sub or tenant "" leaves
+// that claim out.
 func mintJWT(sub, tenant, scope string) string {
 	claims := gojwt.MapClaims{
-		"iss": "https://issuer.extauthz.example", "aud": "extauthz-demo", "sub": sub, "scope": scope,
+		"iss": "https://issuer.extauthz.example", "aud": "extauthz-demo", "scope": scope,
 		"iat": testNow.Add(-time.Hour).Unix(), "nbf": testNow.Add(-time.Hour).Unix(), "exp": testNow.Add(time.Hour).Unix(),
+	}
+	if sub != "" {
+		claims["sub"] = sub
 	}
 	if tenant != "" {
 		claims["tenant"] = tenant

@@ -186,3 +186,22 @@ func TestShadowedTenantForbiddenChargesNoOtherTenant(t *testing.T) {
 		t.Errorf("k_t7 (plan free, 10/minute) was allowed %d more times naming tenant 99: it ran on tenant 99's plan", allowed)
 	}
 }
+
+// A verified token without a sub claim is counted like any other: under
+// its issuer ("issuer|", shared by every such token of the issuer), by
+// default_plan and route quotas alike. It used to have no principal, so
+// default_plan never applied and it ran unlimited.
+func TestTokensWithoutSubjectAreCounted(t *testing.T) {
+	s := newServer(t, editedEngine(t, "limits", func(root map[string]any) {
+		root["limits"].(map[string]any)["default_plan"] = "free" // 10 a minute
+	}))
+	for _, sub := range []string{"", "user:a"} {
+		for i := range 11 {
+			r := req("GET", "/v1/orders", map[string]string{"authorization": "Bearer " + mintJWT(sub, "42", "orders:read"), "x-tenant-id": "42"})
+			reason, _, _ := decide(t, s, r)
+			if want := map[bool]string{true: "ok", false: "rate_limited"}[i < 10]; reason != want {
+				t.Fatalf("token with sub %q, check %d: %s, want %s", sub, i+1, reason, want)
+			}
+		}
+	}
+}
