@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/authn"
+	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 )
@@ -64,6 +65,7 @@ type panickyTokens struct{}
 
 func (panickyTokens) Verify(context.Context, string) (authn.Status, *authn.Identity) { panic("boom") }
 func (panickyTokens) Ready() bool                                                    { return true }
+func (panickyTokens) Files() []jwt.File                                              { return nil }
 func (panickyTokens) Close()                                                         {}
 
 func TestFailClosedPanic(t *testing.T) {

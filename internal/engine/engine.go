@@ -149,6 +149,16 @@ type Tokens interface {
 	Verify(ctx context.Context, raw string) (authn.Status, *authn.Identity)
 	Ready() bool
 	Close()
+	Files() []jwt.File // the JWKS files read, as they were when read
+}
+
+// Files are the files outside the policy's own that this version read (the
+// issuers' jwks_file), as they were when read: a source watches them too.
+func (e *Engine) Files() []jwt.File {
+	if e.Tokens == nil {
+		return nil
+	}
+	return e.Tokens.Files()
 }
 
 // Options tune building.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 )
@@ -104,6 +105,9 @@ func (r *Reloader) Reload(ctx context.Context) error {
 		return err
 	}
 	old := r.Holder.Store(eng)
+	if w, ok := r.Loader.(interface{ Watch([]jwt.File) }); ok {
+		w.Watch(eng.Files())
+	}
 	st = Status{Version: eng.Version, LoadedAt: time.Now(), LastTry: st.LastTry}
 	r.status.Store(&st)
 	r.log().Info("policy loaded", "source", r.Loader.String(), "version", eng.Version,

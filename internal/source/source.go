@@ -21,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
+	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
@@ -68,14 +69,39 @@ func (e *Embedded) Load(context.Context) (*policy.Source, bool, error) {
 // that target, so an atomic swap (..data_tmp renamed over ..data) is seen
 // even when no size or time changed.
 //
+// The fingerprint also covers the files the serving version read from
+// elsewhere (Watch: the issuers' jwks_file, in a subdirectory or another
+// volume), so that a changed key set loads a new version.
+//
 // A version that does not load is remembered by its fingerprint: until the
 // directory changes again, Load returns the same *VersionError without
 // reading it again.
 type Dir struct {
 	Path    string
 	last    string
+	lastDir string     // the directory's part of last
+	watch   []jwt.File // the serving version's other files, as it read them
 	failFP  string
 	failErr error
+}
+
+// Watch makes the files a version read, as it read them, part of the
+// fingerprint (the Reloader calls it with the version it swapped in).
+func (d *Dir) Watch(files []jwt.File) {
+	d.watch = files
+	d.last = d.lastDir + filesPrint(files)
+}
+
+// filesPrint is the fingerprint's part for files.
+func filesPrint(files []jwt.File) string {
+	if len(files) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(h, "%s\x00", f.Stamp())
+	}
+	return "+" + hex.EncodeToString(h.Sum(nil))
 }
 
 func (d *Dir) String() string { return d.Path }
@@ -87,10 +113,15 @@ func (d *Dir) Load(context.Context) (*policy.Source, bool, error) {
 		if err != nil {
 			return nil, false, fmt.Errorf("%s: %w", d.Path, err)
 		}
-		fp, err := fingerprint(root)
+		dirFP, err := fingerprint(root)
 		if err != nil {
 			return nil, false, fmt.Errorf("%s: %w", d.Path, err)
 		}
+		now := make([]jwt.File, len(d.watch))
+		for i, f := range d.watch {
+			now[i] = jwt.StatFile(f.Path)
+		}
+		fp := dirFP + filesPrint(now)
 		if fp == d.last {
 			return nil, false, nil
 		}
@@ -107,7 +138,7 @@ func (d *Dir) Load(context.Context) (*policy.Source, bool, error) {
 			d.failFP, d.failErr = fp, &VersionError{Digest: dirDigest(root), Err: err}
 			return nil, false, d.failErr
 		}
-		d.last, d.failFP, d.failErr = fp, "", nil
+		d.last, d.lastDir, d.failFP, d.failErr = fp, dirFP, "", nil
 		return src, true, nil
 	}
 }

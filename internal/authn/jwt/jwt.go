@@ -87,7 +87,11 @@ type Verifier struct {
 	cancel       context.CancelFunc
 	loaders      sync.WaitGroup
 	closeOnce    sync.Once
+	files        []File // the jwks_files read
 }
+
+// Files are the JWKS files the verifier read its keys from.
+func (v *Verifier) Files() []File { return v.files }
 
 type issuer struct {
 	cfg    IssuerConfig // normalized
@@ -139,7 +143,10 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		v.byIss[c.Issuer] = is
 		switch {
 		case c.JWKSFile != "":
-			ks, err := loadJWKSFile(ctx, c.JWKSFile, c.Algorithms)
+			ks, f, err := loadJWKSFile(ctx, c.JWKSFile, c.Algorithms)
+			if f.Path != "" {
+				v.files = append(v.files, f)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("issuers[%d].jwks_file: %w", i, err))
 				continue

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -96,17 +97,56 @@ func (s *keySource) hasKeys(ctx context.Context) bool {
 // loadJWKSFile reads a JWKS file into memory storage, keeping only public
 // signature keys: kty "oct" and use "enc" keys are dropped, private parts are
 // ignored, and key types jwkset does not support are skipped.
-func loadJWKSFile(ctx context.Context, path string, algs []string) (*keySource, error) {
-	f, err := os.Open(path)
+func loadJWKSFile(ctx context.Context, path string, algs []string) (*keySource, File, error) {
+	target, err := filepath.EvalSymlinks(path) // a Secret volume's file is a link into its current version
 	if err != nil {
-		return nil, err
+		return nil, File{}, err
+	}
+	f, err := os.Open(target)
+	if err != nil {
+		return nil, File{}, err
 	}
 	defer f.Close()
+	st, err := f.Stat() // before reading: a later change is seen as one
+	if err != nil {
+		return nil, File{}, err
+	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxJWKSBytes+1))
 	if err != nil {
-		return nil, err
+		return nil, File{}, err
 	}
-	return loadJWKS(ctx, raw, algs)
+	ks, err := loadJWKS(ctx, raw, algs)
+	return ks, File{Path: path, Target: target, Size: st.Size(), ModTime: st.ModTime()}, err
+}
+
+// File is a file a verifier read its keys from, as it was when read: a
+// policy source watches it, so that a changed key set (a signing key
+// removed) loads a new version wherever the file lives.
+type File struct {
+	Path    string
+	Target  string // Path with its symbolic links resolved
+	Size    int64
+	ModTime time.Time
+}
+
+// Stamp is f as a source compares it.
+func (f File) Stamp() string {
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d", f.Path, f.Target, f.Size, f.ModTime.UnixNano())
+}
+
+// StatFile is path as it is now (Size -1 when it cannot be read).
+func StatFile(path string) File {
+	f := File{Path: path, Size: -1}
+	target, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return f
+	}
+	st, err := os.Stat(target)
+	if err != nil {
+		return f
+	}
+	f.Target, f.Size, f.ModTime = target, st.Size(), st.ModTime()
+	return f
 }
 
 // loadJWKS builds a key source from JWKS bytes (a file or inline data). At

@@ -114,6 +114,9 @@ func (t *Tokens) Ready() bool { return t.v.Ready() }
 // Close stops background JWKS refreshes.
 func (t *Tokens) Close() { t.v.Close() }
 
+// Files are the JWKS files the tokens' keys were read from.
+func (t *Tokens) Files() []File { return t.v.Files() }
+
 // Stats are the verifier cache counters.
 func (t *Tokens) Stats() (hits, misses uint64, entries int) {
 	s := t.v.CacheStats()
