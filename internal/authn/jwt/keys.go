@@ -100,7 +100,7 @@ func (s *keySource) hasKeys(ctx context.Context) bool {
 func loadJWKSFile(ctx context.Context, path string, algs []string) (*keySource, File, error) {
 	target, err := filepath.EvalSymlinks(path) // a Secret volume's file is a link into its current version
 	if err != nil {
-		return nil, File{}, err
+		target = path // Open says what is wrong with it
 	}
 	f, err := os.Open(target)
 	if err != nil {
