@@ -104,11 +104,14 @@ func writeJWKS(t testing.TB, ks ...map[string]any) string {
 	return p
 }
 
-// jwksServer serves a JWKS on 127.0.0.1 and counts requests.
+// jwksServer serves a JWKS on 127.0.0.1 and counts requests; it can answer
+// late (delay) or fail (status).
 type jwksServer struct {
 	*httptest.Server
-	hits atomic.Int64
-	body atomic.Pointer[[]byte]
+	hits   atomic.Int64
+	body   atomic.Pointer[[]byte]
+	delay  atomic.Int64 // nanoseconds before answering
+	status atomic.Int32 // 0: 200 with body
 }
 
 func newJWKSServer(t testing.TB, ks ...map[string]any) *jwksServer {
@@ -118,6 +121,11 @@ func newJWKSServer(t testing.TB, ks ...map[string]any) *jwksServer {
 	s.body.Store(&b)
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s.hits.Add(1)
+		time.Sleep(time.Duration(s.delay.Load()))
+		if st := s.status.Load(); st != 0 {
+			w.WriteHeader(int(st))
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(*s.body.Load())
 	}))

@@ -358,3 +358,55 @@ func TestInlineJWKSAndAttach(t *testing.T) {
 		t.Errorf("empty inline JWKS: %v", err)
 	}
 }
+
+// A policy reload builds a new verifier: it takes the JWKS URL key set the
+// serving one fetched, so a reload while the identity provider fails does
+// not leave it without keys (every token of the issuer was denied
+// auth_unavailable until the next refresh, 15 minutes by default). The key
+// set lives until the last verifier using it closes.
+func TestReloadKeepsJWKSURLKeys(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	clock := newClock(t0)
+	opts := Options{Now: clock.Now, HTTPClient: srv.Client()}
+	tok := sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", claims(t0))
+	v1 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, opts)
+	waitReady(t, v1)
+	srv.status.Store(http.StatusInternalServerError) // the provider fails during the reload
+	v2 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, opts)
+	waitReady(t, v2)
+	v1.Close()
+	if got := v2.Verify(context.Background(), tok); got.Status != Valid {
+		t.Fatalf("after a reload while the JWKS URL fails: %s (%v); want valid", got.Status, got)
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times; want 1 (the new version shares the keys)", n)
+	}
+	v2.Close()
+	urlMu.Lock()
+	n := len(urlSources)
+	urlMu.Unlock()
+	if n != 0 {
+		t.Errorf("%d shared key sets left after every verifier closed", n)
+	}
+}
+
+// A token signed by a key the identity provider published after the last
+// fetch triggers a refresh, which the Verify waits for within its context:
+// a provider that answers in 50ms (far from instant, as real ones) serves
+// the new key at once. The refresh was bounded by 10ms, so every such
+// token was refused until the next scheduled refresh.
+func TestUnknownKIDRefreshFromASlowProvider(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	v := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: newClock(t0).Now, HTTPClient: srv.Client()})
+	waitReady(t, v)
+	b := jwksJSON(jwk("url-1", "RS256", k.rsa), jwk("url-2", "RS256", k.attacker)) // rotated in
+	srv.body.Store(&b)
+	srv.delay.Store(int64(50 * time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got := v.Verify(ctx, sign(t, gojwt.SigningMethodRS256, k.attacker, "url-2", claims(t0))); got.Status != Valid {
+		t.Fatalf("token of the newly published key: %s (%v); want valid", got.Status, got)
+	}
+}

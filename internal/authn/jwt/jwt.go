@@ -12,8 +12,11 @@
 //   - keys come from a JWKS file or a JWKS URL; oct keys are never used and
 //     jku/x5u/x5c/jwk headers are never honoured; a token without kid is
 //     accepted only if the issuer has exactly one usable key; an unknown kid
-//     may trigger at most one JWKS refresh per 30s per issuer and never
-//     blocks a Verify for more than about 10ms;
+//     may trigger at most one JWKS refresh per 30s per issuer, which the one
+//     Verify that triggered it waits for within its context (the check's
+//     deadline); any other Verify never waits for a refresh;
+//   - a JWKS URL's key set is shared by the verifiers of successive policy
+//     versions (shared.go): a reload keeps the keys fetched so far;
 //   - only Valid results are cached, keyed by the SHA-256 of the token, until
 //     min(CacheTTL, exp).
 //
@@ -87,7 +90,8 @@ type Verifier struct {
 	cancel       context.CancelFunc
 	loaders      sync.WaitGroup
 	closeOnce    sync.Once
-	files        []File // the jwks_files read
+	files        []File   // the jwks_files read
+	releases     []func() // of the shared JWKS URL key sets it uses
 }
 
 // Files are the JWKS files the verifier read its keys from.
@@ -109,6 +113,7 @@ type cached struct {
 // reported, each naming the issuer index and field. Close releases the
 // background work; cancelling ctx does too.
 func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, error) {
+	given := opts.HTTPClient
 	opts, err := opts.normalize()
 	errs := []error{err}
 	if len(issuers) == 0 {
@@ -170,17 +175,27 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		if is.cfg.JWKSURL == "" {
 			continue
 		}
+		k := urlKey{issuer: is.cfg.Issuer, url: is.cfg.JWKSURL, every: opts.RefreshInterval, client: given}
+		sh := acquireURL(k, func(ctx context.Context) (*keySource, error) {
+			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client, opts.OnJWKSFetch)
+			if err != nil {
+				refreshLogger(is.cfg.Issuer, is.cfg.JWKSURL)(ctx, err)
+			}
+			return ks, err
+		})
+		v.releases = append(v.releases, func() { releaseURL(k, sh) })
 		v.pendingLoads.Add(1)
 		v.loaders.Add(1)
 		go func() {
 			defer v.loaders.Done()
 			defer v.pendingLoads.Add(-1)
-			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client, opts.OnJWKSFetch)
-			if err != nil {
-				refreshLogger(is.cfg.Issuer, is.cfg.JWKSURL)(ctx, err)
-				return
+			select {
+			case <-sh.ready:
+				if sh.ks != nil {
+					is.keys.Store(sh.ks)
+				}
+			case <-ctx.Done():
 			}
-			is.keys.Store(ks)
 		}()
 	}
 	v.cache.StartJanitor(ctx, min(opts.CacheTTL, time.Minute))
@@ -216,11 +231,14 @@ func (v *Verifier) Close() {
 	v.closeOnce.Do(func() {
 		v.cancel()
 		v.loaders.Wait()
+		for _, release := range v.releases {
+			release()
+		}
 	})
 }
 
 // Verify checks a raw JWT (without the "Bearer " prefix). ctx bounds key
-// lookups; a Verify never waits more than about 10ms for a JWKS refresh.
+// lookups; only a Verify that triggers an unknown-kid refresh waits for it.
 func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 	if len(raw) == 0 || len(raw) > v.maxBytes {
 		return Result{Status: Malformed}

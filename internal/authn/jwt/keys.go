@@ -23,13 +23,19 @@ import (
 
 // Tuning of the JWKS URL client. keyfunc's own default lets a Verify wait up
 // to a minute for the unknown-kid refresh limiter, so a flood of tokens with
-// random kids would park every check that long; here the wait is a few
-// milliseconds and unknown kids trigger a refresh at most every 30s.
+// random kids would park every check that long. Here unknown kids trigger a
+// refresh at most every 30s (burst 1); a Verify whose token needs one while
+// the limiter has none to give fails at once (rate.Limiter.Wait does not
+// wait past its context's deadline, and a refresh is 30s away), so only the
+// one Verify that takes the refresh waits for it.
 const (
-	// rateLimitWaitMax bounds how long a Verify may wait for the unknown-kid
-	// refresh limiter. jwkset also runs the unknown-kid refresh itself under
-	// this deadline, so a refresh triggered by a request costs it at most this.
-	rateLimitWaitMax = 10 * time.Millisecond
+	// rateLimitWaitMax bounds that one Verify: jwkset runs the unknown-kid
+	// refresh under this deadline as well as under the Verify's context (in
+	// the server, the check's deadline, which is the tighter). It was 10ms,
+	// which cancelled the fetch from any identity provider slower than
+	// that, so tokens signed by a newly rotated key were refused until the
+	// next scheduled refresh.
+	rateLimitWaitMax = DefaultHTTPTimeout
 	// unknownKIDRefreshEvery is the rate of refreshes triggered by tokens
 	// whose kid is not in the key set (burst 1).
 	unknownKIDRefreshEvery = 30 * time.Second
