@@ -193,7 +193,11 @@ func loadEngine(ctx context.Context, dir, bundleFile string) (*engine.Engine, er
 	if err != nil {
 		return nil, err
 	}
-	return engine.Build(ctx, src, engine.Options{})
+	eng, err := engine.Build(ctx, src, engine.Options{})
+	if err == nil {
+		source.AwaitReady(ctx, eng) // decide with the keys the server would have
+	}
+	return eng, err
 }
 
 // offlineServer decides with eng as the server would, counting no quota.

@@ -3,17 +3,22 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extauthz/extauthz/internal/authn/apikey"
 	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/decisionlog"
 	"github.com/extauthz/extauthz/internal/envoybin"
+	"github.com/extauthz/extauthz/policies"
 )
 
 func run(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -423,5 +428,54 @@ func TestCheckShowsShadowedDeny(t *testing.T) {
 	code, out, _ := run(t, "", "check", "--curl", "curl -H 'X-API-Key: xa_demo_revoked_T9w4Lm' -H 'X-Tenant-Id: 42' http://x/v1/orders", "--context", "shadow=*")
 	if code != 0 || !strings.Contains(out, "decision:   ALLOW") || !strings.Contains(out, "shadowed:   key_revoked (401)") || !strings.Contains(out, `"code":"key_revoked"`) {
 		t.Errorf("exit %d:\n%s", code, out)
+	}
+}
+
+// extauthz check decides as the server would also for an issuer whose keys
+// come from a JWKS URL: it waits for the first fetch (as the server's
+// readiness does) instead of deciding without keys (auth_unavailable).
+func TestCheckWaitsForJWKSURL(t *testing.T) {
+	jwks, err := os.ReadFile("../../testdata/demo_jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := os.ReadFile("../../testdata/demo.jwt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(50 * time.Millisecond) // as a real provider, not instant
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(jwks)
+	}))
+	defer idp.Close()
+	dir := t.TempDir()
+	ents, err := fs.ReadDir(policies.FS, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, ".rego") && !strings.HasSuffix(n, "_test.rego") {
+			b, _ := fs.ReadFile(policies.FS, n)
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b, _ := fs.ReadFile(policies.FS, "data.json")
+	var data map[string]any
+	if err := json.Unmarshal(b, &data); err != nil {
+		t.Fatal(err)
+	}
+	is := data["extauthz"].(map[string]any)["jwt"].(map[string]any)["issuers"].([]any)[0].(map[string]any)
+	delete(is, "jwks")
+	is["jwks_url"] = idp.URL
+	b, _ = json.Marshal(data)
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "check", "--policy-dir", dir, "--path", "/v1/orders", "-H", "Authorization: Bearer "+strings.TrimSpace(string(token)), "-H", "X-Tenant-Id: 42")
+	if code != 0 || !strings.Contains(out, "decision:   ALLOW") {
+		t.Fatalf("demo JWT, keys from a JWKS URL (%d):\n%s%s", code, out, errOut)
 	}
 }

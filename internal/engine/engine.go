@@ -152,6 +152,19 @@ type Tokens interface {
 	Files() []jwt.File // the JWKS files read, as they were when read
 }
 
+// AwaitReady waits, at most until ctx ends, for every JWKS URL's first
+// fetch attempt (what the server's readiness waits for), so that a decision
+// made offline (extauthz check, replay) sees the keys the server would.
+func (e *Engine) AwaitReady(ctx context.Context) {
+	for e.Tokens != nil && !e.Tokens.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // Files are the files outside the policy's own that this version read (the
 // issuers' jwks_file), as they were when read: a source watches them too.
 func (e *Engine) Files() []jwt.File {

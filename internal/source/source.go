@@ -398,5 +398,17 @@ func Engine(ctx context.Context, dir string, opts engine.Options) (*engine.Engin
 		return nil, err
 	}
 	defer src.Close()
-	return engine.Build(ctx, src, opts)
+	eng, err := engine.Build(ctx, src, opts)
+	if err == nil {
+		AwaitReady(ctx, eng)
+	}
+	return eng, err
+}
+
+// AwaitReady waits for eng's first JWKS fetches, at most as long as one
+// fetch may take (for offline tools; the server waits through readiness).
+func AwaitReady(ctx context.Context, eng *engine.Engine) {
+	ctx, cancel := context.WithTimeout(ctx, jwt.DefaultHTTPTimeout+time.Second)
+	defer cancel()
+	eng.AwaitReady(ctx)
 }
