@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -355,6 +356,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.quotas.Close()
 	for _, w := range ExposureWarnings(s.cfg) {
 		s.log.Warn("exposed listener", "warning", w)
+	}
+	if limit, from := softMemoryLimit(os.Getenv, os.ReadFile); limit > 0 {
+		debug.SetMemoryLimit(limit)
+		s.log.Info("soft memory limit set to 90% of the container's (GOMEMLIMIT overrides)", "bytes", limit, "from", from)
 	}
 
 	if s.uploader != nil {
