@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // a gzip-compressed CheckRequest is read, not refused (Unimplemented); its size once decompressed is bounded as any request's
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/extauthz/extauthz/internal/wire"

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 )
@@ -90,6 +91,17 @@ func TestEveryRequestGetsACheckResponse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := send(t, tc.body)
+			if tc.status == 0 { // the same, gzip-compressed by the client (gRPC allows it)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				var zresp authv3.CheckResponse
+				if err := conn.Invoke(ctx, authv3.Authorization_Check_FullMethodName, tc.body, &zresp, grpc.ForceCodecV2(rawCodec{}), grpc.UseCompressor(gzip.Name)); err != nil {
+					t.Fatalf("gzip-compressed: gRPC error instead of an answer: %v", err)
+				}
+				if zresp.GetOkResponse() == nil {
+					t.Fatalf("gzip-compressed: want an allow, got %v", &zresp)
+				}
+			}
 			d := resp.GetDeniedResponse()
 			if tc.status == 0 {
 				if resp.GetOkResponse() == nil {
