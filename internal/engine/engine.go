@@ -6,6 +6,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -508,7 +510,14 @@ func splitData(src *policy.Source) (map[string]json.RawMessage, *policy.Section,
 			keys = sec
 			continue
 		}
-		b, err := json.Marshal(root[k])
+		b, ordered := src.Ordered[k] // as written: its member order means something
+		if ordered && !sameJSON(b, root[k]) {
+			ordered = false // data merged from elsewhere too (a bundle's nested data files)
+		}
+		var err error
+		if !ordered {
+			b, err = json.Marshal(root[k])
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: data.json: extauthz.%s: %w", src.Origin, k, err))
 			continue
@@ -520,6 +529,14 @@ func splitData(src *policy.Source) (map[string]json.RawMessage, *policy.Section,
 		out[k] = b
 	}
 	return out, keys, errors.Join(errs...)
+}
+
+// sameJSON reports whether b decodes to v (numbers compared as written).
+func sameJSON(b []byte, v any) bool {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var w any
+	return d.Decode(&w) == nil && reflect.DeepEqual(w, v)
 }
 
 // storeData is the data document given to OPA: everything but the API-key

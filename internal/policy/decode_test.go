@@ -22,8 +22,8 @@ var dataSeeds = []string{
 
 func sameDecode(t *testing.T, b []byte) {
 	t.Helper()
-	got, gerr := decodeData(b)
-	want, werr := decodeDataSlow(b)
+	got, gerr := decodeData(b, nil)
+	want, werr := decodeDataSlow(b, nil)
 	if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
 		t.Fatalf("decodeData(%q):\nfast: %#v %v\nslow: %#v %v", b, got, gerr, want, werr)
 	}

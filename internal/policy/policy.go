@@ -39,8 +39,17 @@ type Source struct {
 	Modules map[string]string // file name -> Rego source; _test.rego excluded
 	Tests   map[string]string // _test.rego files
 	Data    map[string]any    // the data document; RawSections are *Section
-	data    io.Closer         // the file Data's sections are read from
+	// Ordered holds, as written, the sections of data.extauthz whose
+	// member order means something (OrderedSections), when data.json was
+	// read from a file: Data's maps do not keep it.
+	Ordered map[string][]byte
+	data    io.Closer // the file Data's sections are read from
 }
+
+// OrderedSections are sections of data.extauthz whose member order is
+// part of what they say: profiles render their body templates in the
+// order written (a client compares the bytes).
+var OrderedSections = map[string]bool{"profiles": true}
 
 // LoadFS reads every *.rego and data.json at the top of fsys. Errors name the
 // file (and line for JSON). Names starting with "." are skipped (a
@@ -76,7 +85,8 @@ func LoadFS(fsys fs.FS, origin string) (*Source, error) {
 				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
 				continue
 			}
-			d, keep, err := loadData(f)
+			src.Ordered = map[string][]byte{}
+			d, keep, err := loadData(f, src.Ordered)
 			if err != nil {
 				f.Close()
 				errs = append(errs, fmt.Errorf("%s: %w", path.Join(origin, name), err))
@@ -143,11 +153,13 @@ var RawSections = map[string]bool{"api_keys": true}
 // decodeData decodes data.json held in memory, keeping RawSections of
 // extauthz raw. Raw sections are slices of b, not copies (a million API
 // keys are 180 MB).
-func decodeData(b []byte) (map[string]any, error) {
-	if out, ok := decodeDataFast(b); ok {
+// The sections of OrderedSections are also copied into ordered, when it is
+// not nil.
+func decodeData(b []byte, ordered map[string][]byte) (map[string]any, error) {
+	if out, ok := decodeDataFast(b, ordered); ok {
 		return out, nil
 	}
-	return decodeDataSlow(b)
+	return decodeDataSlow(b, ordered)
 }
 
 // decodeDataFast is decodeData for valid input: one strict pass
@@ -157,7 +169,7 @@ func decodeData(b []byte) (map[string]any, error) {
 // not valid JSON, a top level or extauthz that is not an object, a section
 // that does not decode — it leaves to decodeDataSlow (ok false), whose
 // results and errors are encoding/json's.
-func decodeDataFast(b []byte) (out map[string]any, ok bool) {
+func decodeDataFast(b []byte, ordered map[string][]byte) (out map[string]any, ok bool) {
 	if checkUTF8(b) != nil {
 		return nil, false
 	}
@@ -190,10 +202,42 @@ func decodeDataFast(b []byte) (out map[string]any, ok bool) {
 				return nil, false
 			}
 			m[s.name] = v
+			keepOrdered(ordered, s.name, s.value)
 		}
 		out[t.name] = m
 	}
 	return out, true
+}
+
+// OrderedOf returns the OrderedSections of data.extauthz in data.json b,
+// as written (nil when b is not a JSON object: its decoding says why).
+func OrderedOf(b []byte) map[string][]byte {
+	top, ok := members(b)
+	if !ok {
+		return nil
+	}
+	out := map[string][]byte{}
+	for _, t := range top {
+		if t.name != "extauthz" {
+			continue
+		}
+		secs, ok := members(t.value)
+		if !ok {
+			return nil
+		}
+		for _, s := range secs {
+			keepOrdered(out, s.name, s.value)
+		}
+	}
+	return out
+}
+
+// keepOrdered copies section name's bytes into ordered, if it is one of
+// OrderedSections (a copy: b may be a whole file).
+func keepOrdered(ordered map[string][]byte, name string, b []byte) {
+	if ordered != nil && OrderedSections[name] {
+		ordered[name] = bytes.Clone(b)
+	}
 }
 
 // repeated is a name two members share ("" if none).
@@ -271,7 +315,7 @@ func plain(s []byte) bool {
 }
 
 // decodeDataSlow decodes data.json with encoding/json alone.
-func decodeDataSlow(b []byte) (map[string]any, error) {
+func decodeDataSlow(b []byte, ordered map[string][]byte) (map[string]any, error) {
 	if err := checkUTF8(b); err != nil {
 		return nil, err
 	}
@@ -320,6 +364,7 @@ func decodeDataSlow(b []byte) (map[string]any, error) {
 				return nil, jsonx.At(jsonx.Field("extauthz", name), err)
 			}
 			m[name] = v
+			keepOrdered(ordered, name, sraw)
 		}
 		out[k] = m
 	}

@@ -69,25 +69,25 @@ func (src *Source) Close() error {
 // offset (a file), so that the raw sections stay in the file; else, or
 // when the streaming pass does not take it, read whole (decodeData).
 // keep is true when the sections read from f (f must stay open).
-func loadData(f fs.File) (data map[string]any, keep bool, err error) {
+func loadData(f fs.File, ordered map[string][]byte) (data map[string]any, keep bool, err error) {
 	ra, isRA := f.(io.ReaderAt)
 	st, serr := f.Stat()
 	if isRA && serr == nil && st.Mode().IsRegular() {
-		if d, ok := decodeDataStream(ra, st.Size()); ok {
+		if d, ok := decodeDataStream(ra, st.Size(), ordered); ok {
 			return d, true, nil
 		}
 		b, err := io.ReadAll(io.NewSectionReader(ra, 0, st.Size()))
 		if err != nil {
 			return nil, false, err
 		}
-		d, err := decodeData(b)
+		d, err := decodeData(b, ordered)
 		return d, false, err
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {
 		return nil, false, err
 	}
-	d, err := decodeData(b)
+	d, err := decodeData(b, ordered)
 	return d, false, err
 }
 
@@ -97,7 +97,7 @@ func loadData(f fs.File) (data map[string]any, keep bool, err error) {
 // left in the file. ok is false for anything decodeDataFast would not
 // take, or a member (or an entry of a raw section) larger than
 // streamWindow, or a read error: the caller reads the file whole.
-func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) {
+func decodeDataStream(ra io.ReaderAt, size int64, ordered map[string][]byte) (out map[string]any, ok bool) {
 	st := jsonscan.NewStream(io.NewSectionReader(ra, 0, size), 1<<20, streamWindow)
 	take := func(f func([]byte, int) (int, bool)) ([]byte, int64, bool) { return st.Take(f) }
 	value := func() ([]byte, bool) {
@@ -140,6 +140,7 @@ func decodeDataStream(ra io.ReaderAt, size int64) (out map[string]any, ok bool) 
 				return false
 			}
 			m[sec] = v
+			keepOrdered(ordered, sec, bytes.TrimSpace(item))
 			return true
 		})
 		out[name] = m

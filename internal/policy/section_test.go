@@ -38,8 +38,8 @@ func inMemory(t *testing.T, d map[string]any) map[string]any {
 // in-memory fast path takes, with the same result.
 func sameStream(t *testing.T, b []byte) {
 	t.Helper()
-	got, ok := decodeDataStream(bytes.NewReader(b), int64(len(b)))
-	want, wok := decodeDataFast(b)
+	got, ok := decodeDataStream(bytes.NewReader(b), int64(len(b)), nil)
+	want, wok := decodeDataFast(b, nil)
 	if ok != wok {
 		t.Fatalf("decodeDataStream(%q): ok %v, decodeDataFast ok %v", b, ok, wok)
 	}
@@ -171,7 +171,7 @@ func TestLoadDirRefusesRepeatedNames(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want %q", data, err, want)
 		}
-		if _, err := decodeData([]byte(data)); err == nil || !strings.Contains(err.Error(), want) { // in memory
+		if _, err := decodeData([]byte(data), nil); err == nil || !strings.Contains(err.Error(), want) { // in memory
 			t.Errorf("decodeData(%s): error %v, want %q", data, err, want)
 		}
 	}

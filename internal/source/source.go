@@ -6,7 +6,9 @@
 package source
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -241,7 +244,7 @@ func (b *BundleFile) Load(context.Context) (*policy.Source, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: %w", b.Path, err)
 	}
-	src, err := readBundle(bytes.NewReader(raw), b.Path, "", b.Verify)
+	src, err := readBundle(raw, b.Path, "", b.Verify)
 	if err != nil {
 		b.failFP, b.failErr = fp, &VersionError{Digest: digest(raw), Err: err}
 		return nil, false, b.failErr
@@ -304,7 +307,7 @@ func (b *BundleURL) Load(ctx context.Context) (*policy.Source, bool, error) {
 	case b.failHash:
 		return nil, false, b.failErr
 	}
-	src, err := readBundle(bytes.NewReader(raw), redact(b.URL), etag, b.Verify)
+	src, err := readBundle(raw, redact(b.URL), etag, b.Verify)
 	if err != nil {
 		b.failHash, b.failErr = sum, &VersionError{Digest: sum, Err: err}
 		return nil, false, b.failErr
@@ -332,8 +335,8 @@ func redact(raw string) string {
 
 // readBundle reads a bundle with OPA's own bundle reader (signature
 // verification included) and turns it into a policy source.
-func readBundle(r io.Reader, origin, etag string, v *Verify) (*policy.Source, error) {
-	rd := bundle.NewReader(io.LimitReader(r, MaxBundleBytes)).
+func readBundle(raw []byte, origin, etag string, v *Verify) (*policy.Source, error) {
+	rd := bundle.NewReader(io.LimitReader(bytes.NewReader(raw), MaxBundleBytes)).
 		WithRegoVersion(ast.RegoV1).
 		WithBundleEtag(etag).
 		WithSizeLimitBytes(MaxBundleBytes)
@@ -346,7 +349,8 @@ func readBundle(r io.Reader, origin, etag string, v *Verify) (*policy.Source, er
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", origin, err)
 	}
-	src := &policy.Source{Origin: origin, Modules: map[string]string{}, Tests: map[string]string{}, Data: b.Data}
+	src := &policy.Source{Origin: origin, Modules: map[string]string{}, Tests: map[string]string{}, Data: b.Data,
+		Ordered: orderedOf(raw)}
 	if src.Data == nil {
 		src.Data = map[string]any{}
 	}
@@ -362,6 +366,31 @@ func readBundle(r io.Reader, origin, etag string, v *Verify) (*policy.Source, er
 		return nil, fmt.Errorf("%s: bundle has no .rego modules", origin)
 	}
 	return src, nil
+}
+
+// orderedOf finds the bundle's root data.json (the bundle was read and
+// verified already) and returns its sections whose member order means
+// something, as written: OPA's reader decodes data into maps.
+func orderedOf(raw []byte) map[string][]byte {
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return nil
+		}
+		if strings.TrimPrefix(path.Clean("/"+h.Name), "/") != "data.json" {
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, MaxBundleBytes))
+		if err != nil {
+			return nil
+		}
+		return policy.OrderedOf(b)
+	}
 }
 
 // New picks the loader for the configured source.
