@@ -78,16 +78,19 @@ func samePath(v, path string) bool {
 		return true
 	}
 	u, err := url.Parse(v)
-	return err == nil && u.IsAbs() && u.Opaque == "" && u.RequestURI() == path
+	return err == nil && u.IsAbs() && u.Opaque == "" && u.User == nil && u.Fragment == "" && u.RequestURI() == path
 }
 
 // overridesInQuery reports a _method query parameter (Rails, Laravel,
 // Symfony, Express's method-override) naming another method than method.
 // Pairs are split on '&' and ';' (Rack splits on both) and names and
 // values unescaped as those frameworks do ("_%6Dethod" is "_method"); a
-// name is compared as PHP makes it a key of $_GET (leading spaces dropped,
-// '.' and ' ' made '_': ".method" and " _method" are "_method"), in any
-// letter case, with or without an array suffix ("_method[]").
+// name is compared as PHP makes it a key of $_GET (read up to a NUL byte,
+// leading spaces dropped, '.', ' ' and an unclosed '[' made '_': ".method",
+// " _method", "[method" and "_method%00x" are "_method"), with or without
+// an array suffix ("_method[]"); a '%' that does not start an escape is
+// kept as PHP keeps it. Letter case is ignored, which is stricter than
+// PHP (some frameworks read the parameter case-insensitively).
 func overridesInQuery(method, path string) bool {
 	_, q, ok := strings.Cut(path, "?")
 	for ok && q != "" {
@@ -101,7 +104,7 @@ func overridesInQuery(method, path string) bool {
 		if len(name) < len("method") || !containsFold(name, "ethod") && !strings.Contains(name, "%") {
 			continue // cheap: most names cannot be it
 		}
-		if n, err := url.QueryUnescape(name); err != nil || !isMethodParam(n) {
+		if !isMethodParam(lenientUnescape(name)) {
 			continue
 		}
 		v, err := url.QueryUnescape(val)
@@ -112,14 +115,58 @@ func overridesInQuery(method, path string) bool {
 	return false
 }
 
+// lenientUnescape decodes a query parameter name as PHP's urldecode and
+// Express's qs do: '+' is a space, a valid %XX its byte, and a '%' not
+// followed by two hex digits is kept as it is ("_method%zz" is not
+// refused by the decoder, it is a name some framework reads).
+func lenientUnescape(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
 // isMethodParam reports whether n, an unescaped query parameter name, is
 // _method as PHP reads it (see overridesInQuery).
 func isMethodParam(n string) bool {
-	n = strings.TrimLeft(n, " ")
-	if i := strings.IndexByte(n, '['); i > 0 {
-		n = n[:i]
+	if i := strings.IndexByte(n, 0); i >= 0 {
+		n = n[:i] // PHP reads a name up to its first NUL byte
 	}
-	return len(n) == len("_method") && (n[0] == '_' || n[0] == '.' || n[0] == ' ') && strings.EqualFold(n[1:], "method")
+	n = strings.TrimLeft(n, " ")
+	if i := strings.IndexByte(n, '['); i >= 0 {
+		if strings.IndexByte(n[i:], ']') > 0 {
+			n = n[:i] // an array: "_method[]", "_method[a]"
+		} else {
+			n = n[:i] + "_" + n[i+1:] // PHP makes an unclosed '[' a '_'
+		}
+	}
+	return len(n) == len("_method") && (n[0] == '_' || n[0] == '.') && strings.EqualFold(n[1:], "method")
 }
 
 // containsFold reports whether s contains the lower-case ASCII sub in any

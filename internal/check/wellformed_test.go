@@ -54,16 +54,23 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 		"_method after ;":        req("GET", "/v1/orders?x=1;_method=DELETE", good),
 		"_method value escaped":  req("GET", "/v1/orders?_method=%44ELETE", good),
 		// PHP makes each of these names $_GET['_method'] (Laravel, Symfony)
-		"PHP: .method":          req("POST", "/v1/orders?.method=DELETE", good),
-		"PHP: %2Emethod":        req("POST", "/v1/orders?%2Emethod=DELETE", good),
-		"PHP: +_method":         req("POST", "/v1/orders?+_method=DELETE", good),
-		"PHP: %20_method":       req("POST", "/v1/orders?%20_method=DELETE", good),
-		"PHP: +.method":         req("POST", "/v1/orders?+.method=DELETE", good),
-		"_method[]":             req("POST", "/v1/orders?_method[]=DELETE", good),
-		"_METHOD":               req("POST", "/v1/orders?_METHOD=DELETE", good),
-		"x-original-url":        req("GET", "/healthz", with("x-original-url", "/v1/admin/users")),
-		"x-rewrite-url":         req("GET", "/healthz", with("x-rewrite-url", "/v1/admin/users")),
-		"x-original-url as URL": req("GET", "/healthz", with("x-original-url", "https://api.example.com/v1/admin")),
+		"PHP: .method":                 req("POST", "/v1/orders?.method=DELETE", good),
+		"PHP: %2Emethod":               req("POST", "/v1/orders?%2Emethod=DELETE", good),
+		"PHP: +_method":                req("POST", "/v1/orders?+_method=DELETE", good),
+		"PHP: %20_method":              req("POST", "/v1/orders?%20_method=DELETE", good),
+		"PHP: +.method":                req("POST", "/v1/orders?+.method=DELETE", good),
+		"_method[]":                    req("POST", "/v1/orders?_method[]=DELETE", good),
+		"_METHOD":                      req("POST", "/v1/orders?_METHOD=DELETE", good),
+		"PHP: [method":                 req("POST", "/v1/orders?[method=DELETE", good),
+		"PHP: name cut at NUL":         req("POST", "/v1/orders?_method%00x=DELETE", good),
+		"PHP: bad escape kept":         req("POST", "/v1/orders?_method%00%zz=DELETE", good),
+		"PHP: %zz before":              req("POST", "/v1/orders?%zz=1&_method=DELETE", good),
+		"_method[a]":                   req("POST", "/v1/orders?_method[a]=DELETE", good),
+		"x-original-url with userinfo": req("GET", "/v1/orders", with("x-original-url", "https://u@api.example.com/v1/orders")),
+		"x-original-url with fragment": req("GET", "/v1/orders", with("x-original-url", "/v1/orders#/v1/admin")),
+		"x-original-url":               req("GET", "/healthz", with("x-original-url", "/v1/admin/users")),
+		"x-rewrite-url":                req("GET", "/healthz", with("x-rewrite-url", "/v1/admin/users")),
+		"x-original-url as URL":        req("GET", "/healthz", with("x-original-url", "https://api.example.com/v1/admin")),
 	}
 	for name, r := range cases {
 		for _, form := range []struct {
@@ -89,7 +96,7 @@ func TestMalformedRequestsAreDenied(t *testing.T) {
 	if got, _, _ := decide(t, s, req("GET", "/v1/orders", with("x-http-method-override", "get"))); got != "ok" {
 		t.Errorf("a method override naming the method itself: %s", got)
 	}
-	if got, _, _ := decide(t, s, req("GET", "/v1/orders?_method=get&page=2;x_method=DELETE&method=DELETE&_methods=PUT", good)); got != "ok" {
+	if got, _, _ := decide(t, s, req("GET", "/v1/orders?_method=get&page=2;x_method=DELETE&method=DELETE&_methods=PUT&_method_=PUT&_method[=PUT&%zzmethod=PUT", good)); got != "ok" {
 		t.Errorf("_method naming the method itself, and other parameters: %s", got)
 	}
 	for _, v := range []string{"/v1/orders", "https://api.example.com/v1/orders"} {
