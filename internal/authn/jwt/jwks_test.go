@@ -362,25 +362,33 @@ func TestInlineJWKSAndAttach(t *testing.T) {
 // A policy reload builds a new verifier: it takes the JWKS URL key set the
 // serving one fetched, so a reload while the identity provider fails does
 // not leave it without keys (every token of the issuer was denied
-// auth_unavailable until the next refresh, 15 minutes by default). The key
-// set lives until the last verifier using it closes.
+// auth_unavailable until the next refresh, 15 minutes by default). The
+// reload still asks the provider again, and keeps the keys when that fails.
+// The key set lives until the last verifier using it closes.
 func TestReloadKeepsJWKSURLKeys(t *testing.T) {
 	k := keys()
 	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
 	clock := newClock(t0)
-	opts := Options{Now: clock.Now, HTTPClient: srv.Client()}
+	var v1Fetches, v2Fetches atomic.Int32
+	opts := Options{Now: clock.Now, HTTPClient: srv.Client(), OnJWKSFetch: func(string, bool) { v1Fetches.Add(1) }}
 	tok := sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", claims(t0))
 	v1 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, opts)
 	waitReady(t, v1)
 	srv.status.Store(http.StatusInternalServerError) // the provider fails during the reload
+	opts.OnJWKSFetch = func(_ string, ok bool) {
+		if !ok {
+			v2Fetches.Add(1)
+		}
+	}
 	v2 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, opts)
 	waitReady(t, v2)
+	waitRefreshed(t, srv, 2)
 	v1.Close()
 	if got := v2.Verify(context.Background(), tok); got.Status != Valid {
 		t.Fatalf("after a reload while the JWKS URL fails: %s (%v); want valid", got.Status, got)
 	}
-	if n := srv.hits.Load(); n != 1 {
-		t.Errorf("JWKS fetched %d times; want 1 (the new version shares the keys)", n)
+	if a, b := v1Fetches.Load(), v2Fetches.Load(); a != 1 || b != 1 {
+		t.Errorf("fetches told to the first verifier %d, to the reloaded one %d (failed); want 1 and 1", a, b)
 	}
 	v2.Close()
 	urlMu.Lock()
@@ -388,6 +396,78 @@ func TestReloadKeepsJWKSURLKeys(t *testing.T) {
 	urlMu.Unlock()
 	if n != 0 {
 		t.Errorf("%d shared key sets left after every verifier closed", n)
+	}
+}
+
+// A reload asks the identity provider again: a signing key withdrawn from
+// its JWKS stops verifying at the reload, as it did when every version
+// fetched its own key set (sharing the key set had made a reload keep it
+// until the next scheduled refresh).
+func TestReloadRefreshesJWKSURLKeys(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	clock := newClock(t0)
+	opts := Options{Now: clock.Now, HTTPClient: srv.Client()}
+	v1 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, opts)
+	waitReady(t, v1)
+	b := jwksJSON(jwk("url-2", "RS256", k.attacker)) // url-1 withdrawn, url-2 published
+	srv.body.Store(&b)
+	v2 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, opts)
+	waitReady(t, v2)
+	waitRefreshed(t, srv, 2)
+	v1.Close()
+	if got := v2.Verify(context.Background(), sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", with(claims(t0), "jti", "a"))); got.Status == Valid {
+		t.Errorf("token of the withdrawn key after a reload: valid")
+	}
+	if got := v2.Verify(context.Background(), sign(t, gojwt.SigningMethodRS256, k.attacker, "url-2", with(claims(t0), "jti", "b"))); got.Status != Valid {
+		t.Errorf("token of the published key after a reload: %s (%v); want valid", got.Status, got)
+	}
+}
+
+// Cancelling the context a verifier was built with releases its share of
+// a JWKS URL key set, as Close does.
+func TestCancelReleasesJWKSURLKeys(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	ctx, cancel := context.WithCancel(context.Background())
+	v, err := New(ctx, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: newClock(t0).Now, HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, v)
+	cancel()
+	for i := 0; ; i++ {
+		urlMu.Lock()
+		n := len(urlSources)
+		urlMu.Unlock()
+		if n == 0 {
+			break
+		}
+		if i == 5000 {
+			t.Fatalf("%d shared key sets left after the verifier's context was cancelled", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitRefreshed waits until srv served n fetches and no joiner's refresh
+// is in flight.
+func waitRefreshed(t *testing.T, srv *jwksServer, n int64) {
+	t.Helper()
+	for i := 0; ; i++ {
+		busy := false
+		urlMu.Lock()
+		for _, s := range urlSources {
+			busy = busy || s.refreshing.Load()
+		}
+		urlMu.Unlock()
+		if !busy && srv.hits.Load() >= n {
+			return
+		}
+		if i == 5000 {
+			t.Fatalf("JWKS fetched %d times, want %d", srv.hits.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -111,7 +111,8 @@ type cached struct {
 // New validates the issuers and options, loads JWKS files and starts loading
 // JWKS URLs in the background (see Ready). Every configuration problem is
 // reported, each naming the issuer index and field. Close releases the
-// background work; cancelling ctx does too.
+// background work and the verifier's share of JWKS URL key sets;
+// cancelling ctx does too.
 func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, error) {
 	given := opts.HTTPClient
 	opts, err := opts.normalize()
@@ -176,8 +177,8 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 			continue
 		}
 		k := urlKey{issuer: is.cfg.Issuer, url: is.cfg.JWKSURL, every: opts.RefreshInterval, client: given}
-		sh := acquireURL(k, func(ctx context.Context) (*keySource, error) {
-			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client, opts.OnJWKSFetch)
+		sh := acquireURL(k, opts.OnJWKSFetch, func(ctx context.Context, sh *sharedURL) (*keySource, error) {
+			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client, sh.reportFetch)
 			if err != nil {
 				refreshLogger(is.cfg.Issuer, is.cfg.JWKSURL)(ctx, err)
 			}
@@ -199,6 +200,10 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		}()
 	}
 	v.cache.StartJanitor(ctx, min(opts.CacheTTL, time.Minute))
+	go func() {
+		<-ctx.Done() // cancelled by the caller's ctx, or by Close
+		v.Close()
+	}()
 	return v, nil
 }
 

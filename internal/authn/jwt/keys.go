@@ -49,7 +49,8 @@ var (
 
 // keySource is an issuer's loaded key set.
 type keySource struct {
-	kf keyfunc.Keyfunc
+	kf      keyfunc.Keyfunc
+	refresh func(ctx context.Context) // a JWKS URL's: fetch now (nil for files)
 }
 
 // keyfunc returns the per-request jwt.Keyfunc: keyfunc's lookup bounded by
@@ -225,7 +226,8 @@ func usableWith(m jwkset.JWKMarshal, algs []string) bool {
 
 // newJWKSURL builds the keyfunc for a remote JWKS. It performs the first
 // fetch synchronously (bounded by DefaultHTTPTimeout) and never fails on it;
-// refreshes then run every refreshEvery until ctx is done.
+// refreshes then run every refreshEvery until ctx is done. The key source's
+// refresh fetches once more, keeping the keys when that fetch fails.
 func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Duration, client *http.Client, onFetch func(issuer string, ok bool)) (*keySource, error) {
 	logFailure := refreshLogger(issuer, rawURL)
 	if onFetch != nil {
@@ -237,18 +239,36 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Du
 		c.Transport = fetchReporter{next: next, issuer: issuer, report: onFetch}
 		client = &c
 	}
-	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{rawURL}, keyfunc.Override{
-		Client:                  client,
-		HTTPTimeout:             DefaultHTTPTimeout,
-		RateLimitWaitMax:        rateLimitWaitMax,
-		RefreshInterval:         refreshEvery,
-		RefreshUnknownKID:       rate.NewLimiter(rate.Every(unknownKIDRefreshEvery), 1),
-		RefreshErrorHandlerFunc: func(string) func(context.Context, error) { return logFailure },
+	store := jwkset.NewMemoryStorage() // the keys, replaced whole by each successful fetch
+	fetch := jwkset.HTTPClientStorageOptions{Client: client, Ctx: ctx, HTTPTimeout: DefaultHTTPTimeout, Storage: store}
+	scheduled := fetch
+	scheduled.NoErrorReturnFirstHTTPReq = true
+	scheduled.RefreshErrorHandler = logFailure
+	scheduled.RefreshInterval = refreshEvery
+	remote, err := jwkset.NewStorageFromHTTP(rawURL, scheduled)
+	if err != nil {
+		return nil, err
+	}
+	storage, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+		HTTPURLs:          map[string]jwkset.Storage{rawURL: remote},
+		RateLimitWaitMax:  rateLimitWaitMax,
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(unknownKIDRefreshEvery), 1),
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &keySource{kf: kf}, nil
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: storage})
+	if err != nil {
+		return nil, err
+	}
+	refresh := func(ctx context.Context) {
+		once := fetch
+		once.Ctx = ctx
+		if _, err := jwkset.NewStorageFromHTTP(rawURL, once); err != nil {
+			logFailure(ctx, err)
+		}
+	}
+	return &keySource{kf: kf, refresh: refresh}, nil
 }
 
 // refreshLogger logs JWKS refresh failures to slog.Default without the URL's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,8 +13,13 @@ import (
 // new verifier, which takes the key set fetched so far and its refresh
 // schedule instead of starting empty. (A new, empty key set denied every
 // token of the issuer auth_unavailable until its first fetch, and for up
-// to a refresh interval when that fetch failed.) The key set is released,
-// and its refresh stopped, when the last verifier using it closes.
+// to a refresh interval when that fetch failed.) A verifier that joins a
+// key set fetched before refreshes it in the background, as a reload did
+// when it built its own (a rotated or withdrawn key is seen at the reload),
+// and keeps the keys it has when that fetch fails. Fetch outcomes are told
+// to the OnJWKSFetch of the verifier that joined last. The key set is
+// released, and its refresh stopped, when the last verifier using it
+// closes.
 
 type urlKey struct {
 	issuer, url string
@@ -22,10 +28,20 @@ type urlKey struct {
 }
 
 type sharedURL struct {
-	refs   int                // under urlMu
-	ready  chan struct{}      // closed after the first fetch attempt
-	ks     *keySource         // set before ready is closed; nil: it could not be built
-	cancel context.CancelFunc // stops its refresh
+	refs       int                // under urlMu
+	ready      chan struct{}      // closed after the first fetch attempt
+	ks         *keySource         // set before ready is closed; nil: it could not be built
+	ctx        context.Context    // the key set's: done when the last user releases it
+	cancel     context.CancelFunc // stops its refresh
+	refreshing atomic.Bool        // a joiner's refresh is in flight
+	report     atomic.Pointer[func(issuer string, ok bool)]
+}
+
+// reportFetch tells the latest joiner's OnJWKSFetch a fetch's outcome.
+func (s *sharedURL) reportFetch(issuer string, ok bool) {
+	if f := s.report.Load(); f != nil && *f != nil {
+		(*f)(issuer, ok)
+	}
 }
 
 var (
@@ -34,25 +50,48 @@ var (
 )
 
 // acquireURL returns the shared key set for k, started by start (on a
-// context of its own) when there is none, or none that could be built.
-func acquireURL(k urlKey, start func(ctx context.Context) (*keySource, error)) *sharedURL {
+// context of its own, reporting fetches to s.reportFetch) when there is
+// none, or none that could be built; one fetched before is refreshed.
+// report receives fetch outcomes from now on.
+func acquireURL(k urlKey, report func(issuer string, ok bool), start func(ctx context.Context, s *sharedURL) (*keySource, error)) *sharedURL {
 	urlMu.Lock()
 	defer urlMu.Unlock()
 	if s := urlSources[k]; s != nil && !s.failed() {
 		s.refs++
+		s.report.Store(&report)
+		s.refresh()
 		return s
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &sharedURL{refs: 1, ready: make(chan struct{}), cancel: cancel}
+	s := &sharedURL{refs: 1, ready: make(chan struct{}), ctx: ctx, cancel: cancel}
+	s.report.Store(&report)
 	urlSources[k] = s
 	go func() {
 		defer close(s.ready)
-		ks, err := start(ctx)
+		ks, err := start(ctx, s)
 		if err == nil {
 			s.ks = ks
 		}
 	}()
 	return s
+}
+
+// refresh fetches a ready key set once more in the background, unless a
+// refresh is in flight (successive reloads coalesce); a key set still on
+// its first fetch needs none.
+func (s *sharedURL) refresh() {
+	select {
+	case <-s.ready:
+	default:
+		return
+	}
+	if s.ks == nil || s.ks.refresh == nil || !s.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.refreshing.Store(false)
+		s.ks.refresh(s.ctx)
+	}()
 }
 
 // failed reports a key set whose first attempt ended without one.
