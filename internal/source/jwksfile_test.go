@@ -87,6 +87,32 @@ func TestJWKSFileChangesLoadANewVersion(t *testing.T) {
 			if err := r.Reload(ctx); err != nil || h.Current() != v2 {
 				t.Fatalf("nothing changed after the new version, yet another loaded (%v)", err)
 			}
+			// Every key withdrawn: the file lists none. The version loads
+			// and the issuer's tokens are refused as invalid, not as keys
+			// unavailable (a 503 invites a retry). It was refused as
+			// holding no usable key, and the withdrawn key kept verifying.
+			put(string(raw))
+			if err := r.Reload(ctx); err != nil || verify() != authn.Valid {
+				t.Fatalf("demo key published again: %v %s", err, verify())
+			}
+			put(`{"keys": []}`)
+			if err := r.Reload(ctx); err != nil {
+				t.Fatalf("a JWKS file withdrawing every key: %v", err)
+			}
+			if st := verify(); st == authn.Valid || st == authn.Unavailable {
+				t.Fatalf("a token after every key was withdrawn: %s; want it refused as invalid", st)
+			}
+			// A file that is not a key set is a mistake: refused, the last
+			// good version keeps serving.
+			v3 := h.Current()
+			put(`{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}`)
+			if err := r.Reload(ctx); err == nil || !strings.Contains(err.Error(), "jwks_file") || h.Current() != v3 {
+				t.Fatalf("a JWKS file of no usable key: %v", err)
+			}
+			put(`{}`)
+			if err := r.Reload(ctx); err == nil || h.Current() != v3 {
+				t.Fatalf("a JWKS file without keys: %v", err)
+			}
 		})
 	}
 }

@@ -49,8 +49,9 @@ var (
 
 // keySource is an issuer's loaded key set.
 type keySource struct {
-	kf      keyfunc.Keyfunc
-	refresh func(ctx context.Context) // a JWKS URL's: fetch now (nil for files)
+	kf        keyfunc.Keyfunc
+	refresh   func(ctx context.Context) // a JWKS URL's: fetch now (nil for files)
+	withdrawn bool                      // a JWKS file listing no key: its owner withdrew them all
 }
 
 // keyfunc returns the per-request jwt.Keyfunc: keyfunc's lookup bounded by
@@ -97,6 +98,9 @@ func usableKey(k any) (any, error) {
 // hasKeys reports whether the key set holds any key at all; an issuer without
 // keys (JWKS never loaded, or served empty) makes key errors Unavailable.
 func (s *keySource) hasKeys(ctx context.Context) bool {
+	if s.withdrawn {
+		return true // none to have: the issuer's tokens are invalid, not unverifiable
+	}
 	keys, err := s.kf.Storage().KeyReadAll(ctx)
 	return err == nil && len(keys) > 0
 }
@@ -122,8 +126,28 @@ func loadJWKSFile(ctx context.Context, path string, algs []string) (*keySource, 
 	if err != nil {
 		return nil, File{}, err
 	}
+	file := File{Path: path, Target: target, Size: st.Size(), ModTime: st.ModTime()}
+	if withdrawn(raw) {
+		return &keySource{kf: emptyKeyfunc(ctx), withdrawn: true}, file, nil
+	}
 	ks, err := loadJWKS(ctx, raw, algs)
-	return ks, File{Path: path, Target: target, Size: st.Size(), ModTime: st.ModTime()}, err
+	return ks, file, err
+}
+
+// withdrawn reports a JWKS file that lists no key at all ({"keys": []}):
+// its owner withdrew every key, and the issuer's tokens are refused as
+// signed by an unknown key. (A file that lists keys of which none can be
+// used is a mistake, reported at load like any other.)
+func withdrawn(raw []byte) bool {
+	var set struct {
+		Keys *[]json.RawMessage `json:"keys"`
+	}
+	return json.Unmarshal(raw, &set) == nil && set.Keys != nil && len(*set.Keys) == 0
+}
+
+func emptyKeyfunc(ctx context.Context) keyfunc.Keyfunc {
+	kf, _ := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: jwkset.NewMemoryStorage()}) // fails only without storage
+	return kf
 }
 
 // File is a file a verifier read its keys from, as it was when read: a
