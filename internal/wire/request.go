@@ -28,7 +28,9 @@ import (
 // varint padded to 5 bytes (protobuf decoders take such varints).
 //
 // The mark is an unknown field the handler reads back with ProblemOf. A
-// client that sends the mark itself only gets its request denied.
+// request that carries the mark's field itself (whatever its value, even
+// empty) is handed over empty, marked undecodable: a client's own mark can
+// neither hide the codec's nor pass for it.
 
 // Problem is why a CheckRequest was not taken as sent ("" when it was).
 type Problem string
@@ -69,6 +71,23 @@ func ProblemOf(req *authv3.CheckRequest) Problem {
 	return ""
 }
 
+// sentMark reports a request that arrived with the mark's field.
+func sentMark(req *authv3.CheckRequest) bool {
+	b := req.ProtoReflect().GetUnknown()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num == problemField {
+			return true
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return true
+		}
+		b = b[n+m:]
+	}
+	return false
+}
+
 func mark(req *authv3.CheckRequest, p Problem) {
 	u := req.ProtoReflect().GetUnknown()
 	u = protowire.AppendTag(u, problemField, protowire.BytesType)
@@ -88,13 +107,17 @@ func unmarshalRequest(data mem.BufferSlice, req *authv3.CheckRequest, limit int)
 	err := decode.Unmarshal(b, req)
 	if err != nil {
 		proto.Reset(req)
-		if clean, ok := validUTF8(b, req.ProtoReflect().Descriptor()); ok && decode.Unmarshal(clean, req) == nil {
+		if clean, ok := validUTF8(b, req.ProtoReflect().Descriptor()); ok && decode.Unmarshal(clean, req) == nil && !sentMark(req) {
 			mark(req, NotUTF8)
 		} else {
 			proto.Reset(req)
 			mark(req, Undecodable)
 			return
 		}
+	} else if sentMark(req) {
+		proto.Reset(req)
+		mark(req, Undecodable)
+		return
 	}
 	if limit > 0 && len(b) > limit {
 		if h := req.GetAttributes().GetRequest().GetHttp(); h != nil {

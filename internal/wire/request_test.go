@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -79,10 +80,12 @@ func FuzzCheckRequestBytes(f *testing.F) {
 		var plain authv3.CheckRequest
 		decodes := proto.UnmarshalOptions{RecursionLimit: MaxDepth}.Unmarshal(b, &plain) == nil
 		switch {
-		case decodes && len(b) <= 64 && ProblemOf(&plain) == "" && p != "":
+		case decodes && len(b) <= 64 && !sentMark(&plain) && p != "":
 			t.Fatalf("a request that decodes was marked %q", p)
 		case !decodes && p == "":
 			t.Fatal("a request that does not decode was not marked")
+		case decodes && sentMark(&plain) && p != Undecodable:
+			t.Fatalf("a request carrying the mark's field was marked %q", p)
 		case len(b) > 64 && decodes && p == "":
 			t.Fatal("a request over the limit was not marked")
 		}
@@ -90,6 +93,38 @@ func FuzzCheckRequestBytes(f *testing.F) {
 			t.Fatal("the handler is given invalid UTF-8")
 		}
 	})
+}
+
+// A client that sends the mark's field itself, with any value, gets its
+// request taken as undecodable (a deny). An empty mark placed before the
+// codec's used to hide it: a request with invalid UTF-8 (or over the size
+// limit) was read back as having no problem at all.
+func TestClientMarkIsUndecodable(t *testing.T) {
+	good, _ := proto.Marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/v1/orders"}}}})
+	withMark := func(b []byte, v string) []byte {
+		b = protowire.AppendTag(append([]byte(nil), b...), problemField, protowire.BytesType)
+		return protowire.AppendString(b, v)
+	}
+	invalid := bytes.Replace(good, []byte("/v1/orders"), []byte("/v1/order\xff"), 1)
+	cases := map[string][]byte{
+		"empty mark":                     withMark(good, ""),
+		"a mark of its own":              withMark(good, "fine"),
+		"the codec's mark":               withMark(good, string(NotUTF8)),
+		"empty mark, then invalid UTF-8": append(withMark(nil, ""), invalid...),
+		"a varint in the mark's field":   protowire.AppendVarint(protowire.AppendTag(append([]byte(nil), good...), problemField, protowire.VarintType), 0),
+	}
+	for name, b := range cases {
+		for _, limit := range []int{0, 16} {
+			var req authv3.CheckRequest
+			if err := Codec(limit).(codec).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &req); err != nil {
+				t.Fatal(err)
+			}
+			if p := ProblemOf(&req); p != Undecodable {
+				t.Errorf("%s (limit %d): %q, want %q", name, limit, p, Undecodable)
+			}
+		}
+	}
 }
 
 // nested is a CheckRequest whose metadata_context nests depth structs
