@@ -39,10 +39,11 @@ type Store struct {
 	ids        *cache.Cache[*authn.Identity] // by digest; built on lookup
 }
 
-// MaxIdentities bounds the identities a store keeps (as many as the
-// decision memo holds decisions: a key whose decision is remembered keeps
-// its identity while it is used).
-const MaxIdentities = 65536
+// MaxIdentities bounds the identities a store keeps: twice the 65,536
+// decisions the decision memo holds, since the cache is sure to hold only
+// the most recently used half of its bound, so that a key whose decision
+// is remembered keeps its identity (and the memo its hit) while it is used.
+const MaxIdentities = 131072
 
 // identityTTL: identities do not expire (a key's expiry is checked on every
 // lookup); only the bound evicts them.
