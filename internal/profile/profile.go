@@ -35,6 +35,11 @@ type Definition struct {
 	Body            json.RawMessage      `json:"body,omitempty"`
 	Headers         map[string]string    `json:"headers,omitempty"`
 	Reasons         map[string]ReasonDef `json:"reasons,omitempty"`
+	// Variables declares placeholders filled neither by the server nor by a
+	// reason's vars here: details a custom policy adds to its denials, or
+	// vars left to profiles that extend this one. Any other placeholder no
+	// reason can fill is a typo, refused at load.
+	Variables []string `json:"variables,omitempty"`
 }
 
 // ReasonDef is how one reason (optionally "reason.variant") is answered.
@@ -199,6 +204,7 @@ func resolve(name string, defs map[string]Definition, depth int) (Definition, er
 	}
 	out.Reasons = maps.Clone(parent.Reasons)
 	maps.Copy(out.Reasons, d.Reasons)
+	out.Variables = append(slices.Clip(parent.Variables), d.Variables...)
 	return out, nil
 }
 
@@ -268,6 +274,12 @@ func compile(name string, d Definition) (*Profile, error) {
 			fail("reasons", fmt.Errorf("no entry for reason %q", r))
 		}
 	}
+	for _, n := range d.Variables {
+		if !validName(n) {
+			fail("variables", fmt.Errorf("bad variable name %q", n))
+		}
+	}
+	errs = append(errs, checkPlaceholders(where, d, p)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -529,4 +541,51 @@ func or(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// builtinVars are the placeholders every reason can fill (some only when
+// the decision has the value: see vars.get), with the details the shipped
+// policy and the server put in decisions.
+var builtinVars = map[string]bool{
+	"status": true, "status_code": true, "code": true, "message": true, "details": true,
+	"request_id": true, "decision_id": true, "timestamp": true, "reason": true,
+	"retry_after": true, "retry_after_ms": true, "limit": true, "remaining": true, "reset": true,
+	"window": true, "window_seconds": true,
+	"header": true, "value": true, "scope": true, "dimension": true,
+}
+
+// checkPlaceholders reports every placeholder of p that no reason can fill:
+// not built in, not declared in d's variables, not in any reason's vars. A
+// placeholder like {{hnit}} was left out of every response silently.
+func checkPlaceholders(where string, d Definition, p *Profile) []error {
+	known := maps.Clone(builtinVars)
+	for _, n := range d.Variables {
+		known[n] = true
+	}
+	for _, rd := range d.Reasons {
+		for n := range rd.Vars {
+			known[n] = true
+		}
+	}
+	var errs []error
+	check := func(field string, names []string) {
+		for _, n := range names {
+			if !known[n] {
+				errs = append(errs, fmt.Errorf("%s.%s: unknown placeholder {{%s}} (not built in, in no reason's vars, not declared in variables)", where, field, n))
+			}
+		}
+	}
+	check("body", p.body.names(nil))
+	for _, h := range p.headers {
+		check("headers."+h.name, partNames(nil, h.parts))
+	}
+	for _, key := range slices.Sorted(maps.Keys(p.reasons)) {
+		r, rf := p.reasons[key], "reasons."+key
+		check(rf+".message", partNames(nil, r.message))
+		check(rf+".details", r.details.names(nil))
+		for _, h := range r.headers {
+			check(rf+".headers."+h.name, partNames(nil, h.parts))
+		}
+	}
+	return errs
 }

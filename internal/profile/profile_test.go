@@ -141,6 +141,12 @@ func TestProfileErrorsNameTheField(t *testing.T) {
 		{`{"x": {"extends": "ghost", "body": {"a": 1}}}`, `profiles.x.extends: unknown profile "ghost"`},
 		{`{"x": {"extends": "y", "body": {"a": 1}}, "y": {"extends": "x", "body": {"a": 1}}}`, `chain too deep or circular`},
 		{`{"x": {"extends": "", "body": {"a": 1}, "request_id_header": "bad header"}}`, `profiles.x.request_id_header`},
+		// a placeholder no reason can fill is a typo, not a member left out
+		{`{"x": {"body": {"hint": "{{hnit}}"}, "reasons": {"scope_missing": {"status": 403, "vars": {"hint": "h"}}}}}`, `profiles.x.body: unknown placeholder {{hnit}}`},
+		{`{"x": {"body": {"a": 1}, "reasons": {"scope_missing": {"status": 403, "message": "need {{scpoe}}"}}}}`, `profiles.x.reasons.scope_missing.message: unknown placeholder {{scpoe}}`},
+		{`{"x": {"body": {"a": 1}, "reasons": {"rate_limited": {"status": 429, "details": {"wait": "{{retry_afer}}"}}}}}`, `profiles.x.reasons.rate_limited.details: unknown placeholder {{retry_afer}}`},
+		{`{"x": {"body": {"a": 1}, "headers": {"X-Wait": "{{retry_aftr}}"}}}`, `profiles.x.headers.x-wait: unknown placeholder {{retry_aftr}}`},
+		{`{"x": {"body": {"a": 1}, "variables": ["Bad Name"]}}`, `profiles.x.variables: bad variable name "Bad Name"`},
 	}
 	for _, c := range cases {
 		defs, err := ParseDefinitions(json.RawMessage(c.js))
@@ -149,6 +155,21 @@ func TestProfileErrorsNameTheField(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.js, err, c.want)
+		}
+	}
+	// Declared, a placeholder a custom policy's details fill is accepted,
+	// and so is one that a reason's vars fill in an extending profile.
+	for _, js := range []string{
+		`{"x": {"variables": ["field"], "body": {"field": "{{field}}"}}}`,
+		`{"x": {"body": {"hint": "{{hint}}"}, "reasons": {"scope_missing": {"status": 403, "vars": {"hint": "h"}}}}}`,
+		`{"x": {"extends": "problem", "reasons": {"scope_missing": {"status": 403, "vars": {"instance": "/scopes"}}}}}`,
+	} {
+		defs, err := ParseDefinitions(json.RawMessage(js))
+		if err == nil {
+			_, err = NewSet(defs)
+		}
+		if err != nil {
+			t.Errorf("%s: %v", js, err)
 		}
 	}
 	if _, err := ParseDefinitions(json.RawMessage(`{"x": {"bodyy": {}}}`)); err == nil || !strings.Contains(err.Error(), `profiles.x.bodyy: unknown field (known: extends,`) {

@@ -115,6 +115,33 @@ func compileString(s string) (*node, error) {
 	return &node{kind: kStr, parts: parts}, nil
 }
 
+// names appends the placeholder names of n (nil: none) to out.
+func (n *node) names(out []string) []string {
+	if n == nil {
+		return out
+	}
+	switch n.kind {
+	case kVar:
+		out = append(out, n.name)
+	case kStr:
+		out = partNames(out, n.parts)
+	}
+	for _, m := range n.members {
+		out = m.names(out)
+	}
+	return out
+}
+
+// partNames appends the placeholder names among parts to out.
+func partNames(out []string, parts []part) []string {
+	for _, pt := range parts {
+		if pt.name != "" {
+			out = append(out, pt.name)
+		}
+	}
+	return out
+}
+
 // parseParts splits "a {{x}} b" into literal and variable parts.
 func parseParts(s string) ([]part, error) {
 	var parts []part
