@@ -192,8 +192,9 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 // addresses, and so IP allowlists, are taken from the wrong hop), and each
 // route's context_extensions must name known route ids and profiles and
 // override requirements validly (or every request on it fails closed with
-// internal_error). eng may be nil (the policy did not load): then only the
-// hops are checked.
+// internal_error), and a route without a Check must remove the identity
+// headers the sidecar sets (or a client sets them for the upstream). eng
+// may be nil (the policy did not load): then only the hops are checked.
 func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -214,6 +215,14 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 	}
 	if eng == nil {
 		return errors.Join(errs...)
+	}
+	ih := eng.Settings.IdentityHeaders
+	for _, u := range facts.Unchecked {
+		for _, h := range []string{ih.Subject, ih.KeyID, ih.Tenant, ih.Scopes, ih.Kind} {
+			if h != "" && !u.Removed[strings.ToLower(h)] {
+				bad(u.Path+".request_headers_to_remove", "lacks %q: ext_authz is off on this route, so the upstream gets a client's own %s as if the sidecar had set it", h, h)
+			}
+		}
 	}
 	for _, rc := range facts.Contexts {
 		ce := rc.Extensions

@@ -220,11 +220,19 @@ func TestDenyPerProfileHost(t *testing.T) {
 }
 
 // TestHealthzBypassesAuthz: /healthz is ExtAuthzPerRoute disabled in
-// envoy.yaml; it reaches the upstream without any Check call.
+// envoy.yaml; it reaches the upstream without any Check call, and without
+// the identity headers the sidecar sets on checked routes or credentials:
+// there the client's own x-auth-tenant is removed by no one, and an
+// upstream handler that trusted it was told any identity.
 func TestHealthzBypassesAuthz(t *testing.T) {
 	s := newStack(t)
+	forged := [][2]string{
+		{"x-auth-subject", "svc:admin"}, {"x-auth-key-id", "root"}, {"x-auth-tenant", "1"},
+		{"x-auth-scopes", "admin:all"}, {"x-auth-kind", "api_key"},
+		{"x-api-key", "demo-orders-key"}, {"authorization", "Bearer x.y.z"},
+	}
 	for _, ph := range profileHosts {
-		resp := s.do(t, request{host: ph.host, path: "/healthz"})
+		resp := s.do(t, request{host: ph.host, path: "/healthz", headers: forged})
 		if resp.status != http.StatusOK {
 			t.Errorf("%s: status %d", ph.host, resp.status)
 		}
@@ -232,8 +240,16 @@ func TestHealthzBypassesAuthz(t *testing.T) {
 			t.Errorf("%s: the sidecar was asked (%d Check calls)", ph.host, n)
 		}
 	}
-	if got := s.echo.Count(); got != len(profileHosts) {
-		t.Errorf("upstream saw %d requests, want %d", got, len(profileHosts))
+	reqs := s.echo.Requests()
+	if len(reqs) != len(profileHosts) {
+		t.Errorf("upstream saw %d requests, want %d", len(reqs), len(profileHosts))
+	}
+	for _, r := range reqs {
+		for _, h := range forged {
+			if v := r.Header.Get(h[0]); v != "" {
+				t.Errorf("%s /healthz: the upstream received the client's %s: %q", r.Host, h[0], v)
+			}
+		}
 	}
 	// Only the exact path: anything below it is checked (and denied).
 	if resp := s.do(t, request{path: "/healthz/x"}); resp.status == http.StatusOK {

@@ -2,6 +2,7 @@ package envoyconfig
 
 import (
 	"maps"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -18,6 +19,15 @@ type Facts struct {
 	// Envoy sends (route configuration, virtual host and route levels
 	// merged, the more specific winning). Routes with none are left out.
 	Contexts []RouteContext
+	// Unchecked: the routes on which ext_authz is disabled, with the
+	// request headers Envoy removes there (every level merged).
+	Unchecked []UncheckedRoute
+}
+
+// UncheckedRoute is a route Envoy serves without a Check call.
+type UncheckedRoute struct {
+	Path    string          // field path of the route
+	Removed map[string]bool // request_headers_to_remove, lower-cased
 }
 
 // XFFHops is one HTTP connection manager's setting.
@@ -55,6 +65,15 @@ func FactsOf(yamlBytes []byte) (Facts, error) {
 			vctx := contextOf(vh.GetTypedPerFilterConfig(), base)
 			for ri, rt := range vh.GetRoutes() {
 				rctx, disabled := routeContext(rt, vctx)
+				if disabled {
+					removed := map[string]bool{}
+					for _, l := range [][]string{rc.GetRequestHeadersToRemove(), vh.GetRequestHeadersToRemove(), rt.GetRequestHeadersToRemove()} {
+						for _, h := range l {
+							removed[strings.ToLower(h)] = true
+						}
+					}
+					f.Unchecked = append(f.Unchecked, UncheckedRoute{Path: vp.field("routes").index(ri).String(), Removed: removed})
+				}
 				if disabled || len(rctx) == 0 {
 					continue
 				}
