@@ -523,14 +523,17 @@ func sanitizeHeader(s string) string {
 func validHeaderValue(s string) bool { return sanitizeHeader(s) == s }
 
 // reservedHeader lists names a profile may not set: those Envoy rewrites or
-// that must never be sent in a denied response (Envoy sets content-length and
-// content-type from the body and may overwrite server, its connection manager
-// strips hop-by-hop headers, and it would pass ":"-names on; see
-// docs/envoy.md), and www-authenticate, which the renderer sets itself.
+// that must never be sent in a denied response (Envoy sets content-length,
+// content-type and date itself and may overwrite server, its connection
+// manager strips hop-by-hop headers (te, trailer among them), and it would
+// pass ":"-names on; see docs/envoy.md); grpc-status and grpc-message, which
+// would tell a gRPC client a status other than the deny's; set-cookie, as a
+// deny must not change a client's state; and www-authenticate, which the
+// renderer sets itself.
 func reservedHeader(n string) bool {
 	switch n {
-	case "content-length", "content-type", "server", "connection", "transfer-encoding", "keep-alive",
-		"proxy-connection", "upgrade", "www-authenticate":
+	case "content-length", "content-type", "date", "server", "connection", "transfer-encoding", "keep-alive",
+		"proxy-connection", "upgrade", "te", "trailer", "grpc-status", "grpc-message", "set-cookie", "www-authenticate":
 		return true
 	}
 	return strings.HasPrefix(n, ":")
