@@ -315,7 +315,7 @@ func envoyRequest(r *http.Request) (*authv3.CheckRequest, error) {
 	req, err := checkreq.Build(r, checkreq.ShippedHCM())
 	var lr *checkreq.LocalReplyError
 	if errors.As(err, &lr) {
-		return nil, fmt.Errorf("this request never reaches extauthz: Envoy itself answers %d (%s)", lr.Status, lr.Details)
+		return nil, fmt.Errorf("this request never reaches extauthz: Envoy itself answers %d (%s; with the shipped local_reply_config, in the profile's request_invalid or request_too_large envelope)", lr.Status, lr.Details)
 	}
 	return req, err
 }

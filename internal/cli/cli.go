@@ -36,6 +36,7 @@ Usage:
   extauthz key create|hash     make an API key record for policy data, or hash a key
   extauthz validate [flags]    check config, policy, data and Envoy files without serving
   extauthz routes import SPEC  print the route table for an OpenAPI 3.0/3.1 document
+  extauthz local-replies --envoy FILE  Envoy's own replies in the profiles' envelopes
   extauthz help [command]
 
 Serve flags:
@@ -59,6 +60,8 @@ func Main(ctx context.Context, args []string, env Env) int {
 		err = runValidate(ctx, rest, env)
 	case "routes":
 		err = runRoutes(rest, env)
+	case "local-replies":
+		err = runLocalReplies(ctx, rest, env)
 	case "demo":
 		// A developer tool since it left the product binary.
 		fmt.Fprintln(env.Stderr, "extauthz: the demo is a developer command now: `make demo` or `go run ./cmd/extauthz-demo` in the repository")
@@ -92,7 +95,7 @@ func help(ctx context.Context, cmd string, env Env) int {
 	case "serve":
 		fmt.Fprint(env.Stdout, usage+config.Usage("extauthz"))
 		return 0
-	case "check", "validate":
+	case "check", "validate", "local-replies":
 		return Main(ctx, []string{cmd, "--help"}, env)
 	case "key":
 		fmt.Fprint(env.Stdout, keyUsage)

@@ -216,6 +216,10 @@ func TestValidateEnvoyAgainstSettingsAndPolicy(t *testing.T) {
 		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_format: roman", `on policy route "orders-read": context_extensions: tenant_headers[0].format: "roman" is not one of`},
 		// A route without a Check that lets a client's own identity header through.
 		{"request_headers_to_remove: [x-auth-subject, x-auth-key-id, x-auth-tenant,", "request_headers_to_remove: [x-auth-subject, x-auth-key-id,", `.routes[0].request_headers_to_remove: lacks "x-auth-tenant": ext_authz is off on this route`},
+		// Envoy's own reply no longer what the profile says.
+		{"A required AiDial service is unavailable. Retry with backoff.", "Service unavailable.", `.local_reply_config: the replies Envoy makes itself (sidecar unreachable or late, 400, 413, 431) are not in the virtual hosts' envelopes, or the mappers are stale: run extauthz local-replies --envoy`},
+		// A virtual host whose profile changed.
+		{"context_extensions: {profile: aidial}", "context_extensions: {profile: problem}", `mappers are stale`},
 	}
 	for _, e := range edits {
 		if !strings.Contains(cfg, e.from) {
@@ -224,9 +228,42 @@ func TestValidateEnvoyAgainstSettingsAndPolicy(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "envoy.yaml")
 		os.WriteFile(f, []byte(strings.Replace(cfg, e.from, e.to, 1)), 0o600)
 		code, out, _ := run(t, "", "validate", "--envoy", f)
-		if code != 1 || !strings.Contains(out, e.want) || !strings.Contains(out, "internal_error") && !strings.Contains(e.want, "profile") && !strings.Contains(e.want, "ext_authz is off") {
+		if code != 1 || !strings.Contains(out, e.want) || !strings.Contains(out, "internal_error") && !strings.Contains(e.want, "profile") && !strings.Contains(e.want, "ext_authz is off") && !strings.Contains(e.want, "stale") {
 			t.Errorf("%s -> %s (%d): lacks %q:\n%s", e.from, e.to, code, e.want, out)
 		}
+	}
+}
+
+// extauthz local-replies writes the local_reply_config the shipped config
+// has into a copy without one, prints it, and refuses a file it cannot
+// place it in.
+func TestLocalRepliesWritesTheShippedMappers(t *testing.T) {
+	shipped, _ := os.ReadFile("../../envoy/envoy.yaml")
+	start := strings.Index(string(shipped), "          local_reply_config:\n")
+	end := strings.Index(string(shipped), "\n  clusters:")
+	if start < 0 || end < start {
+		t.Fatal("envoy/envoy.yaml has no local_reply_config before its clusters")
+	}
+	f := filepath.Join(t.TempDir(), "envoy.yaml")
+	os.WriteFile(f, []byte(string(shipped[:start])+"\n"+string(shipped[end+1:])), 0o600)
+	if code, out, _ := run(t, "", "validate", "--envoy", f); code != 1 || !strings.Contains(out, "mappers are stale") {
+		t.Errorf("validate without mappers (%d):\n%s", code, out)
+	}
+	if code, out, errOut := run(t, "", "local-replies", "--envoy", f, "--write"); code != 0 || !strings.Contains(out, "local_reply_config written (9 hosts)") {
+		t.Fatalf("write (%d): %s%s", code, out, errOut)
+	}
+	if got, _ := os.ReadFile(f); string(got) != string(shipped) {
+		t.Errorf("written file differs from envoy/envoy.yaml")
+	}
+	code, out, _ := run(t, "", "local-replies", "--envoy", f)
+	if code != 0 || !strings.Contains(out, "local_reply_config:\n") || !strings.Contains(out, "# auth_unavailable on aidial.localhost: aidial") {
+		t.Errorf("print (%d):\n%.400s", code, out)
+	}
+	if code, _, _ := run(t, "", "local-replies"); code != 2 {
+		t.Errorf("no --envoy: exit %d, want 2", code)
+	}
+	if code, out, _ := run(t, "", "help", "local-replies"); code != 0 || !strings.Contains(out, "Usage: extauthz local-replies") {
+		t.Errorf("help (%d): %s", code, out)
 	}
 }
 

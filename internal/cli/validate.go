@@ -38,7 +38,10 @@ Checks everything the server would load, without serving:
     'opa test DIR' does (a PASS/FAIL line per test, details on failure);
   - each Envoy file: schema, hardening, xff_num_trusted_hops equal to
     --xff-trusted-hops, and every route's context_extensions against the
-    policy (known route ids and profiles, valid requirement overrides);
+    policy (known route ids and profiles, valid requirement overrides), the
+    identity headers removed on routes without a check, and local_reply_config
+    answering Envoy's own replies in each virtual host's envelope (see
+    'extauthz local-replies');
   - with --openapi, an OpenAPI 3.0/3.1 document against the policy's routes:
     every operation with no route or a weaker one (public where the spec
     secures it, missing scopes the spec requires, accepting credential kinds
@@ -216,6 +219,7 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 	if eng == nil {
 		return errors.Join(errs...)
 	}
+	errs = append(errs, localRepliesAgree(file, b, eng)...)
 	ih := eng.Settings.IdentityHeaders
 	for _, u := range facts.Unchecked {
 		for _, h := range []string{ih.Subject, ih.KeyID, ih.Tenant, ih.Scopes, ih.Kind} {

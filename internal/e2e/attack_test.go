@@ -196,16 +196,17 @@ func TestNonUTF8HeaderBytes(t *testing.T) {
 	}
 }
 
-// TestOversized: headers beyond Envoy's limit (60 KiB by default) get 431
-// and a body beyond the 8 KiB the sidecar may see gets 413 (the shipped
-// POST /v1/orders route forwards bodies, allow_partial_message false);
-// neither is checked nor forwarded.
+// TestOversized: headers beyond Envoy's limit (60 KiB by default) and a
+// body beyond the 8 KiB the sidecar may see (the shipped POST /v1/orders
+// route forwards bodies, allow_partial_message false) get 413 (Envoy's 431
+// and 413 in the request_too_large envelope); neither is checked nor
+// forwarded.
 func TestOversized(t *testing.T) {
 	s := newStack(t)
 	big := strings.Repeat("a", 70<<10)
 	resp := refused(t, s, request{path: "/v1/orders", headers: withKey(demoKey, [2]string{"X-Big", big})})
-	if resp.status != http.StatusRequestHeaderFieldsTooLarge {
-		t.Errorf("big header: status %d, want 431", resp.status)
+	if resp.status != http.StatusRequestEntityTooLarge || !strings.Contains(string(resp.body), `"code":"request_too_large"`) {
+		t.Errorf("big header: status %d %s, want 413 request_too_large", resp.status, resp.body)
 	}
 	many := withKey(demoKey)
 	for i := range 120 {
@@ -282,12 +283,13 @@ func (f funcAuthz) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.C
 }
 
 // TestSidecarSlowerThanEnvoyTimeout: a sidecar answering after the shipped
-// 250ms deadline is status_on_error (503, empty), never the upstream.
+// 250ms deadline is status_on_error (503, in the auth_unavailable
+// envelope), never the upstream.
 func TestSidecarSlowerThanEnvoyTimeout(t *testing.T) {
 	s := startShippedWith(t, funcAuthz{check: slowCheck})
 	resp := refused(t, s, request{path: "/v1/orders", headers: withKey(demoKey)})
-	if resp.status != http.StatusServiceUnavailable || len(resp.body) != 0 {
-		t.Errorf("status %d body %q, want 503 and no body", resp.status, resp.body)
+	if resp.status != http.StatusServiceUnavailable || !strings.Contains(string(resp.body), `"code":"auth_unavailable"`) {
+		t.Errorf("status %d body %q, want 503 auth_unavailable", resp.status, resp.body)
 	}
 	if n := s.envoy.Stat(t, "http.ingress_http.ext_authz.error"); n != 1 {
 		t.Errorf("ext_authz.error = %d, want 1", n)

@@ -378,12 +378,13 @@ func TestGRPCClientGetsGRPCStatus(t *testing.T) {
 }
 
 // TestSidecarDownFailsClosed: with the sidecar gone, Envoy answers
-// status_on_error (503) and forwards nothing (failure_mode_allow: false).
+// status_on_error (503, in the auth_unavailable envelope) and forwards
+// nothing (failure_mode_allow: false).
 func TestSidecarDownFailsClosed(t *testing.T) {
 	s := newDedicatedStack(t, nil)
 	s.sidecar.Close()
 	resp := s.do(t, request{path: "/v1/orders", headers: withKey(demoKey)})
-	if resp.status != http.StatusServiceUnavailable || len(resp.body) != 0 {
+	if resp.status != http.StatusServiceUnavailable || !strings.Contains(string(resp.body), `"code":"auth_unavailable"`) {
 		t.Errorf("status %d body %q", resp.status, resp.body)
 	}
 	if s.echo.Count() != 0 {

@@ -113,18 +113,20 @@ func aidellyCases() []goldenCase {
 }
 
 // envoyCases show what Envoy itself does with ambiguous paths and headers
-// before (or instead of) asking the sidecar. They go to the catch-all host.
+// before (or instead of) asking the sidecar. They go to the catch-all host;
+// Envoy's own 400s come in the profile's request_invalid envelope
+// (local_reply_config).
 func envoyCases() []goldenCase {
 	get := func(name, path string, h [][2]string) goldenCase {
 		return goldenCase{name: name, request: request{method: "GET", path: path, headers: h}}
 	}
 	return []goldenCase{
-		// path_with_escaped_slashes_action: REJECT_REQUEST -> 400, empty body.
+		// path_with_escaped_slashes_action: REJECT_REQUEST -> 400.
 		get("envoy_rejects_escaped_slash", "/v1/orders%2F..%2Fadmin", withKey(demoKey)),
 		get("envoy_rejects_escaped_backslash", "/v1/orders%5C..%5Cadmin", withKey(demoKey)),
 		// normalize_path fails on an encoded NUL -> 400.
 		get("envoy_rejects_encoded_nul", "/v1/orders%00", withKey(demoKey)),
-		// headers_with_underscores_action: REJECT_REQUEST -> 400 "Bad Request".
+		// headers_with_underscores_action: REJECT_REQUEST -> 400.
 		get("envoy_rejects_underscore_header", "/v1/orders", [][2]string{{"X-API-Key", demoKey}, {"X_Tenant_Id", "42"}}),
 		// normalize_path resolves ".." before routing: the sidecar sees
 		// /v1/admin/users (JWT only) and refuses the API key.
