@@ -125,6 +125,9 @@ func runValidate(ctx context.Context, args []string, env Env) error {
 				}
 				if err == nil {
 					say("policy: ok (%s, version %s, %d routes, %d API keys, profiles %s, memoized=%v, client_ip_traced=%v)", loader, eng.Version, eng.Routes.Len(), eng.Keys.Len(), strings.Join(eng.Profiles.Names(), ","), eng.Policy.Pure(), eng.Policy.Purity().TracesClientIP)
+					for _, w := range eng.Warnings {
+						say("  warning: %s", w)
+					}
 				}
 			}
 			if err != nil {

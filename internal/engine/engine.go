@@ -17,6 +17,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -140,6 +141,9 @@ type Engine struct {
 	// decision-log replay decides a presented key no record matched, or a
 	// bearer token, exactly only against the sections it was recorded with.
 	KeysVersion, JWTVersion string
+	// Warnings are what the version allows but a reviewer should know
+	// (logged when it loads, printed by extauthz validate).
+	Warnings []string
 
 	hasData bool // data.json gave an extauthz object
 	issuers int  // extauthz.jwt.issuers entries
@@ -348,9 +352,18 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		errs = append(errs, prefix(at, err))
 	}
 	if raw := sections["jwt"]; raw != nil {
-		var j struct{ Issuers []json.RawMessage }
+		var j struct {
+			Issuers []struct {
+				JWKSURL string `json:"jwks_url"`
+			}
+		}
 		_ = json.Unmarshal(raw, &j)
 		e.issuers = len(j.Issuers)
+		for i, is := range j.Issuers {
+			if plainHTTP(is.JWKSURL) {
+				e.Warnings = append(e.Warnings, fmt.Sprintf("%sjwt.issuers[%d].jwks_url: plain http to a host that is not loopback: anyone on the way can replace the keys and sign tokens; use https", at, i))
+			}
+		}
 	}
 	var compileErr error
 	if len(errs) == 0 { // compiled while the keys are read; wasted if they are bad
@@ -751,4 +764,18 @@ func tenantKeysInOtherDimensions(at string, tenantsRaw json.RawMessage, limits *
 		}
 	}
 	return errs
+}
+
+// plainHTTP reports a URL fetched in clear text from another machine.
+func plainHTTP(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return false
+	}
+	h := u.Hostname()
+	if strings.EqualFold(h, "localhost") {
+		return false
+	}
+	ip, err := netip.ParseAddr(h)
+	return err != nil || !ip.IsLoopback()
 }

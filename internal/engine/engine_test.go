@@ -343,3 +343,31 @@ func TestDefaultRouteQuotaAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A JWKS fetched in plain http from another machine loads (a private
+// network may serve one) but is named in the version's warnings; loopback
+// and https are not.
+func TestPlainHTTPJWKSURLIsAWarning(t *testing.T) {
+	for url, warned := range map[string]bool{
+		"http://idp.internal:8080/jwks": true,
+		"http://10.1.2.3/jwks":          true,
+		"HTTP://idp.example/jwks":       true,
+		"https://idp.example/jwks":      false,
+		"http://127.0.0.1:1/jwks":       false,
+		"http://[::1]:1/jwks":           false,
+		"http://localhost:1/jwks":       false,
+	} {
+		e, err := build(t, demoSource(t, func(x map[string]any) {
+			is := x["jwt"].(map[string]any)["issuers"].([]any)[0].(map[string]any)
+			delete(is, "jwks")
+			is["jwks_url"] = url
+		}))
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		want := "pol: data.json: extauthz.jwt.issuers[0].jwks_url: plain http to a host that is not loopback"
+		if got := strings.Join(e.Warnings, "\n"); strings.Contains(got, want) != warned {
+			t.Errorf("%s: warnings %q", url, got)
+		}
+	}
+}

@@ -113,6 +113,9 @@ func (r *Reloader) Reload(ctx context.Context) error {
 	r.log().Info("policy loaded", "source", r.Loader.String(), "version", eng.Version,
 		"routes", eng.Routes.Len(), "api_keys", eng.Keys.Len(), "profiles", len(eng.Profiles.Names()), "memoized", eng.Policy.Pure(),
 		"client_ip_traced", eng.Policy.Purity().TracesClientIP)
+	for _, w := range eng.Warnings {
+		r.log().Warn("policy warning", "version", eng.Version, "warning", w)
+	}
 	if !eng.Policy.Pure() {
 		r.log().Info("decision memo off: the policy reads more than input.extauthz", "why", eng.Policy.Purity().Why)
 	}
