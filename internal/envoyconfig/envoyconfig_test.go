@@ -199,6 +199,10 @@ func TestShippedMutations(t *testing.T) {
 		{"authz cluster HTTP/1", "http2_protocol_options: {}", "http_protocol_options: {}", "not configured for HTTP/2"},
 		{"orders route unprotected", "                    check_settings:\n                      context_extensions:\n                        route: orders-read", "                    disabled: true\n                    check_settings:\n                      context_extensions:\n                        route: orders-read", ""},
 		{"healthz prefix", "- match: {path: /healthz, headers:", "- match: {prefix: /healthz, headers:", "ext_authz disabled on a protected route"},
+		// The generic FilterConfig disables any filter, ext_authz too.
+		{"orders route FilterConfig disabled", perRouteOrders, "\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    disabled: true", "ext_authz disabled on a protected route"},
+		{"orders route FilterConfig wrapping disabled", perRouteOrders, "\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    config:\n                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                      disabled: true", "ext_authz disabled on a protected route"},
+		{"virtual host FilterConfig disabled", "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                  check_settings:\n                    context_extensions: {profile: aidial}", "\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                  disabled: true", "ext_authz disabled at virtual_host level"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,6 +220,9 @@ func TestShippedMutations(t *testing.T) {
 		})
 	}
 }
+
+// perRouteOrders is the aidial orders route's ext_authz override.
+const perRouteOrders = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings:\n                      context_extensions:\n                        route: orders-read\n                        scopes: \"orders:read\""
 
 var knownProfiles = []string{"default", "aidial", "dialektai", "aidelly", "lowercase", "aisafe", "problem", "google", "jsonapi"}
 

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -19,8 +18,8 @@ type Facts struct {
 	// Envoy sends (route configuration, virtual host and route levels
 	// merged, the more specific winning). Routes with none are left out.
 	Contexts []RouteContext
-	// Unchecked: the routes on which ext_authz is disabled, with the
-	// request headers Envoy removes there (every level merged).
+	// Unchecked: the routes to an upstream on which ext_authz is disabled,
+	// with the request headers Envoy removes there (every level merged).
 	Unchecked []UncheckedRoute
 }
 
@@ -59,13 +58,14 @@ func FactsOf(yamlBytes []byte) (Facts, error) {
 			continue
 		}
 		rcPath := r.path.field("route_config")
-		base := contextOf(rc.GetTypedPerFilterConfig(), nil)
+		names := authzNames(extAuthzFilters(r))
+		base := contextOf(rc.GetTypedPerFilterConfig(), nil, names)
 		for vi, vh := range rc.GetVirtualHosts() {
 			vp := rcPath.field("virtual_hosts").index(vi)
-			vctx := contextOf(vh.GetTypedPerFilterConfig(), base)
+			vctx := contextOf(vh.GetTypedPerFilterConfig(), base, names)
 			for ri, rt := range vh.GetRoutes() {
-				rctx, disabled := routeContext(rt, vctx)
-				if disabled {
+				rctx, disabled := routeContext(rt, vctx, names)
+				if disabled && rt.GetDirectResponse() == nil && rt.GetRedirect() == nil { // one that reaches an upstream
 					removed := map[string]bool{}
 					for _, l := range [][]string{rc.GetRequestHeadersToRemove(), vh.GetRequestHeadersToRemove(), rt.GetRequestHeadersToRemove()} {
 						for _, h := range l {
@@ -84,28 +84,23 @@ func FactsOf(yamlBytes []byte) (Facts, error) {
 	return f, nil
 }
 
-// routeContext merges a route's ExtAuthzPerRoute over the inherited
+// routeContext merges a route's ext_authz override over the inherited
 // context; disabled reports ext_authz switched off for the route.
-func routeContext(rt *routev3.Route, inherited map[string]string) (map[string]string, bool) {
-	for _, a := range rt.GetTypedPerFilterConfig() {
-		per := &extauthzv3.ExtAuthzPerRoute{}
-		if unpack(a, per) && per.GetDisabled() {
+func routeContext(rt *routev3.Route, inherited map[string]string, names map[string]bool) (map[string]string, bool) {
+	for k, a := range rt.GetTypedPerFilterConfig() {
+		if per := overrideOf(k, a, names); per.GetDisabled() {
 			return nil, true
 		}
 	}
-	return contextOf(rt.GetTypedPerFilterConfig(), inherited), false
+	return contextOf(rt.GetTypedPerFilterConfig(), inherited, names), false
 }
 
 // contextOf is inherited overlaid with the context_extensions of every
-// ExtAuthzPerRoute in m.
-func contextOf(m map[string]*anypb.Any, inherited map[string]string) map[string]string {
+// ext_authz override in m.
+func contextOf(m map[string]*anypb.Any, inherited map[string]string, names map[string]bool) map[string]string {
 	out := maps.Clone(inherited)
 	for _, k := range sortedKeys(m) {
-		per := &extauthzv3.ExtAuthzPerRoute{}
-		if !unpack(m[k], per) {
-			continue
-		}
-		ce := per.GetCheckSettings().GetContextExtensions()
+		ce := overrideOf(k, m[k], names).GetCheckSettings().GetContextExtensions()
 		if len(ce) == 0 {
 			continue
 		}

@@ -7,7 +7,6 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 )
 
@@ -26,9 +25,10 @@ var unprotectedPaths = []string{"/healthz", "/readyz"}
 //     REJECT_REQUEST or UNESCAPE_AND_REDIRECT (path confusion);
 //   - use_remote_address: true (client IP from the TCP peer, not from XFF);
 //   - common_http_protocol_options.headers_with_underscores_action: REJECT_REQUEST;
-//   - no ExtAuthzPerRoute{disabled: true} except on routes matching exactly
-//     (case-sensitively) /healthz or /readyz, and none at virtual-host,
-//     route-configuration or weighted-cluster level;
+//   - no ExtAuthzPerRoute{disabled: true} (nor a FilterConfig disabling
+//     ext_authz or wrapping such an override) except on routes matching
+//     exactly (case-sensitively) /healthz or /readyz, and none at
+//     virtual-host, route-configuration or weighted-cluster level;
 //   - no ExtAuthzPerRoute under a name that is not an ext_authz filter;
 //   - routes inline (RDS/scoped routes cannot be checked here).
 //
@@ -119,21 +119,18 @@ func (h *hardening) filter(a authzFilter) {
 }
 
 func (h *hardening) routes(r hcmRef, authz []authzFilter) {
-	authzNames := map[string]bool{}
-	for _, a := range authz {
-		authzNames[a.filter.GetName()] = true
-	}
+	names := authzNames(authz)
 	rc := r.hcm.GetRouteConfig()
 	if rc == nil {
 		h.errorf(r.path, "routes must be inline (route_config) so that per-route ext_authz overrides can be checked")
 		return
 	}
 	for _, pf := range perFilterConfigs(r.path.field("route_config"), rc) {
-		per := &extauthzv3.ExtAuthzPerRoute{}
-		if !unpack(pf.cfg, per) {
-			continue
+		per, generic, ok := authzOverride(pf.cfg)
+		if !ok || generic && !names[pf.name] {
+			continue // not ext_authz's (a FilterConfig of another filter)
 		}
-		if !authzNames[pf.name] {
+		if !names[pf.name] {
 			h.errorf(pf.path, "ExtAuthzPerRoute under %q, which is not an ext_authz filter name: the override is silently ignored", pf.name)
 			continue
 		}

@@ -115,9 +115,10 @@ func LocalRepliesOf(yamlBytes []byte, defaultProfile string) ([]LocalReplies, er
 		if c := authz[0].cfg.GetStatusOnError().GetCode(); c != 0 {
 			lr.StatusOnError = uint32(c)
 		}
-		base := contextOf(rc.GetTypedPerFilterConfig(), nil)
+		names := authzNames(authz)
+		base := contextOf(rc.GetTypedPerFilterConfig(), nil, names)
 		for _, vh := range rc.GetVirtualHosts() {
-			prof := contextOf(vh.GetTypedPerFilterConfig(), base)["profile"]
+			prof := contextOf(vh.GetTypedPerFilterConfig(), base, names)["profile"]
 			if prof == "" {
 				prof = defaultProfile
 			}

@@ -73,6 +73,50 @@ func extAuthzFilters(r hcmRef) []authzFilter {
 	return out
 }
 
+// authzNames are the names of an HCM's ext_authz filters: the keys under
+// which typed_per_filter_config overrides them.
+func authzNames(authz []authzFilter) map[string]bool {
+	m := map[string]bool{}
+	for _, a := range authz {
+		m[a.filter.GetName()] = true
+	}
+	return m
+}
+
+// authzOverride reads a typed_per_filter_config value as Envoy applies it
+// to ext_authz: an ExtAuthzPerRoute, or the generic FilterConfig, which
+// disables any filter (disabled: true) or wraps its own override. generic
+// reports a FilterConfig, which means ext_authz only under an ext_authz
+// filter's name; ok is false for anything else.
+func authzOverride(a *anypb.Any) (per *extauthzv3.ExtAuthzPerRoute, generic, ok bool) {
+	per = &extauthzv3.ExtAuthzPerRoute{}
+	if unpack(a, per) {
+		return per, false, true
+	}
+	fc := &routev3.FilterConfig{}
+	if !unpack(a, fc) {
+		return nil, false, false
+	}
+	if fc.GetDisabled() {
+		return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}, true, true
+	}
+	per = &extauthzv3.ExtAuthzPerRoute{}
+	if unpack(fc.GetConfig(), per) {
+		return per, true, true
+	}
+	return nil, true, false
+}
+
+// overrideOf is the ext_authz override a typed_per_filter_config entry
+// holds for an HCM whose ext_authz filters are named names (nil: none).
+func overrideOf(name string, a *anypb.Any, names map[string]bool) *extauthzv3.ExtAuthzPerRoute {
+	per, generic, ok := authzOverride(a)
+	if !ok || generic && !names[name] {
+		return nil
+	}
+	return per
+}
+
 func isRouter(f *hcmv3.HttpFilter) bool {
 	return f.GetTypedConfig().MessageIs(&routerv3.Router{})
 }
