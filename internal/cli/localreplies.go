@@ -20,7 +20,9 @@ too slow (status_on_error: the profile's auth_unavailable), a request Envoy
 rejects (400: request_invalid) and one over Envoy's limits (413, 431:
 request_too_large). Each virtual host gets its context_extensions profile (or
 the policy's default profile). With --write, FILE is rewritten with it in
-place of its local_reply_config, or after its http_filters. 'extauthz
+place of each connection manager's local_reply_config (keeping mappers of
+its own after the generated ones, and its body_format), or after its
+http_filters. 'extauthz
 validate --envoy FILE' reports a config whose mappers are missing or stale.
 
 Flags:
@@ -72,17 +74,24 @@ func runLocalReplies(ctx context.Context, args []string, env Env) error {
 		}
 		return nil
 	}
-	if len(lrs) != 1 {
-		return fmt.Errorf("%s: %d HTTP connection managers with ext_authz; --write handles one (print and paste)", *file, len(lrs))
+	out := src
+	hosts := 0
+	for i, lr := range lrs {
+		// Each write moves the lines after it: locate the next manager in
+		// the new text.
+		fresh, err := envoyconfig.LocalRepliesOf(out, eng.Settings.DefaultProfile)
+		if err == nil {
+			out, err = fresh[i].Write(out, render)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
+		hosts += len(lr.Hosts)
 	}
-	out, err := envoyconfig.WithLocalReplies(src, func(indent int) (string, error) { return lrs[0].YAML(render, indent) })
-	if err == nil {
-		err = os.WriteFile(*file, out, 0o644)
+	if err := os.WriteFile(*file, out, 0o644); err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", *file, err)
-	}
-	fmt.Fprintf(env.Stdout, "%s: local_reply_config written (%d hosts)\n", *file, len(lrs[0].Hosts))
+	fmt.Fprintf(env.Stdout, "%s: local_reply_config written (%d hosts)\n", *file, hosts)
 	return nil
 }
 

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -36,13 +38,16 @@ type Denial struct {
 	Status []uint32 // the statuses Envoy replies with (0: the filter's status_on_error)
 	Flag   string   // a response flag the reply also carries, or ""
 	WithID bool     // the request has Envoy's x-request-id by then
+	// RawHost: Envoy replies before it strips the port and a trailing dot
+	// from the host (it has routed the others).
+	RawHost bool
 }
 
 // Denials are the replies Envoy makes itself, first match first.
 var Denials = []Denial{
 	{Reason: "auth_unavailable", Status: []uint32{0}, Flag: "UAEX", WithID: true},
 	{Reason: "request_too_large", Status: []uint32{413, 431}},
-	{Reason: "request_invalid", Status: []uint32{400}},
+	{Reason: "request_invalid", Status: []uint32{400}, RawHost: true},
 }
 
 // Envelope is a profile's response to a Denial. Where the request id and
@@ -89,6 +94,9 @@ type LocalReplies struct {
 	Preserved bool
 	// Mappers are the manager's current mappers.
 	Mappers []*hcmv3.ResponseMapper
+
+	hcm     fieldPath               // the manager's typed_config
+	current *hcmv3.LocalReplyConfig // its local_reply_config, if any
 }
 
 // LocalRepliesOf lists, for each HTTP connection manager with an ext_authz
@@ -106,11 +114,25 @@ func LocalRepliesOf(yamlBytes []byte, defaultProfile string) ([]LocalReplies, er
 		if len(authz) == 0 || rc == nil {
 			continue
 		}
+		for _, a := range authz {
+			if a.cfg.GetGrpcService() == nil {
+				return nil, fmt.Errorf("%s: ext_authz without grpc_service: the sidecar speaks gRPC", a.path)
+			}
+			if v := a.cfg.GetEnableDynamicMetadataIngestion(); v != nil && !v.GetValue() {
+				return nil, fmt.Errorf("%s.enable_dynamic_metadata_ingestion: false: local replies tell the sidecar's denials from Envoy's own by the metadata the sidecar sends", a.path)
+			}
+		}
 		lr := LocalReplies{
 			Path:          r.path.field("local_reply_config").String(),
 			StatusOnError: 403, // Envoy's default
-			Preserved:     r.hcm.GetPreserveExternalRequestId() || len(r.hcm.GetInternalAddressConfig().GetCidrRanges()) > 0 || r.hcm.GetRequestIdExtension() != nil,
-			Mappers:       r.hcm.GetLocalReplyConfig().GetMappers(),
+			// Envoy keeps a client's x-request-id when told to, for
+			// internal addresses, with another id extension, and when it
+			// does not take the client address from the connection.
+			Preserved: r.hcm.GetPreserveExternalRequestId() || len(r.hcm.GetInternalAddressConfig().GetCidrRanges()) > 0 ||
+				r.hcm.GetRequestIdExtension() != nil || !r.hcm.GetUseRemoteAddress().GetValue(),
+			Mappers: r.hcm.GetLocalReplyConfig().GetMappers(),
+			hcm:     r.path,
+			current: r.hcm.GetLocalReplyConfig(),
 		}
 		if c := authz[0].cfg.GetStatusOnError().GetCode(); c != 0 {
 			lr.StatusOnError = uint32(c)
@@ -190,7 +212,61 @@ func (l LocalReplies) YAML(render RenderFunc, indent int) (string, error) {
 			}
 		}
 	}
+	// The manager's own mappers follow, and its other settings stay.
+	for _, m := range l.current.GetMappers() {
+		if !generated(m) {
+			if err := writeProto(w, 1, "- ", m); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if bf := l.current.GetBodyFormat(); bf != nil {
+		if err := writeProto(w, 1, "body_format: ", bf); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return sb.String(), errors.Join(errs...)
+}
+
+// runtimeKeyPrefix marks the status filters of generated mappers.
+const runtimeKeyPrefix = "extauthz.local_reply."
+
+// generated reports a mapper local-replies wrote (its status filters carry
+// runtimeKeyPrefix).
+func generated(m *hcmv3.ResponseMapper) bool {
+	var ours func(f *accesslogv3.AccessLogFilter) bool
+	ours = func(f *accesslogv3.AccessLogFilter) bool {
+		if strings.HasPrefix(f.GetStatusCodeFilter().GetComparison().GetValue().GetRuntimeKey(), runtimeKeyPrefix) {
+			return true
+		}
+		return slices.ContainsFunc(f.GetAndFilter().GetFilters(), ours) || slices.ContainsFunc(f.GetOrFilter().GetFilters(), ours)
+	}
+	return ours(m.GetFilter())
+}
+
+// writeProto writes m as YAML under lead ("- " or "key: ") at depth.
+func writeProto(w func(int, string), depth int, lead string, m proto.Message) error {
+	j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(strings.TrimRight(string(y), "\n"), "\n")
+	if strings.HasPrefix(lead, "- ") {
+		w(depth, lead+lines[0])
+		for _, l := range lines[1:] {
+			w(depth, "  "+l)
+		}
+		return nil
+	}
+	w(depth, strings.TrimSpace(lead))
+	for _, l := range lines {
+		w(depth+1, l)
+	}
+	return nil
 }
 
 // idVariants: a denial whose request has an id is answered with it and,
@@ -220,7 +296,7 @@ func (l LocalReplies) mapper(w func(int, string), h HostProfile, d Denial, withI
 		if s == 0 {
 			s = l.StatusOnError
 		}
-		statuses[i] = fmt.Sprintf("{status_code_filter: {comparison: {op: EQ, value: {default_value: %d, runtime_key: extauthz.local_reply.status}}}}", s)
+		statuses[i] = fmt.Sprintf("{status_code_filter: {comparison: {op: EQ, value: {default_value: %d, runtime_key: %sstatus_%d}}}}", s, runtimeKeyPrefix, s)
 	}
 	if len(statuses) == 1 {
 		w(4, "- "+statuses[0])
@@ -231,8 +307,10 @@ func (l LocalReplies) mapper(w func(int, string), h HostProfile, d Denial, withI
 		w(4, "- {response_flag_filter: {flags: ["+d.Flag+"]}}")
 	}
 	w(4, "- {metadata_filter: {matcher: {filter: envoy.filters.http.ext_authz, path: [{key: decision_id}], value: {bool_match: true}}}}")
-	if hm := h.Match.filter(); hm != "" {
-		w(4, "- "+hm)
+	if hm := h.Match.filter(d.RawHost); hm != "" {
+		for _, l := range strings.Split(hm, "\n") {
+			w(4, l)
+		}
 	}
 	if needPlainID {
 		w(4, "- {header_filter: {header: {name: x-request-id, string_match: {safe_regex: {regex: "+quote(plainID)+"}}}}}")
@@ -270,26 +348,38 @@ func (h HostProfile) describe() string {
 	return strings.Join(h.Match.domains, ", ")
 }
 
-// filter is the access-log filter matching the hosts ("" for any host).
-// Envoy has stripped the port (strip_any_host_port) and a trailing dot.
-func (m hostMatch) filter() string {
+// filter is the access-log filter matching the hosts ("" for any host),
+// as Envoy has them when it replies: with the port and a trailing dot
+// stripped (strip_any_host_port, strip_trailing_host_dot) once it routes,
+// but as sent (raw) when it rejects a request before (an escaped slash).
+func (m hostMatch) filter(raw bool) string {
 	one := func(kind, d string) string {
 		return fmt.Sprintf("{header_filter: {header: {name: \":authority\", string_match: {%s: %s, ignore_case: true}}}}", kind, quote(d))
 	}
+	var fs []string
 	switch m.kind {
 	case "any":
 		return ""
-	case "suffix", "prefix":
-		return one(m.kind, m.domains[0])
+	case "prefix": // "api." also starts "api.x:8000"
+		return "- " + one("prefix", m.domains[0])
+	case "suffix":
+		d := m.domains[0]
+		fs = []string{one("suffix", d)}
+		if raw {
+			fs = append(fs, one("suffix", d+"."), one("contains", d+":"), one("contains", d+".:"))
+		}
+	default:
+		for _, d := range m.domains {
+			fs = append(fs, one("exact", d))
+			if raw {
+				fs = append(fs, one("exact", d+"."), one("prefix", d+":"), one("prefix", d+".:"))
+			}
+		}
 	}
-	if len(m.domains) == 1 {
-		return one("exact", m.domains[0])
+	if len(fs) == 1 {
+		return "- " + fs[0]
 	}
-	fs := make([]string, len(m.domains))
-	for i, d := range m.domains {
-		fs[i] = one("exact", d)
-	}
-	return "or_filter: {filters: [" + strings.Join(fs, ", ") + "]}"
+	return "- or_filter:\n    filters:\n    - " + strings.Join(fs, "\n    - ")
 }
 
 // envoyFormat turns rendered text into an Envoy format string: '%' doubled,
@@ -322,35 +412,46 @@ func ParseMappers(block string) ([]*hcmv3.ResponseMapper, error) {
 	return c.GetMappers(), nil
 }
 
-// WithLocalReplies is src, a config with one HTTP connection manager, with
-// block (given the indentation of the manager's keys) as its
-// local_reply_config: in place of the one it has, else after its
-// http_filters. Comments and layout elsewhere are kept.
-func WithLocalReplies(src []byte, block func(indent int) (string, error)) ([]byte, error) {
-	lines := strings.SplitAfter(string(src), "\n")
-	key := func(name string) []int {
-		var at []int
-		for i, l := range lines {
-			if strings.TrimSpace(l) == name+":" {
-				at = append(at, i)
-			}
-		}
-		return at
+// Write is src with l's local_reply_config, rendered by render: in place of
+// the manager's own (whose mappers other than generated ones, and
+// body_format, are kept, after the generated ones), else after its
+// http_filters. The manager is found by its path in src, which must be the
+// file l was read from; comments and layout elsewhere are kept.
+func (l LocalReplies) Write(src []byte, render RenderFunc) ([]byte, error) {
+	var doc yamlv3.Node
+	if err := yamlv3.Unmarshal(src, &doc); err != nil {
+		return nil, err
 	}
-	var keyLine, from, to int
-	if at := key("local_reply_config"); len(at) == 1 {
-		keyLine, from, to = at[0], at[0], blockEnd(lines, at[0])
-	} else if at := key("http_filters"); len(at) == 1 && len(key("local_reply_config")) == 0 {
-		keyLine, from = at[0], blockEnd(lines, at[0])
+	n := deref(&doc)
+	for _, seg := range l.hcm {
+		if n, _ = child(n, seg); n == nil {
+			return nil, fmt.Errorf("%s: not found as YAML (a JSON file? print the block and paste it)", l.hcm)
+		}
+		n = deref(n)
+	}
+	if n.Kind != yamlv3.MappingNode || n.Style&yamlv3.FlowStyle != 0 {
+		return nil, fmt.Errorf("%s: not a block mapping; print the block and paste it", l.hcm)
+	}
+	lines := strings.SplitAfter(string(src), "\n")
+	if last := lines[len(lines)-1]; last != "" && !strings.HasSuffix(last, "\n") {
+		lines[len(lines)-1] += "\n"
+	}
+	var key *yamlv3.Node
+	var from, to int
+	if _, k := child(n, "local_reply_config"); k != nil {
+		key, from = k, k.Line-1
+		to = blockEnd(lines, from)
+	} else if _, k := child(n, "http_filters"); k != nil {
+		key, from = k, blockEnd(lines, k.Line-1)
 		to = from
 	} else {
-		return nil, errors.New("not one HTTP connection manager with http_filters (or one local_reply_config) to place local_reply_config at; paste it yourself")
+		return nil, fmt.Errorf("%s: no http_filters to place local_reply_config after", l.hcm)
 	}
-	b, err := block(indentOf(lines[keyLine]))
+	block, err := l.YAML(render, key.Column-1)
 	if err != nil {
 		return nil, err
 	}
-	return []byte(strings.Join(lines[:from], "") + b + strings.Join(lines[to:], "")), nil
+	return []byte(strings.Join(lines[:from], "") + block + strings.Join(lines[to:], "")), nil
 }
 
 // blockEnd is the line after the YAML block of the key on line i: after

@@ -20,6 +20,7 @@ const lrBootstrap = `static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: x
+          use_remote_address: true
           route_config:
             virtual_hosts:
             - name: catchall
@@ -119,38 +120,49 @@ func TestLocalRepliesFollowEnvoysHostPrecedence(t *testing.T) {
 // A config that may keep a client's x-request-id gets, for a denial that
 // shows the id, a mapper that requires a plain id and one without the id.
 func TestLocalRepliesGuardAClientsRequestID(t *testing.T) {
-	src := strings.Replace(lrBootstrap, "stat_prefix: x\n", "stat_prefix: x\n          preserve_external_request_id: true\n", 1)
-	lrs, err := envoyconfig.LocalRepliesOf([]byte(src), "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := lrs[0].YAML(fakeRender, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(block, "{header_filter: {header: {name: x-request-id"); n != 5 {
-		t.Errorf("%d plain-id filters, want one per host", n)
-	}
-	if ms, _ := envoyconfig.ParseMappers(block); len(ms) != 20 {
-		t.Errorf("%d mappers, want 20", len(ms))
+	for _, edit := range [][2]string{
+		{"stat_prefix: x\n", "stat_prefix: x\n          preserve_external_request_id: true\n"},
+		// Without the connection's address Envoy keeps a client's id.
+		{"use_remote_address: true", "use_remote_address: false"},
+	} {
+		lrs, err := envoyconfig.LocalRepliesOf([]byte(strings.Replace(lrBootstrap, edit[0], edit[1], 1)), "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, err := lrs[0].YAML(fakeRender, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(block, "{header_filter: {header: {name: x-request-id"); n != 5 {
+			t.Errorf("%s: %d plain-id filters, want one per host", edit[1], n)
+		}
+		if ms, _ := envoyconfig.ParseMappers(block); len(ms) != 20 {
+			t.Errorf("%s: %d mappers, want 20", edit[1], len(ms))
+		}
 	}
 }
 
-// WithLocalReplies places the block after http_filters, then replaces it
-// in place: writing twice changes nothing, and the result agrees.
-func TestWithLocalRepliesIsIdempotent(t *testing.T) {
-	lrs, _ := envoyconfig.LocalRepliesOf([]byte(lrBootstrap), "default")
-	gen := func(indent int) (string, error) { return lrs[0].YAML(fakeRender, indent) }
-	once, err := envoyconfig.WithLocalReplies([]byte(lrBootstrap), gen)
-	if err != nil {
-		t.Fatal(err)
+// Write places the block after http_filters, then replaces it in place:
+// writing twice changes nothing, and the result agrees.
+func TestWriteLocalRepliesIsIdempotent(t *testing.T) {
+	write := func(src []byte) []byte {
+		t.Helper()
+		lrs, err := envoyconfig.LocalRepliesOf(src, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := lrs[0].Write(src, fakeRender)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
+	once := write([]byte(lrBootstrap))
 	if !strings.HasSuffix(string(once), "  clusters:\n  - name: extauthz\n") || !strings.Contains(string(once), "v3.Router\n          local_reply_config:\n") {
 		t.Errorf("placed wrongly:\n%s", once)
 	}
-	twice, err := envoyconfig.WithLocalReplies(once, gen)
-	if err != nil || string(twice) != string(once) {
-		t.Errorf("second write changed the file (%v)", err)
+	if twice := write(once); string(twice) != string(once) {
+		t.Error("second write changed the file")
 	}
 	after, err := envoyconfig.LocalRepliesOf(once, "default")
 	if err != nil {
@@ -160,5 +172,74 @@ func TestWithLocalRepliesIsIdempotent(t *testing.T) {
 	ms, _ := envoyconfig.ParseMappers(block)
 	if !after[0].Agrees(ms) {
 		t.Error("the written config does not agree")
+	}
+}
+
+// Write edits the manager it was read from, keeps the manager's own
+// mappers (after the generated ones) and body_format, finds a key with a
+// comment, and copes with a file without a final newline.
+func TestWriteLocalRepliesKeepsTheUsersOwn(t *testing.T) {
+	own := `          local_reply_config:   # our own
+            body_format: {text_format: "%LOCAL_REPLY_BODY%\n"}
+            mappers:
+            - filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 404, runtime_key: mine}}}}
+              body: {inline_string: gone}
+`
+	src := strings.Replace(lrBootstrap, "          route_config:\n", own+"          route_config:\n", 1)
+	// A second listener without ext_authz, with its own local replies.
+	other := `  - name: other
+    address: {socket_address: {address: 127.0.0.1, port_value: 8001}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: other
+          local_reply_config:
+            mappers:
+            - filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 503, runtime_key: theirs}}}}
+              body: {inline_string: untouched}
+          route_config: {virtual_hosts: [{name: o, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200}}]}]}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+`
+	src = strings.Replace(src, "  clusters:\n", other+"  clusters:\n", 1)
+	src = strings.TrimSuffix(src, "\n")
+	lrs, err := envoyconfig.LocalRepliesOf([]byte(src), "default")
+	if err != nil || len(lrs) != 1 {
+		t.Fatalf("%v %d", err, len(lrs))
+	}
+	out, err := lrs[0].Write([]byte(src), fakeRender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "untouched") || strings.Count(string(out), "local_reply_config:") != 2 {
+		t.Errorf("the other listener's local replies changed:\n%s", out)
+	}
+	after, err := envoyconfig.LocalRepliesOf(out, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := after[0].Mappers
+	if len(ms) != 16 || ms[15].GetBody().GetInlineString() != "gone" || ms[15].GetFilter().GetStatusCodeFilter().GetComparison().GetValue().GetRuntimeKey() != "mine" {
+		t.Errorf("%d mappers; the user's own not kept last: %v", len(ms), ms[len(ms)-1])
+	}
+	if !strings.Contains(string(out), "%LOCAL_REPLY_BODY%") {
+		t.Error("body_format dropped")
+	}
+	again, err := after[0].Write(out, fakeRender)
+	if err != nil || string(again) != string(out) {
+		t.Errorf("second write changed the file (%v)", err)
+	}
+}
+
+// Local replies need the sidecar's metadata to tell its denials from
+// Envoy's own replies.
+func TestLocalRepliesNeedMetadataIngestion(t *testing.T) {
+	src := strings.Replace(lrBootstrap, "status_on_error: {code: ServiceUnavailable}", "status_on_error: {code: ServiceUnavailable}\n              enable_dynamic_metadata_ingestion: false", 1)
+	if _, err := envoyconfig.LocalRepliesOf([]byte(src), "default"); err == nil || !strings.Contains(err.Error(), "enable_dynamic_metadata_ingestion: false") {
+		t.Errorf("err = %v", err)
 	}
 }
