@@ -102,6 +102,11 @@ func TestEveryRequestGetsACheckResponse(t *testing.T) {
 					t.Fatalf("gzip-compressed: want an allow, got %v", &zresp)
 				}
 			}
+			// Envoy's local replies tell the sidecar's answers from its own
+			// by this field (internal/envoyconfig/localreply.go).
+			if resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() == "" {
+				t.Errorf("no decision_id in the metadata: %v", resp.GetDynamicMetadata())
+			}
 			d := resp.GetDeniedResponse()
 			if tc.status == 0 {
 				if resp.GetOkResponse() == nil {
