@@ -490,3 +490,26 @@ func TestUnknownKIDRefreshFromASlowProvider(t *testing.T) {
 		t.Fatalf("token of the newly published key: %s (%v); want valid", got.Status, got)
 	}
 }
+
+// A token without kid is held to what keyfunc checks for one with a kid:
+// the JWK's alg, when it names one, must be the token's. An RS256 key does
+// not verify a PS256 token either way.
+func TestKeyWithoutKIDKeepsItsAlg(t *testing.T) {
+	k := keys()
+	file := writeJWKS(t, jwk("rs-1", "RS256", k.rsa))
+	v := newVerifier(t, []IssuerConfig{{Issuer: issA, Audiences: []string{audA}, JWKSFile: file, Algorithms: []string{"RS256", "PS256"}}}, Options{Now: newClock(t0).Now})
+	waitReady(t, v)
+	for name, tc := range map[string]struct {
+		tok  string
+		want Status
+	}{
+		"RS256 with kid":    {sign(t, gojwt.SigningMethodRS256, k.rsa, "rs-1", claims(t0)), Valid},
+		"RS256 without kid": {sign(t, gojwt.SigningMethodRS256, k.rsa, "", claims(t0)), Valid},
+		"PS256 with kid":    {sign(t, gojwt.SigningMethodPS256, k.rsa, "rs-1", claims(t0)), UnknownKey},
+		"PS256 without kid": {sign(t, gojwt.SigningMethodPS256, k.rsa, "", claims(t0)), UnknownKey},
+	} {
+		if got := v.Verify(context.Background(), tc.tok); got.Status != tc.want {
+			t.Errorf("%s: %s, want %s", name, got.Status, tc.want)
+		}
+	}
+}

@@ -11,7 +11,8 @@
 //     check, nbf, leeway and Options.Now;
 //   - keys come from a JWKS file or a JWKS URL; oct keys are never used and
 //     jku/x5u/x5c/jwk headers are never honoured; a token without kid is
-//     accepted only if the issuer has exactly one usable key; an unknown kid
+//     accepted only if the issuer has exactly one usable key (not "enc"),
+//     and that key's alg, if the JWK names one, is the token's; an unknown kid
 //     may trigger at most one JWKS refresh per 30s per issuer, which the one
 //     Verify that triggered it waits for within its context (the check's
 //     deadline); any other Verify never waits for a refresh;

@@ -2,6 +2,7 @@ package jwt
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ var (
 	errSymmetricKey = errors.New("symmetric (oct) keys are never used")
 	errNoUsableKey  = errors.New("no usable verification key")
 	errAmbiguousKey = errors.New("token has no kid and the key set holds several keys")
+	errAlgMismatch  = errors.New("token has no kid and the key's alg is not the token's")
 )
 
 // keySource is an issuer's loaded key set.
@@ -60,12 +62,46 @@ type keySource struct {
 func (s *keySource) keyfunc(ctx context.Context) gojwt.Keyfunc {
 	inner := s.kf.KeyfuncCtx(ctx)
 	return func(t *gojwt.Token) (any, error) {
+		if _, hasKID := t.Header[jwkset.HeaderKID]; !hasKID {
+			return s.keyWithoutKID(ctx, t.Method.Alg())
+		}
 		k, err := inner(t)
 		if err != nil {
 			return nil, err
 		}
 		return usableKey(k)
 	}
+}
+
+// keyWithoutKID is the key for a token without kid: the only key of the
+// set a token could be verified with (not kty "oct", not use "enc"), held
+// to the token's alg when the JWK names one, as keyfunc checks for a kid.
+// keyfunc itself hands a kid-less token every key of the set, unchecked.
+func (s *keySource) keyWithoutKID(ctx context.Context, alg string) (any, error) {
+	jwks, err := s.kf.Storage().KeyReadAll(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var only jwkset.JWK
+	n := 0
+	for _, j := range jwks {
+		if m := j.Marshal(); m.KTY != jwkset.KtyOct && m.USE != jwkset.UseEnc {
+			only, n = j, n+1
+		}
+	}
+	switch {
+	case n == 0:
+		return nil, errNoUsableKey
+	case n > 1:
+		return nil, errAmbiguousKey
+	case only.Marshal().ALG != "" && only.Marshal().ALG.String() != alg:
+		return nil, errAlgMismatch
+	}
+	key := only.Key()
+	if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+		key = pk.Public()
+	}
+	return usableKey(key)
 }
 
 // usableKey drops HMAC secrets (JWKs with kty "oct") so they can never verify
