@@ -1,7 +1,9 @@
 package check
 
 import (
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/extauthz/extauthz/internal/wire"
@@ -69,6 +71,18 @@ var methodOverride = map[string]bool{"x-http-method-override": true, "x-http-met
 // path and have the upstream route another: authorized as /healthz,
 // served as /v1/admin. A request naming another path there is refused.
 var pathOverride = map[string]bool{"x-original-url": true, "x-rewrite-url": true}
+
+// OverrideHeaders are the method and path override headers the sidecar
+// refuses when they name another method or path: a route Envoy serves
+// without a check must remove them (extauthz validate --envoy checks it).
+func OverrideHeaders() []string {
+	var out []string
+	for _, m := range []map[string]bool{methodOverride, pathOverride} {
+		out = append(out, slices.Collect(maps.Keys(m))...)
+	}
+	slices.Sort(out)
+	return out
+}
 
 // samePath reports whether v, a path override header's value (a path, or
 // an absolute URL as some proxies write it), names path itself.

@@ -216,6 +216,7 @@ func TestValidateEnvoyAgainstSettingsAndPolicy(t *testing.T) {
 		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_format: roman", `on policy route "orders-read": context_extensions: tenant_headers[0].format: "roman" is not one of`},
 		// A route without a Check that lets a client's own identity header through.
 		{"request_headers_to_remove: [x-auth-subject, x-auth-key-id, x-auth-tenant,", "request_headers_to_remove: [x-auth-subject, x-auth-key-id,", `.routes[0].request_headers_to_remove: lacks "x-auth-tenant": ext_authz is off on this route`},
+		{"x-method-override, x-original-url, x-rewrite-url]", "x-method-override, x-rewrite-url]", `.routes[0].request_headers_to_remove: lacks "x-original-url": ext_authz is off on this route`},
 		// Envoy's own reply no longer what the profile says.
 		{"A required AiDial service is unavailable. Retry with backoff.", "Service unavailable.", `.local_reply_config: the replies Envoy makes itself (sidecar unreachable or late, 400, 413, 431) are not in the virtual hosts' envelopes, or the mappers are stale: run extauthz local-replies --envoy`},
 		// A virtual host whose profile changed.

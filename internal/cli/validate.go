@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 
+	"github.com/extauthz/extauthz/internal/check"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoybin"
@@ -228,6 +229,11 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 		for _, h := range []string{ih.Subject, ih.KeyID, ih.Tenant, ih.Scopes, ih.Kind} {
 			if h != "" && !u.Removed[strings.ToLower(h)] {
 				bad(u.Path+".request_headers_to_remove", "lacks %q: ext_authz is off on this route, so the upstream gets a client's own %s as if the sidecar had set it", h, h)
+			}
+		}
+		for _, h := range check.OverrideHeaders() {
+			if !u.Removed[h] {
+				bad(u.Path+".request_headers_to_remove", "lacks %q: ext_authz is off on this route, so an upstream that honours it serves another method or path than the one Envoy routed, unchecked", h)
 			}
 		}
 	}

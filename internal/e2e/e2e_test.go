@@ -230,6 +230,11 @@ func TestHealthzBypassesAuthz(t *testing.T) {
 		{"x-auth-subject", "svc:admin"}, {"x-auth-key-id", "root"}, {"x-auth-tenant", "1"},
 		{"x-auth-scopes", "admin:all"}, {"x-auth-kind", "api_key"},
 		{"x-api-key", "demo-orders-key"}, {"authorization", "Bearer x.y.z"},
+		// Overrides the sidecar refuses on checked routes: authorized as
+		// /healthz, served as /v1/admin or as a DELETE by an upstream that
+		// honours them.
+		{"x-original-url", "/v1/admin"}, {"x-rewrite-url", "/v1/admin"},
+		{"x-http-method-override", "DELETE"}, {"x-http-method", "DELETE"}, {"x-method-override", "DELETE"},
 	}
 	for _, ph := range profileHosts {
 		resp := s.do(t, request{host: ph.host, path: "/healthz", headers: forged})
@@ -251,9 +256,17 @@ func TestHealthzBypassesAuthz(t *testing.T) {
 			}
 		}
 	}
-	// Only the exact path: anything below it is checked (and denied).
-	if resp := s.do(t, request{path: "/healthz/x"}); resp.status == http.StatusOK {
-		t.Error("/healthz/x bypassed the check")
+	// Only the exact path, without a query: anything else is checked, and
+	// a _method in the query denied.
+	for _, p := range []string{"/healthz/x", "/healthz?_method=DELETE", "/healthz?x"} {
+		before := s.checks()
+		resp := s.do(t, request{path: p})
+		if s.checks() == before {
+			t.Errorf("%s bypassed the check", p)
+		}
+		if strings.Contains(p, "_method") && resp.status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", p, resp.status)
+		}
 	}
 }
 
