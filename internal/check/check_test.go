@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -225,8 +226,16 @@ func TestAllowSetsIdentityAndStripsCredentials(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
 	}
-	if rm := ok.GetHeadersToRemove(); len(rm) != 2 || rm[0] != "authorization" || rm[1] != "x-api-key" {
+	// The credentials, and the tenant headers of other routes (Aidelly's),
+	// which this one does not verify; its own x-tenant-id was verified.
+	if rm := ok.GetHeadersToRemove(); !slices.Equal(rm, []string{"authorization", "x-api-key", "x-brand-id", "x-workspace-id"}) {
 		t.Errorf("headers_to_remove = %v", rm)
+	}
+	// A route without tenant headers: a tenant the client names there was
+	// verified by no one, and the upstream does not get it.
+	_, _, resp = decide(t, s, req("GET", "/v1/calls", map[string]string{"x-api-key": demoKey, "x-tenant-id": "7"}))
+	if rm := resp.GetOkResponse().GetHeadersToRemove(); !contains(rm, "x-tenant-id") {
+		t.Errorf("calls: headers_to_remove = %v", rm)
 	}
 	// The metadata's fields: metadata_test.go.
 	// Anonymous allow on a public route removes any client-sent identity header.

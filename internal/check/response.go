@@ -18,6 +18,7 @@ import (
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
+	"github.com/extauthz/extauthz/internal/route"
 )
 
 var (
@@ -168,6 +169,14 @@ func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts
 	}
 	if !eng.Settings.KeepCredentials {
 		remove = append(remove, "authorization", eng.Settings.APIKeyHeader)
+	}
+	// A tenant header this route does not verify names a tenant nobody
+	// checked: the upstream does not get it (x-auth-tenant says the
+	// verified one).
+	for _, k := range eng.TenantHeaders {
+		if rt := r.f.Route; rt == nil || !slices.ContainsFunc(rt.Req.TenantHeaders, func(th route.TenantHeader) bool { return th.Key == k }) {
+			remove = append(remove, k)
+		}
 	}
 	return &okParts{set: set, remove: remove}
 }

@@ -164,6 +164,17 @@ func TestForgedIdentityHeadersNeverReachUpstream(t *testing.T) {
 			t.Errorf("upstream %s = %q (forged %q)", h[0], vs, h[1])
 		}
 	}
+	// A tenant header on a route that does not verify it (the key holds
+	// tenant 42 only): the upstream gets the verified tenant, not the
+	// client's claim.
+	resp = s.do(t, request{path: "/v1/calls", headers: [][2]string{{"X-API-Key", demoKey}, {"X-Tenant-Id", "7"}, {"X-Workspace-Id", "ws_9"}}})
+	if resp.status != http.StatusOK {
+		t.Fatalf("calls: %d %s", resp.status, resp.body)
+	}
+	up, _ = s.echo.Last()
+	if up.Header.Get("X-Tenant-Id") != "" || up.Header.Get("X-Workspace-Id") != "" {
+		t.Errorf("upstream got unverified tenant headers: x-tenant-id %q, x-workspace-id %q", up.Header.Get("X-Tenant-Id"), up.Header.Get("X-Workspace-Id"))
+	}
 }
 
 // TestNonUTF8HeaderBytes: Envoy 1.40 accepts header values with bytes that

@@ -141,6 +141,10 @@ type Engine struct {
 	// decision-log replay decides a presented key no record matched, or a
 	// bearer token, exactly only against the sections it was recorded with.
 	KeysVersion, JWTVersion string
+	// TenantHeaders are the tenant headers routes of the policy read
+	// (lower-case, sorted): an allowed request loses those its route does
+	// not verify, so that no upstream reads an unverified tenant.
+	TenantHeaders []string
 	// Warnings are what the version allows but a reviewer should know
 	// (logged when it loads, printed by extauthz validate).
 	Warnings []string
@@ -314,7 +318,13 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			if err := e.CheckTenantHeaders(r); err != nil {
 				errs = append(errs, fmt.Errorf("%sroutes: route %q: %w", at, r.ID, err))
 			}
+			for _, th := range r.Req.TenantHeaders {
+				if !slices.Contains(e.TenantHeaders, th.Key) {
+					e.TenantHeaders = append(e.TenantHeaders, th.Key)
+				}
+			}
 		}
+		slices.Sort(e.TenantHeaders)
 	}
 	if raw := sections["limits"]; raw != nil {
 		if e.Limits, err = ratelimit.ParseConfig(raw); err != nil {
