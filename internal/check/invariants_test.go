@@ -17,6 +17,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/route"
 	"github.com/extauthz/extauthz/internal/wire"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -325,7 +326,8 @@ decision := {"allow": false, "reason": "credentials_missing"} if not crypto.x509
 
 // TestTenantIsolation: whatever the credential, route, context extensions
 // and tenant headers, an allow means the credential holds every tenant
-// value the request names, in that header's dimension; an anonymous allow
+// value the request names, in that header's dimension, and the upstream
+// gets no tenant header the route did not verify; an anonymous allow
 // happens only on a public route and passes no tenant upstream.
 func TestTenantIsolation(t *testing.T) {
 	n := 4000
@@ -351,6 +353,15 @@ func TestTenantIsolation(t *testing.T) {
 		set := map[string]string{}
 		for _, h := range resp.GetOkResponse().GetHeaders() {
 			set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		// A tenant header the route does not verify never reaches the
+		// upstream.
+		removed := resp.GetOkResponse().GetHeadersToRemove()
+		for _, k := range eng.TenantHeaders {
+			verified := in.f.Route != nil && slices.ContainsFunc(in.f.Route.Req.TenantHeaders, func(th route.TenantHeader) bool { return th.Key == k })
+			if !verified && !slices.Contains(removed, k) {
+				t.Fatalf("allow passes the unverified tenant header %s upstream: %v", k, r.GetAttributes())
+			}
 		}
 		id := in.f.Identity()
 		if id == nil {
