@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -105,7 +104,7 @@ func tenantIDs(raw []json.RawMessage) ([]string, error) {
 			if out[i] == "" || !authn.HeaderSafe(out[i]) || strings.Contains(out[i], ",") || len(out[i]) > MaxValueBytes {
 				return nil, fmt.Errorf("id %q is empty, longer than %d bytes, or has a comma, a control character or invalid UTF-8", short(out[i]), MaxValueBytes)
 			}
-		case integer.Match(v):
+		case authn.IntegerID(string(v)):
 			out[i] = string(v)
 		default:
 			return nil, fmt.Errorf("ids must be strings or integers, not %s", short(string(v)))
@@ -113,8 +112,6 @@ func tenantIDs(raw []json.RawMessage) ([]string, error) {
 	}
 	return out, nil
 }
-
-var integer = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
 
 // checkValues reports the record's values the identity headers could not
 // carry as they are (authn.HeaderSafe, authn.ScopeToken), each naming its

@@ -2,17 +2,15 @@ package jwt
 
 import (
 	"encoding/json"
-	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/extauthz/extauthz/internal/authn"
 )
 
 // tenantsOf reads a tenant claim: a string, a number, or an array of those.
-// Numbers keep their exact decimal form. Empty strings are dropped and
-// duplicates removed. Any other shape, or a string with a control character
+// Integers keep their exact digits; a number with a fraction or exponent is
+// refused (decimal). Empty strings are dropped and duplicates removed. Any other shape, or a string with a control character
 // or invalid UTF-8 (authn.HeaderSafe) or a comma (no tenant header could name
 // it, and x-auth-tenant would read as two), is refused (ok false).
 func tenantsOf(v any) (out []string, ok bool) {
@@ -50,21 +48,11 @@ func tenantID(v any) (string, bool) {
 	return "", false
 }
 
-// decimal renders a JSON number as a plain decimal: integers exactly (even
-// beyond int64), others in the shortest form that round-trips.
+// decimal reads a JSON number as a tenant id: an integer, exactly as
+// written (even beyond int64); a fraction or an exponent is refused
+// (authn.IntegerID), as in an API key's tenants.
 func decimal(n json.Number) (string, bool) {
-	if i, err := n.Int64(); err == nil {
-		return strconv.FormatInt(i, 10), true
-	}
-	s := n.String()
-	if digits := strings.TrimPrefix(s, "-"); digits != "" && strings.Trim(digits, "0123456789") == "" {
-		return s, true // an integer too large for int64
-	}
-	f, err := n.Float64()
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return "", false
-	}
-	return strconv.FormatFloat(f, 'f', -1, 64), true
+	return n.String(), authn.IntegerID(n.String())
 }
 
 // scopesOf merges "scope" and "scp". Each may be a string of scopes
