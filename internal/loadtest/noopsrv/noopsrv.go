@@ -49,7 +49,7 @@ func IdentityReply() *authv3.CheckResponse {
 				h("x-auth-subject", "svc:orders-demo"), h("x-auth-key-id", "demo-orders"), h("x-auth-kind", "api_key"),
 				h("x-auth-scopes", "orders:read orders:write calls:read"), h("x-auth-tenant", "42"),
 			},
-			HeadersToRemove: []string{"authorization", "x-api-key"},
+			HeadersToRemove: []string{"authorization", "x-api-key", "x-brand-id", "x-workspace-id"}, // credentials, and the tenant headers other routes verify
 		}},
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			"reason":      structpb.NewStringValue("ok"),
