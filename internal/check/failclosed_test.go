@@ -107,6 +107,7 @@ func TestBadContextExtensionsFailClosed(t *testing.T) {
 		{"profle": "aidial"}, // a typo: the rulebook reads only facts, so it would change nothing
 		{"route": "health", "scopez": "admin"},
 		{"route": "orders-read", "tenant_header": "X-API-Key"}, // the key would be echoed in the deny
+		{"route": "orders-read", "tenant_header": "X-Org"},     // no policy route declares it: other routes would pass it on unverified
 	} {
 		r := req("GET", "/healthz", nil)
 		r.Attributes.ContextExtensions = ce
@@ -130,7 +131,7 @@ func TestContextExtensionsOverrideRoute(t *testing.T) {
 	if reason, _, _ := decide(t, s, r); reason != "wrong_auth_mode" {
 		t.Errorf("auth override: %s", reason)
 	}
-	r.Attributes.ContextExtensions = map[string]string{"tenant_header": "X-Org", "tenant_required": "true"}
+	r.Attributes.ContextExtensions = map[string]string{"tenant_header": "X-Workspace-Id", "tenant_required": "true"}
 	if reason, _, _ := decide(t, s, r); reason != "tenant_header_missing" {
 		t.Errorf("tenant override: %s", reason)
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
-	"github.com/extauthz/extauthz/internal/route"
 	"github.com/extauthz/extauthz/internal/wire"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -92,6 +91,8 @@ var (
 		nil, nil, nil, {"scopes": ""}, {"auth": ""}, {"scopes": "orders:read"}, {"auth": "jwt"}, {"auth": "public"},
 		{"route": "orders-read"}, {"route": "health"}, {"tenant_required": "false"}, {"tenant_header": "X-Tenant-Id", "tenant_format": "any"},
 		{"profile": "aidial"}, {"profile": "nope"}, {"route": "default"},
+		{"shadow": "*"}, {"shadow": "tenant_forbidden,tenant_header_invalid"}, {"auth": "public", "tenant_header": "X-Tenant-Id"},
+		{"tenant_header": "X-Org-Id"},
 	}
 )
 
@@ -354,19 +355,30 @@ func TestTenantIsolation(t *testing.T) {
 		for _, h := range resp.GetOkResponse().GetHeaders() {
 			set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 		}
-		// A tenant header the route does not verify never reaches the
-		// upstream.
+		// A tenant header reaches the upstream only when this route
+		// verifies it and the verified identity holds its value in the
+		// header's dimension: not on another route, not from an anonymous
+		// caller, not past a shadowed tenant denial.
 		removed := resp.GetOkResponse().GetHeadersToRemove()
+		id := in.f.Identity()
 		for _, k := range eng.TenantHeaders {
-			verified := in.f.Route != nil && slices.ContainsFunc(in.f.Route.Req.TenantHeaders, func(th route.TenantHeader) bool { return th.Key == k })
-			if !verified && !slices.Contains(removed, k) {
-				t.Fatalf("allow passes the unverified tenant header %s upstream: %v", k, r.GetAttributes())
+			v, sent := r.GetAttributes().GetRequest().GetHttp().GetHeaders()[k]
+			held := false
+			if in.f.Route != nil && id != nil {
+				for _, th := range in.f.Route.Req.TenantHeaders {
+					held = held || (th.Key == k && v != "" && slices.Contains(id.Tenants[th.Dimension], v))
+				}
+			}
+			if sent && !held && !slices.Contains(removed, k) {
+				t.Fatalf("allow passes %s: %q upstream, not verified for this route and identity (ce %v): %v", k, v, r.GetAttributes().GetContextExtensions(), r.GetAttributes())
+			}
+			if sent && held && slices.Contains(removed, k) {
+				t.Fatalf("allow removes %s: %q, verified for this route and identity: %v", k, v, r.GetAttributes())
 			}
 		}
-		id := in.f.Identity()
 		if id == nil {
-			if in.f.Route == nil || !in.f.Route.Req.Public {
-				t.Fatalf("anonymous allow on a non-public route: %v", r.GetAttributes())
+			if in.f.Route == nil || (!in.f.Route.Req.Public && !in.f.Route.Shadows("credentials_missing") && !in.f.Route.Shadows("token_invalid")) {
+				t.Fatalf("anonymous allow on a non-public route that shadows no credential denial: %v", r.GetAttributes())
 			}
 			if _, ok := set["x-auth-tenant"]; ok {
 				t.Fatalf("anonymous allow passes a tenant upstream: %v", r.GetAttributes())
@@ -375,7 +387,7 @@ func TestTenantIsolation(t *testing.T) {
 		}
 		for i, th := range in.f.Route.Req.TenantHeaders {
 			v, ok := in.f.Tenants.Get(i)
-			if ok && !slices.Contains(id.Tenants[th.Dimension], v) {
+			if ok && !slices.Contains(id.Tenants[th.Dimension], v) && !slices.Contains(in.f.Route.Req.Shadow, "*") && !in.f.Route.Shadows("tenant_forbidden") && !in.f.Route.Shadows("tenant_header_invalid") {
 				t.Fatalf("allowed %s=%q for a credential holding %v: %v", th.Header, v, id.Tenants, r.GetAttributes())
 			}
 		}

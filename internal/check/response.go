@@ -18,7 +18,6 @@ import (
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
-	"github.com/extauthz/extauthz/internal/route"
 )
 
 var (
@@ -170,11 +169,23 @@ func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts
 	if !eng.Settings.KeepCredentials {
 		remove = append(remove, "authorization", eng.Settings.APIKeyHeader)
 	}
-	// A tenant header this route does not verify names a tenant nobody
-	// checked: the upstream does not get it (x-auth-tenant says the
-	// verified one).
+	// A tenant header names a tenant nobody checked, and the upstream does
+	// not get it (x-auth-tenant says the verified one), when this route
+	// does not verify it, or when its value is not one the verified
+	// identity holds: an anonymous caller's on a public route, a shadowed
+	// tenant denial's, a repeated header's.
+	var own []string
+	if rt := r.f.Route; rt != nil {
+		for i, th := range rt.Req.TenantHeaders {
+			own = append(own, th.Key)
+			_, sent := r.f.Tenants.Get(i)
+			if _, ok := r.f.VerifiedTenant(i); sent && !ok && !slices.Contains(remove, th.Key) {
+				remove = append(remove, th.Key)
+			}
+		}
+	}
 	for _, k := range eng.TenantHeaders {
-		if rt := r.f.Route; rt == nil || !slices.ContainsFunc(rt.Req.TenantHeaders, func(th route.TenantHeader) bool { return th.Key == k }) {
+		if !slices.Contains(own, k) {
 			remove = append(remove, k)
 		}
 	}

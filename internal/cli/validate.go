@@ -231,6 +231,11 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 				bad(u.Path+".request_headers_to_remove", "lacks %q: ext_authz is off on this route, so the upstream gets a client's own %s as if the sidecar had set it", h, h)
 			}
 		}
+		for _, h := range eng.TenantHeaders {
+			if !u.Removed[h] {
+				bad(u.Path+".request_headers_to_remove", "lacks %q: ext_authz is off on this route, so the upstream gets a client's tenant header nobody verified", h)
+			}
+		}
 		for _, h := range check.OverrideHeaders() {
 			if !u.Removed[h] {
 				bad(u.Path+".request_headers_to_remove", "lacks %q: ext_authz is off on this route, so an upstream that honours it serves another method or path than the one Envoy routed, unchecked", h)
@@ -247,6 +252,10 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 			if _, known := eng.Profiles.Get(name); !known {
 				bad(p+".profile", "unknown profile %q (policy profiles: %s)", name, strings.Join(eng.Profiles.Names(), ", "))
 			}
+		}
+		if h, ok := ce[route.CETenantHeader]; ok && !slices.Contains(eng.TenantHeaders, strings.ToLower(h)) {
+			bad(p+".tenant_header", "%q is declared by no route of the policy, so routes that do not verify it would pass a client's value to their upstreams: every request on this route fails closed (internal_error); declare it in a policy route's tenant_headers", h)
+			continue
 		}
 		id, named := ce[route.CERoute]
 		if !named {

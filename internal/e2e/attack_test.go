@@ -177,6 +177,39 @@ func TestForgedIdentityHeadersNeverReachUpstream(t *testing.T) {
 	}
 }
 
+// TestShadowedTenantDenialsPassNoTenant: with tenant denials shadowed, a
+// request for a tenant the key does not hold, or with no credential at all,
+// is served, but its tenant header does not reach the upstream (nor does a
+// repeated one naming a held and an unheld tenant): the upstream only ever
+// gets a tenant header whose value the verified identity holds.
+func TestShadowedTenantDenialsPassNoTenant(t *testing.T) {
+	s := newStackOn(t, shadowedTenantsFront)
+	for _, c := range []struct {
+		name    string
+		headers [][2]string
+		want    string // the upstream's X-Tenant-Id
+	}{
+		{"held tenant", [][2]string{{"X-API-Key", demoKey}, {"X-Tenant-Id", "42"}}, "42"},
+		{"tenant the key does not hold", [][2]string{{"X-API-Key", demoKey}, {"X-Tenant-Id", "7"}}, ""},
+		{"held and unheld in two lines", [][2]string{{"X-API-Key", demoKey}, {"X-Tenant-Id", "42"}, {"X-Tenant-Id", "7"}}, ""},
+		{"invalid tenant", [][2]string{{"X-API-Key", demoKey}, {"X-Tenant-Id", "abc"}}, ""},
+		{"no credential", [][2]string{{"X-Tenant-Id", "9"}}, ""},
+	} {
+		resp := s.do(t, request{path: "/v1/orders", headers: c.headers})
+		if resp.status != http.StatusOK {
+			t.Errorf("%s: %d %s, want the shadowed denial served", c.name, resp.status, resp.body)
+			continue
+		}
+		up, _ := s.echo.Last()
+		if got := up.Header.Values("X-Tenant-Id"); strings.Join(got, ",") != c.want {
+			t.Errorf("%s: upstream X-Tenant-Id %q, want %q", c.name, got, c.want)
+		}
+		if c.want == "" && up.Header.Get("X-Auth-Tenant") != "" {
+			t.Errorf("%s: upstream x-auth-tenant %q", c.name, up.Header.Get("X-Auth-Tenant"))
+		}
+	}
+}
+
 // TestNonUTF8HeaderBytes: Envoy 1.40 accepts header values with bytes that
 // are not UTF-8 (obs-text) and, since a CheckRequest is protobuf strings,
 // sends them to the sidecar with each invalid byte replaced by "!" (the

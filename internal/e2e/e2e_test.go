@@ -235,6 +235,8 @@ func TestHealthzBypassesAuthz(t *testing.T) {
 		// honours them.
 		{"x-original-url", "/v1/admin"}, {"x-rewrite-url", "/v1/admin"},
 		{"x-http-method-override", "DELETE"}, {"x-http-method", "DELETE"}, {"x-method-override", "DELETE"},
+		// Tenant headers nobody verified.
+		{"x-tenant-id", "9"}, {"x-workspace-id", "ws_evil"}, {"x-brand-id", "br_evil"},
 	}
 	for _, ph := range profileHosts {
 		resp := s.do(t, request{host: ph.host, path: "/healthz", headers: forged})

@@ -215,6 +215,20 @@ var (
 	withBodyFront = frontVariant{"with_request_body", extAuthzSetting("with_request_body", map[string]any{"max_request_bytes": 8192, "allow_partial_message": false})}
 )
 
+// shadowedTenantsFront: every virtual host records, instead of enforcing,
+// the tenant and missing-credential denials (context_extensions.shadow), as
+// a team rolling tenant checks out would.
+var shadowedTenantsFront = frontVariant{"shadowed_tenants", func(b envoybin.Bootstrap) {
+	for _, l := range b.Listeners() {
+		rc := envoybin.HCM(l)["route_config"].(map[string]any)
+		for _, vh := range rc["virtual_hosts"].([]any) {
+			cfg := vh.(map[string]any)["typed_per_filter_config"].(map[string]any)["envoy.filters.http.ext_authz"].(map[string]any)
+			ce := cfg["check_settings"].(map[string]any)["context_extensions"].(map[string]any)
+			ce["shadow"] = "tenant_forbidden,tenant_header_invalid,credentials_missing"
+		}
+	}
+}}
+
 // front is one shared Envoy.
 type front struct {
 	envoy    *envoytest.Envoy

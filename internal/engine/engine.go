@@ -315,9 +315,6 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 		errs = append(errs, prefix(at, err))
 	} else {
 		for _, r := range e.Routes.All() {
-			if err := e.CheckTenantHeaders(r); err != nil {
-				errs = append(errs, fmt.Errorf("%sroutes: route %q: %w", at, r.ID, err))
-			}
 			for _, th := range r.Req.TenantHeaders {
 				if !slices.Contains(e.TenantHeaders, th.Key) {
 					e.TenantHeaders = append(e.TenantHeaders, th.Key)
@@ -325,6 +322,11 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 			}
 		}
 		slices.Sort(e.TenantHeaders)
+		for _, r := range e.Routes.All() {
+			if err := e.CheckTenantHeaders(r); err != nil {
+				errs = append(errs, fmt.Errorf("%sroutes: route %q: %w", at, r.ID, err))
+			}
+		}
 	}
 	if raw := sections["limits"]; raw != nil {
 		if e.Limits, err = ratelimit.ParseConfig(raw); err != nil {
@@ -735,14 +737,20 @@ func (e *Engine) HasPlan(name string) bool {
 }
 
 // CheckTenantHeaders says why a route's tenant headers cannot be used with
-// these settings: one is the API-key header, whose value (the key) a
-// tenant denial would echo and the decision log would keep. Routes from
-// data are checked at load; routes a context extension overrides, at
-// check time (and by extauthz validate --envoy).
+// this policy: one is the API-key header, whose value (the key) a tenant
+// denial would echo and the decision log would keep; or one (named by a
+// context extension's tenant_header) is a header no route of the policy
+// declares, which the allowed requests of every other route would pass to
+// their upstreams unverified, as only the declared ones are removed there.
+// Routes from data are checked at load; routes a context extension
+// overrides, at check time (and by extauthz validate --envoy).
 func (e *Engine) CheckTenantHeaders(r *route.Route) error {
 	for i, th := range r.Req.TenantHeaders {
 		if th.Key == e.Settings.APIKeyHeader {
 			return fmt.Errorf("tenant_headers[%d].header: %q is settings.api_key_header: the API key would be echoed in denies and logged", i, th.Header)
+		}
+		if !slices.Contains(e.TenantHeaders, th.Key) {
+			return fmt.Errorf("tenant header %q is declared by no route of the policy, so routes that do not verify it would pass a client's value to their upstreams: declare it in a policy route's tenant_headers", th.Header)
 		}
 	}
 	return nil

@@ -222,10 +222,8 @@ func (f *Facts) Tenant() string {
 	}
 	if f.Route != nil && f.Tenants.Any() {
 		for i, th := range f.Route.Req.TenantHeaders {
-			if v, ok := f.Tenants.Get(i); ok && v != "" {
-				if slices.Contains(id.Tenants[th.Dimension], v) {
-					return authn.TenantKey(th.Dimension, v)
-				}
+			if v, ok := f.VerifiedTenant(i); ok {
+				return authn.TenantKey(th.Dimension, v)
 			}
 		}
 		return ""
@@ -247,6 +245,20 @@ func (f *Facts) Tenant() string {
 	return only
 }
 
+// VerifiedTenant is the value of the route's i-th tenant header when the
+// request sent it and the verified identity holds it in that header's
+// dimension: the one form of a tenant header's value the upstream may get
+// (an anonymous caller's, a shadowed tenant denial's, or a comma-joined
+// repeated header's is removed on allow).
+func (f *Facts) VerifiedTenant(i int) (string, bool) {
+	id := f.Identity()
+	v, sent := f.Tenants.Get(i)
+	if id == nil || !sent || v == "" || f.Route == nil || i >= len(f.Route.Req.TenantHeaders) {
+		return "", false
+	}
+	return v, slices.Contains(id.Tenants[f.Route.Req.TenantHeaders[i].Dimension], v)
+}
+
 // ActingTenants are the tenants the request acts for, as authn.TenantKey
 // names them, each once: every tenant header it sent whose value the
 // identity holds (in route order), or, when it names none, every tenant
@@ -264,7 +276,7 @@ func (f *Facts) ActingTenants() []string {
 			// Only a value the identity holds: a shadowed tenant_forbidden,
 			// or a policy that does not check tenants, must not charge the
 			// request to (and run it on the plan of) another tenant.
-			if v, ok := f.Tenants.Get(i); ok && v != "" && slices.Contains(id.Tenants[th.Dimension], v) {
+			if v, ok := f.VerifiedTenant(i); ok {
 				if k := authn.TenantKey(th.Dimension, v); !slices.Contains(out, k) {
 					out = append(out, k)
 				}
