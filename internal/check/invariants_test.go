@@ -240,6 +240,11 @@ func wireCheck(t testing.TB, s *Server, r *authv3.CheckRequest) *authv3.CheckRes
 	t.Helper()
 	switch out := s.CheckWire(context.Background(), r).(type) {
 	case *authv3.CheckResponse:
+		// gRPC encodes it after the handler returns: one that does not
+		// encode (a string that is not UTF-8) reaches Envoy as an error.
+		if _, err := proto.Marshal(out); err != nil {
+			t.Fatalf("the response does not encode (gRPC would send an error instead): %v", err)
+		}
 		return out
 	case wire.Encoded:
 		var m authv3.CheckResponse

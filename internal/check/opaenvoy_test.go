@@ -388,6 +388,54 @@ allow := {"allowed": true, "request_headers_to_remove": [":authority"]}`,
 	}
 }
 
+// A policy that copies a decoded client value (input.parsed_query, from
+// %ff) into what the response carries still gets a CheckResponse gRPC can
+// encode: a header or query parameter that is not UTF-8 is internal_error,
+// a body keeps its status with each invalid sequence sent as U+FFFD.
+func TestPolicyOutputNotUTF8(t *testing.T) {
+	r := func() *authv3.CheckRequest { return req("GET", "/pub?q=%ff", nil) }
+	for _, c := range []struct {
+		name, rego string
+		status     int
+		body       string
+	}{
+		{"allow header", `package envoy.authz
+allow := {"allowed": true, "headers": {"x-q": input.parsed_query.q[0]}}`, 500, ""},
+		{"deny header", `package envoy.authz
+allow := {"allowed": false, "response_headers_to_add": {"x-q": input.parsed_query.q[0]}}`, 500, ""},
+		{"query parameter", `package envoy.authz
+allow := {"allowed": true, "query_parameters_to_set": {"q": input.parsed_query.q[0]}}`, 500, ""},
+		{"query parameter name", `package envoy.authz
+allow := {"allowed": true, "query_parameters_to_remove": [input.parsed_query.q[0]]}`, 500, ""},
+		{"body", `package envoy.authz
+allow := {"allowed": false, "http_status": 403, "body": sprintf("user %s is not allowed", [input.parsed_query.q[0]])}`, 403, "user \uFFFD is not allowed"},
+	} {
+		resp := wireCheck(t, envoyServer(t, c.rego), r())
+		d := resp.GetDeniedResponse()
+		if int(d.GetStatus().GetCode()) != c.status || c.body != "" && d.GetBody() != c.body {
+			t.Errorf("%s: %d %q, want %d %q", c.name, d.GetStatus().GetCode(), d.GetBody(), c.status, c.body)
+		}
+	}
+	// The main mode: a rule setting an upstream header.
+	fsys := fstest.MapFS{
+		"policy.rego": {Data: []byte(`package extauthz
+decision := {"allow": true, "reason": "ok", "headers": {"x-q": input.parsed_query.q[0]}}`)},
+		"data.json": {Data: []byte(`{"extauthz": {"settings": {"allow_empty": true}, "routes": [{"id": "pub", "path": "/pub", "public": true}]}}`)},
+	}
+	src, err := policy.LoadFS(fsys, "utf8test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Build(context.Background(), src, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	if reason := wireCheck(t, newServer(t, e), r()).GetDynamicMetadata().GetFields()["reason"].GetStringValue(); reason != "internal_error" {
+		t.Errorf("main mode header: %s, want internal_error", reason)
+	}
+}
+
 func TestOPAEnvoySetting(t *testing.T) {
 	rego := `package custom.authz
 decide := true

@@ -10,6 +10,7 @@ package httpheader
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Name reports whether name is a lower-case HTTP token (RFC 9110, field
@@ -29,14 +30,16 @@ func Name(name string) bool {
 
 // Value reports whether v may be sent as a header value: no control
 // character but horizontal tab (no NUL, CR, LF: RFC 9110 field-value, as
-// HTTP/2 enforces it).
+// HTTP/2 enforces it), and valid UTF-8 (a CheckResponse's strings are
+// protobuf strings: one that is not UTF-8 fails the whole reply's
+// encoding, and Envoy would get a gRPC error instead of the decision).
 func Value(v string) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
 			return false
 		}
 	}
-	return true
+	return utf8.ValidString(v)
 }
 
 // Upstream says why name may not be set on the request Envoy sends

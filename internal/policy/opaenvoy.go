@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -148,10 +149,19 @@ func (e *Envoy) fromObject(m map[string]any) error {
 	if e.QueryParamsToRemove, err = envoyStrings(m, "query_parameters_to_remove"); err != nil {
 		return err
 	}
+	for _, q := range e.QueryParamsToRemove {
+		if !utf8.ValidString(q) {
+			return errors.New("query_parameters_to_remove: a name is not valid UTF-8")
+		}
+	}
 	if b, ok := m["body"]; ok {
 		if e.Body, ok = b.(string); !ok {
 			return errors.New("body is not a string")
 		}
+		// A body echoing a decoded client value (input.parsed_query) may
+		// hold bytes that are not UTF-8, which a CheckResponse cannot
+		// carry: each invalid sequence is sent as U+FFFD, the deny as it is.
+		e.Body = strings.ToValidUTF8(e.Body, "\uFFFD")
 		e.HasBody = true
 	}
 	if s, ok := m["http_status"]; ok {
@@ -182,6 +192,9 @@ func (e *Envoy) fromObject(m map[string]any) error {
 				return fmt.Errorf("query_parameters_to_set.%s: %w", k, err)
 			}
 			for _, v := range vals {
+				if !utf8.ValidString(k) || !utf8.ValidString(v) {
+					return fmt.Errorf("query_parameters_to_set.%s: not valid UTF-8", strings.ToValidUTF8(k, "\uFFFD"))
+				}
 				e.QueryParamsToSet = append(e.QueryParamsToSet, [2]string{k, v})
 			}
 		}
@@ -241,7 +254,7 @@ func checkHeader(field, name string, vals ...string) error {
 	}
 	for _, v := range vals {
 		if !httpheader.Value(v) {
-			return fmt.Errorf("%s.%s: the value has a control character", field, name)
+			return fmt.Errorf("%s.%s: the value has a control character or is not valid UTF-8", field, name)
 		}
 	}
 	return nil
