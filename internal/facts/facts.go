@@ -293,5 +293,16 @@ func (f *Facts) ActingTenants() []string {
 	return slices.Compact(out)
 }
 
+// Size is the bytes k's strings hold (method, path, profile, tenant
+// values): what remembering k costs beyond its fixed size, which a client
+// sets (a 50 KB X-Tenant-Id) and the memo counts against its budget.
+func (k Key) Size() int {
+	n := len(k.f.Method) + len(k.f.Path) + len(k.f.PathProblem) + len(k.f.Profile)
+	for _, v := range k.f.Tenants.values {
+		n += len(v)
+	}
+	return n
+}
+
 // Facts are the facts k holds (what it leaves out is zero).
 func (k Key) Facts() Facts { return k.f }

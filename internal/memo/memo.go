@@ -69,7 +69,15 @@ func For(p *policy.Engine) Decider {
 	return &Memo{plain: Plain{Policy: p}, reads: p.Purity().Reads(), m: make(map[facts.Key]*Entry, 1024)}
 }
 
-const memoCap = 65536
+// The memo holds at most memoCap keys and about maxMemoBytes: each entry
+// is counted as its key's strings (facts.Key.Size, which a client sets:
+// a 50 KB tenant header), its output's strings and entryOverhead, so that
+// neither many keys nor large ones grow it past the budget.
+const (
+	memoCap       = 65536
+	maxMemoBytes  = 64 << 20
+	entryOverhead = 512 // the key and entry structs, map slot, rendered reply
+)
 
 // MaxVariants bounds the decisions one address-free key holds, and
 // MaxTraceTests the tests one of them may carry: a decision whose
@@ -91,6 +99,7 @@ type Memo struct {
 	mu    sync.RWMutex
 	m     map[facts.Key]*Entry
 	tests int // address tests the entries in m carry; under mu
+	bytes int // the entries' cost (Entry.cost); under mu
 }
 
 // Entry is a remembered decision. Derived values (what a caller renders
@@ -99,6 +108,7 @@ type Entry struct {
 	Out     policy.Output
 	derived atomic.Value
 	next    *Entry // the key's other variants (traced keys only); immutable
+	cost    int    // bytes counted against maxMemoBytes
 }
 
 // Derived returns the value derived from e, made by mk on first use.
@@ -151,25 +161,46 @@ func (m *Memo) put(k facts.Key, o policy.Output, ip netip.Addr) *Entry {
 	if k.Traced() && len(o.IPTests) > MaxTraceTests {
 		k, o.IPTests = k.WithAddress(ip), nil
 	}
-	e := &Entry{Out: o}
+	e := &Entry{Out: o, cost: entryOverhead + k.Size() + outputSize(o)}
 	m.mu.Lock()
-	if len(m.m) >= memoCap || m.tests+len(o.IPTests) > maxMemoTests {
+	if len(m.m) >= memoCap || m.tests+len(o.IPTests) > maxMemoTests || m.bytes+e.cost > maxMemoBytes {
 		clear(m.m)
-		m.tests = 0
+		m.tests, m.bytes = 0, 0
 	}
 	m.tests += len(o.IPTests)
-	n, tests := 0, 0
+	m.bytes += e.cost
+	n, tests, cost := 0, 0, 0
 	for v := m.m[k]; v != nil; v = v.next {
-		n, tests = n+1, tests+len(v.Out.IPTests)
+		n, tests, cost = n+1, tests+len(v.Out.IPTests), cost+v.cost
 	}
 	if k.Traced() && n < MaxVariants {
 		e.next = m.m[k]
 	} else {
 		m.tests -= tests // the entries e replaces
+		m.bytes -= cost
 	}
 	m.m[k] = e
 	m.mu.Unlock()
 	return e
+}
+
+// outputSize is the bytes o's strings hold.
+func outputSize(o policy.Output) int {
+	n := len(o.Reason) + len(o.Variant)
+	for k, v := range o.Details {
+		n += len(k) + len(v)
+	}
+	for k, v := range o.UpstreamHeaders {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Bytes is the cost of what the memo holds, counted against its budget.
+func (m *Memo) Bytes() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.bytes
 }
 
 // Range calls fn for every remembered key and each of its decisions, and
