@@ -33,7 +33,9 @@ as OPA Rego rules, with denials in each API's own error contract.
 Usage:
   extauthz [serve] [flags]     serve Check over gRPC (no flags: embedded policy and demo data)
   extauthz check [flags]       evaluate one request offline and show the decision and response
-  extauthz key create|hash     make an API key record for policy data, or hash a key
+  extauthz key create|hash|import|revoke|suspend|activate|delete
+                               make an API key record for policy data, hash a key,
+                               or manage keys in a Redis key store
   extauthz validate [flags]    check config, policy, data and Envoy files without serving
   extauthz routes import SPEC  print the route table for an OpenAPI 3.0/3.1 document
   extauthz local-replies --envoy FILE  Envoy's own replies in the profiles' envelopes

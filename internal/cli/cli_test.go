@@ -62,6 +62,13 @@ func TestKey(t *testing.T) {
 	if code, out, _ = run(t, "xa_demo_7Qm2vK9pL4sT8wZ1\n", "key", "hash"); strings.TrimSpace(out) != apikey.Hash("xa_demo_7Qm2vK9pL4sT8wZ1") {
 		t.Errorf("hash from stdin: %d %q", code, out)
 	}
+	// --help is help, not a key to hash; another flag is refused.
+	if code, out, _ = run(t, "", "key", "hash", "--help"); code != 0 || !strings.Contains(out, "extauthz key hash [KEY]") {
+		t.Errorf("hash --help: %d %q", code, out)
+	}
+	if code, out, _ = run(t, "", "key", "hash", "--verbose"); code != 2 || out != "" {
+		t.Errorf("hash --verbose: %d %q", code, out)
+	}
 	code, out, _ = run(t, "", "key", "create", "--id", "svc-billing", "--tenant", "42", "--scope", "orders:read", "--expires", "2030-01-01T00:00:00Z")
 	if code != 0 {
 		t.Fatalf("create: %d %s", code, out)

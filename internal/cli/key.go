@@ -53,6 +53,14 @@ func runKey(args []string, env Env) error {
 	switch args[0] {
 	case "hash":
 		key := ""
+		if len(args) > 1 && strings.HasPrefix(args[1], "-") {
+			if args[1] == "-h" || args[1] == "--help" || args[1] == "-help" {
+				fmt.Fprint(env.Stdout, keyUsage)
+				return nil
+			}
+			fmt.Fprintf(env.Stderr, "extauthz key hash: %q looks like a flag, not a key (give a key starting with - on stdin)\n", args[1])
+			return errUsage
+		}
 		if len(args) > 1 {
 			key = args[1]
 		} else {

@@ -140,7 +140,7 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 			return c, fmt.Errorf("config file %s: %w", file, err)
 		}
 		for _, k := range slices.Sorted(maps.Keys(m)) {
-			if err := fs.Set(strings.ReplaceAll(k, "_", "-"), fmt.Sprint(m[k])); err != nil {
+			if err := set(fs, strings.ReplaceAll(k, "_", "-"), fmt.Sprint(m[k])); err != nil {
 				errs = append(errs, fmt.Errorf("config file %s: %s: %w", file, k, err))
 			}
 		}
@@ -148,7 +148,7 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "EXTAUTHZ_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v := getenv(env); v != "" && f.Name != "config" {
-			if err := fs.Set(f.Name, v); err != nil {
+			if err := set(fs, f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", env, err))
 			}
 		}
@@ -162,6 +162,22 @@ func Load(name string, args []string, getenv func(string) string) (Config, error
 	// range are reported together (the one that did not parse keeps its
 	// default, so Validate says nothing false about it).
 	return c, errors.Join(append(errs, c.Validate())...)
+}
+
+// set is fs.Set that names the value it refused and keeps the flag's
+// previous value (a duration flag is otherwise left at 0, which Validate
+// would report as a second, false, problem).
+func set(fs *flag.FlagSet, name, value string) error {
+	f := fs.Lookup(name)
+	if f == nil {
+		return fs.Set(name, value) // "no such flag"
+	}
+	prev := f.Value.String()
+	if err := fs.Set(name, value); err != nil {
+		_ = f.Value.Set(prev)
+		return fmt.Errorf("invalid value %q: %w", value, err)
+	}
+	return nil
 }
 
 // ParseAll parses args into fs like fs.Parse, but goes on after a bad flag
@@ -180,6 +196,10 @@ func ParseAll(fs *flag.FlagSet, args []string) error {
 	out := fs.Output()
 	fs.SetOutput(io.Discard)
 	defer fs.SetOutput(out)
+	// A value that does not parse leaves the flag as it was (the flag
+	// package would leave a duration at 0, a second and false problem).
+	was := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { was[f.Name] = f.Value.String() })
 	var errs []error
 	for rest := args; ; {
 		err := fs.Parse(rest)
@@ -192,6 +212,11 @@ func ParseAll(fs *flag.FlagSet, args []string) error {
 		msg, _ := strings.CutPrefix(err.Error(), "flag provided but not defined: ")
 		if msg != err.Error() {
 			err = fmt.Errorf("unknown flag %s", msg)
+		}
+		if _, after, ok := strings.Cut(err.Error(), " for flag -"); ok && strings.HasPrefix(err.Error(), "invalid value ") {
+			if name, _, _ := strings.Cut(after, ":"); fs.Lookup(name) != nil {
+				_ = fs.Lookup(name).Value.Set(was[name])
+			}
 		}
 		errs = append(errs, err)
 		prev := rest
@@ -351,6 +376,8 @@ func (c Config) Validate() error {
 	}
 	if c.CheckTimeout <= 0 || c.CheckTimeout > 10*time.Second {
 		bad("check-timeout", "%v is outside (0, 10s]", c.CheckTimeout)
+	} else if c.EvalTimeout > 0 && c.EvalTimeout >= c.CheckTimeout {
+		bad("eval-timeout", "%v is not below --check-timeout (%v): the evaluation budget must leave the check time for the rate-limit backend and the response", c.EvalTimeout, c.CheckTimeout)
 	}
 	if c.DrainTimeout <= 0 {
 		bad("drain-timeout", "must be positive")

@@ -33,7 +33,7 @@ func TestEveryProblemReportedAndNamed(t *testing.T) {
 	file := filepath.Join(dir, "c.yaml")
 	os.WriteFile(file, []byte("grpc_adr: x\neval_timeout: soon\n"), 0o600)
 	_, err := Load("t", []string{"--config", file}, env(map[string]string{"EXTAUTHZ_XFF_TRUSTED_HOPS": "many"}))
-	for _, want := range []string{"c.yaml: grpc_adr: no such flag", "c.yaml: eval_timeout: parse error", "EXTAUTHZ_XFF_TRUSTED_HOPS: parse error"} {
+	for _, want := range []string{"c.yaml: grpc_adr: no such flag", `c.yaml: eval_timeout: invalid value "soon": parse error`, `EXTAUTHZ_XFF_TRUSTED_HOPS: invalid value "many": parse error`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
@@ -68,6 +68,18 @@ func TestLoadReportsEveryBadFlag(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "unexpected arguments") {
 		t.Errorf("the unknown flag's value was taken for an argument:\n%v", err)
+	}
+	if strings.Contains(err.Error(), "outside") {
+		t.Errorf("a value that did not parse is also reported as out of range:\n%v", err)
+	}
+	// The same from the environment, naming the value; and the two
+	// budgets in the order they nest.
+	_, err = Load("t", nil, env(map[string]string{"EXTAUTHZ_EVAL_TIMEOUT": "abc"}))
+	if err == nil || !strings.Contains(err.Error(), `EXTAUTHZ_EVAL_TIMEOUT: invalid value "abc"`) || strings.Contains(err.Error(), "outside") {
+		t.Errorf("bad duration in the environment: %v", err)
+	}
+	if _, err = Load("t", []string{"--check-timeout", "50ms"}, env(nil)); err == nil || !strings.Contains(err.Error(), "eval-timeout: 100ms is not below --check-timeout (50ms)") {
+		t.Errorf("eval budget above the check deadline: %v", err)
 	}
 	if _, err := Load("t", []string{"--log-level", "debug", "stray"}, env(nil)); err == nil || !strings.Contains(err.Error(), `unexpected arguments: ["stray"]`) {
 		t.Errorf("stray argument: %v", err)

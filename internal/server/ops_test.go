@@ -106,7 +106,7 @@ func TestRedisDownDoesNotFloodLogs(t *testing.T) {
 // --check-timeout bounds the whole check: with no time left, the check is
 // denied internal_error (fail closed), still as a CheckResponse.
 func TestCheckTimeoutBoundsTheWholeCheck(t *testing.T) {
-	r := startRun(t, func(c *config.Config) { c.CheckTimeout = time.Nanosecond })
+	r := startRun(t, func(c *config.Config) { c.CheckTimeout, c.EvalTimeout = 2*time.Nanosecond, time.Nanosecond })
 	resp, err := r.client.Check(context.Background(), checkReq(map[string]string{"x-api-key": "xa_demo_7Qm2vK9pL4sT8wZ1", "x-tenant-id": "42"}))
 	if err != nil {
 		t.Fatalf("a timed-out check must still be a CheckResponse: %v", err)
