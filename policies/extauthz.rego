@@ -166,9 +166,11 @@ valid_format("uuid", v) if regex.match(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-
 
 valid_format("slug", v) if regex.match(`^[a-z0-9][a-z0-9_-]{0,62}$`, v)
 
-# The tenants a request acts for: every tenant header it sent, or, when it
-# sent none, every tenant the credential holds (the upstream may act for any
-# of them, so each one's allowlist applies).
+# The tenants a request names or acts for: every tenant header it sent
+# (held by the credential or not: a tenant named from outside its allowlist
+# is refused even where its denial is shadowed or the caller anonymous), or,
+# when it sent none, every tenant the credential holds (the upstream may act
+# for any of them, so each one's allowlist applies).
 request_tenants contains tenant_key(th.dimension, values[th.key]) if some th in route.tenant_headers
 
 request_tenants contains tenant_key(dimension, t) if {

@@ -183,3 +183,19 @@ test_public_route_takes_valid_credentials if {
 		{"op": "replace", "path": "/extauthz/tenant_values/x-tenant-id", "value": "43"},
 	])
 }
+
+# A tenant a request names is held to its allowlist even when the caller
+# may not act for it (the header is then removed before the upstream): an
+# anonymous caller on a public route naming tenant 7 from outside tenant
+# 7's networks is refused, and one naming no tenant is not.
+test_named_tenant_allowlist_applies_to_anonymous_callers if {
+	anon := json.patch(base, [
+		{"op": "replace", "path": "/extauthz/route/public", "value": true},
+		{"op": "replace", "path": "/extauthz/route/tenant_headers/0/required", "value": false},
+		{"op": "replace", "path": "/extauthz/tenant_values", "value": {"x-tenant-id": "7"}},
+		{"op": "replace", "path": "/extauthz/credential", "value": {"kind": "none", "via": "", "status": "missing"}},
+	])
+	reason(anon) == "ip_not_allowed" with data.extauthz.tenants as {"7": {"allowed_cidrs": ["192.0.2.0/24"]}}
+	extauthz.decision.allow with input as json.patch(anon, [{"op": "replace", "path": "/extauthz/tenant_values", "value": {}}])
+		with data.extauthz.tenants as {"7": {"allowed_cidrs": ["192.0.2.0/24"]}}
+}

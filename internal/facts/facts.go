@@ -263,8 +263,11 @@ func (f *Facts) VerifiedTenant(i int) (string, bool) {
 // names them, each once: every tenant header it sent whose value the
 // identity holds (in route order), or, when it names none, every tenant
 // the identity holds (sorted), since the upstream may act for any of them.
-// The rulebook's request_tenants, whose allowlists apply, is the same set;
-// quotas count against each one's plan.
+// Quotas count against each one's plan. The rulebook's request_tenants,
+// whose allowlists apply, also holds every tenant header value the
+// credential does not hold (denied earlier, unless shadowed, or an
+// anonymous caller's on a public route): a tenant a request names is held
+// to its allowlist whether or not the caller may act for it.
 func (f *Facts) ActingTenants() []string {
 	id := f.Identity()
 	if id == nil {
