@@ -117,17 +117,30 @@ func (s *Server) serve(ctx context.Context, req *authv3.CheckRequest, encode boo
 		}
 		elapsed := time.Since(start)
 		for _, o := range s.Observers {
-			if fo, ok := o.(FactsObserver); ok && r != nil && r.eng != nil {
-				fo.ObserveFacts(ctx, d, replay.Source{Facts: &r.f, Context: r.req.GetAttributes().GetContextExtensions(), Engine: r.eng}, elapsed)
-				continue
-			}
-			o.Observe(ctx, d, elapsed)
+			s.safely("observer", d, func() {
+				if fo, ok := o.(FactsObserver); ok && r != nil && r.eng != nil {
+					fo.ObserveFacts(ctx, d, replay.Source{Facts: &r.f, Context: r.req.GetAttributes().GetContextExtensions(), Engine: r.eng}, elapsed)
+					return
+				}
+				o.Observe(ctx, d, elapsed)
+			})
 		}
 	}
 	if s.Candidate != nil {
-		s.Candidate.Offer(req, d)
+		s.safely("candidate", d, func() { s.Candidate.Offer(req, d) })
 	}
 	return resp, enc
+}
+
+// safely runs what follows a decision (logs, metrics, the candidate
+// policy): a panic there is logged, and the response goes out as decided.
+func (s *Server) safely(what string, d *decision.Decision, fn func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log().Error(what+" panicked", "decision_id", d.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
 }
 
 // check runs the three steps, turning a panic anywhere into internal_error.
@@ -161,12 +174,39 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, encode boo
 		s.decide(ctx, eng, r, d, now)
 		s.shadow(ctx, eng, r, d, now)
 	}()
+	resp, enc := s.respond(eng, r, d, now, encode)
+	return d, r, resp, enc
+}
+
+// respond is step three, the decision as a response. A panic while
+// building it is internal_error, rendered without the request's facts in
+// the engine's profile, else in the built-in default one: never a crash
+// (grpc-go does not recover a handler's panic), never an allow.
+func (s *Server) respond(eng *engine.Engine, r *request, d *decision.Decision, now time.Time, encode bool) (resp *authv3.CheckResponse, enc wire.Encoded) {
+	for _, e := range []*engine.Engine{eng, eng, nil} {
+		if resp, enc, ok := s.tryRespond(e, r, d, now, encode); ok {
+			return resp, enc
+		}
+		// Again, as internal_error, without what the request resolved.
+		*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: or(d.RequestID, d.ID), Profile: d.Profile, Route: d.Route, PolicyVersion: d.PolicyVersion}
+		r, encode = nil, false
+	}
+	return nil, nil // not reached: the built-in profile renders every reason
+}
+
+func (s *Server) tryRespond(eng *engine.Engine, r *request, d *decision.Decision, now time.Time, encode bool) (resp *authv3.CheckResponse, enc wire.Encoded, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log().Error("building the response panicked; denying", "decision_id", d.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
 	if encode {
 		if enc := s.encode(eng, r, d, now); enc != nil {
-			return d, r, nil, enc
+			return nil, enc, true
 		}
 	}
-	return d, r, s.toCheckResponse(eng, r, d, now), nil
+	return s.toCheckResponse(eng, r, d, now), nil, true
 }
 
 // decide is step two: evaluate the policy within the time budget and turn

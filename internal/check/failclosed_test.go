@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/extauthz/extauthz/internal/authn"
 	"github.com/extauthz/extauthz/internal/authn/jwt"
+	"github.com/extauthz/extauthz/internal/decision"
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 )
@@ -150,5 +153,43 @@ func TestFailClosedEvaluationBudget(t *testing.T) {
 	reason, status, _ := decide(t, s, req("GET", "/x", nil))
 	if reason != "internal_error" || status != 500 {
 		t.Fatalf("got %s/%d", reason, status)
+	}
+}
+
+type panicObserver struct{}
+
+func (panicObserver) Observe(context.Context, *decision.Decision, time.Duration) {
+	panic("observer")
+}
+
+// A panic after the decision (a decision-log or metrics observer) or
+// while building the response never crashes the server (grpc-go does not
+// recover a handler's panic) and never allows: an observer's panic leaves
+// the response as decided; a response that cannot be built is
+// internal_error in the built-in envelope.
+func TestPanicsAroundTheDecisionAreNotCrashes(t *testing.T) {
+	s := newServer(t, demoEngine(t))
+	s.Observers = []Observer{panicObserver{}}
+	ok := req("GET", "/v1/orders", map[string]string{"x-api-key": readonlyKey, "x-tenant-id": "42"})
+	for range 2 { // fresh, then from the memo
+		if reason, status, _ := decide(t, s, ok); reason != "ok" || status != 200 {
+			t.Errorf("with a panicking observer: %s %d, want the allow as decided", reason, status)
+		}
+		if resp := wireCheck(t, s, ok); resp.GetOkResponse() == nil {
+			t.Errorf("wire: %v", resp)
+		}
+	}
+
+	// The engine's profiles broken: every deny would panic.
+	eng := demoEngine(t)
+	eng.Profiles = nil
+	s = newServer(t, eng)
+	for _, r := range []*authv3.CheckRequest{req("GET", "/v1/orders", nil), req("GET", "/v1/orders", map[string]string{"x-api-key": "xa_nope"})} {
+		resp := wireCheck(t, s, r)
+		d := resp.GetDeniedResponse()
+		if d == nil || d.GetStatus().GetCode() != 500 || !strings.Contains(d.GetBody(), "internal_error") ||
+			resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() == "" {
+			t.Errorf("broken profiles: %v, want internal_error 500 with a decision_id", resp)
+		}
 	}
 }
