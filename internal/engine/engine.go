@@ -80,7 +80,7 @@ type Settings struct {
 }
 
 // MaxJWTVerifyCache bounds settings.jwt_verify_cache.
-const MaxJWTVerifyCache = 1_000_000
+const MaxJWTVerifyCache = 100_000
 
 // OPAEnvoyPath is settings.opa_envoy_path: the decision path, "" when the
 // mode is off.

@@ -526,7 +526,7 @@ func WithJWTVerifyCache(n int) Option {
 			return
 		}
 		off := false
-		e.valueCache = cache.NewInterQueryValueCache(context.Background(), &cache.Config{
+		e.valueCache = boundedValueCache{cache.NewInterQueryValueCache(context.Background(), &cache.Config{
 			InterQueryBuiltinValueCache: cache.InterQueryBuiltinValueCacheConfig{
 				// The cache's global part, which glob.match and the regex
 				// builtins use for their compiled patterns once a value
@@ -536,13 +536,73 @@ func WithJWTVerifyCache(n int) Option {
 					jwtCacheName: {MaxNumEntries: &n, Disabled: &off},
 				},
 			},
-		})
+		})}
 	}
 }
 
-// jwtCacheName is OPA's name for its cache of verified tokens
+// jwtCacheName is OPA's name for its cache of token verifications
 // (topdown/tokens.go).
 const jwtCacheName = "io_jwt"
+
+// MaxCachedKeyBytes bounds the key of what the value cache keeps: OPA
+// caches every verification, a failed one included, keyed on the token, so
+// a client's 50 KB tokens would otherwise fill the cache's entries with
+// 50 KB each. A longer token (no IdP issues one) is verified every time.
+const MaxCachedKeyBytes = 8 << 10
+
+// boundedValueCache is OPA's value cache that keeps nothing keyed on more
+// than MaxCachedKeyBytes: its memory is bounded by its entries times that.
+type boundedValueCache struct{ cache.InterQueryValueCache }
+
+func (c boundedValueCache) Insert(k ast.Value, v any) int {
+	if keyBytes(k, MaxCachedKeyBytes) > MaxCachedKeyBytes {
+		return 0
+	}
+	return c.InterQueryValueCache.Insert(k, v)
+}
+
+func (c boundedValueCache) GetCache(name string) cache.InterQueryValueCacheBucket {
+	b := c.InterQueryValueCache.GetCache(name)
+	if b == nil {
+		return nil // OPA tests for nil: the named cache is off
+	}
+	return boundedBucket{b}
+}
+
+type boundedBucket struct {
+	cache.InterQueryValueCacheBucket
+}
+
+func (b boundedBucket) Insert(k ast.Value, v any) int {
+	if keyBytes(k, MaxCachedKeyBytes) > MaxCachedKeyBytes {
+		return 0
+	}
+	return b.InterQueryValueCacheBucket.Insert(k, v)
+}
+
+// keyBytes is the bytes of the strings in a cache key (a token and its
+// key: [token, key]), counted until past limit.
+func keyBytes(v ast.Value, limit int) int {
+	switch v := v.(type) {
+	case ast.String:
+		return len(v)
+	case *ast.Array:
+		n := 0
+		for i := 0; i < v.Len() && n <= limit; i++ {
+			n += keyBytes(v.Elem(i).Value, limit-n)
+		}
+		return n
+	case ast.Object:
+		n := 0
+		v.Foreach(func(k, x *ast.Term) {
+			if n <= limit {
+				n += keyBytes(k.Value, limit-n) + keyBytes(x.Value, limit-n)
+			}
+		})
+		return n
+	}
+	return 0
+}
 
 // CompileOPAEnvoy compiles a policy written for the OPA-Envoy plugin: the
 // query is its decision path (OPAEnvoyQuery), whose value is a boolean or
