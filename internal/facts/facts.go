@@ -12,6 +12,7 @@ package facts
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -305,6 +306,20 @@ func (k Key) Size() int {
 		n += len(v)
 	}
 	return n
+}
+
+// Clone is k with its strings copied: the request's strings they may be
+// part of (a path is a substring of the raw :path, query included) are not
+// kept alive by a remembered key, so Size is what it holds.
+func (k Key) Clone() Key {
+	k.f.Method = strings.Clone(k.f.Method)
+	k.f.Path = strings.Clone(k.f.Path)
+	k.f.PathProblem = strings.Clone(k.f.PathProblem)
+	k.f.Profile = strings.Clone(k.f.Profile)
+	for i := range k.f.Tenants.values {
+		k.f.Tenants.values[i] = strings.Clone(k.f.Tenants.values[i])
+	}
+	return k
 }
 
 // Facts are the facts k holds (what it leaves out is zero).

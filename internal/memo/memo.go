@@ -73,10 +73,14 @@ func For(p *policy.Engine) Decider {
 // is counted as its key's strings (facts.Key.Size, which a client sets:
 // a 50 KB tenant header), its output's strings and entryOverhead, so that
 // neither many keys nor large ones grow it past the budget.
+// A key over maxKeyBytes (a request no client of the API sends: a tenant
+// header of kilobytes) is evaluated every time, not remembered, so such
+// requests neither fill the budget nor clear what others use.
 const (
 	memoCap       = 65536
 	maxMemoBytes  = 64 << 20
-	entryOverhead = 512 // the key and entry structs, map slot, rendered reply
+	maxKeyBytes   = 4 << 10
+	entryOverhead = 800 // the key and entry structs, map slot, rendered reply (measured: 776 bytes)
 )
 
 // MaxVariants bounds the decisions one address-free key holds, and
@@ -162,6 +166,10 @@ func (m *Memo) put(k facts.Key, o policy.Output, ip netip.Addr) *Entry {
 		k, o.IPTests = k.WithAddress(ip), nil
 	}
 	e := &Entry{Out: o, cost: entryOverhead + k.Size() + outputSize(o)}
+	if k.Size() > maxKeyBytes {
+		return e // answered, not remembered
+	}
+	k = k.Clone()
 	m.mu.Lock()
 	if len(m.m) >= memoCap || m.tests+len(o.IPTests) > maxMemoTests || m.bytes+e.cost > maxMemoBytes {
 		clear(m.m)
@@ -194,13 +202,6 @@ func outputSize(o policy.Output) int {
 		n += len(k) + len(v)
 	}
 	return n
-}
-
-// Bytes is the cost of what the memo holds, counted against its budget.
-func (m *Memo) Bytes() int {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.bytes
 }
 
 // Range calls fn for every remembered key and each of its decisions, and
