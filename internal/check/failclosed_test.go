@@ -109,8 +109,9 @@ func TestBadContextExtensionsFailClosed(t *testing.T) {
 		{"auth": "password"},
 		{"profle": "aidial"}, // a typo: the rulebook reads only facts, so it would change nothing
 		{"route": "health", "scopez": "admin"},
-		{"route": "orders-read", "tenant_header": "X-API-Key"}, // the key would be echoed in the deny
-		{"route": "orders-read", "tenant_header": "X-Org"},     // no policy route declares it: other routes would pass it on unverified
+		{"route": "orders-read", "tenant_header": "X-API-Key"},      // the key would be echoed in the deny
+		{"route": "orders-read", "tenant_header": "X-Org"},          // no policy route declares it: other routes would pass it on unverified
+		{"route": "orders-read", "tenant_header": "X-Workspace-Id"}, // declared in dimension workspace, checked here in tenant
 	} {
 		r := req("GET", "/healthz", nil)
 		r.Attributes.ContextExtensions = ce
@@ -134,8 +135,12 @@ func TestContextExtensionsOverrideRoute(t *testing.T) {
 	if reason, _, _ := decide(t, s, r); reason != "wrong_auth_mode" {
 		t.Errorf("auth override: %s", reason)
 	}
-	r.Attributes.ContextExtensions = map[string]string{"tenant_header": "X-Workspace-Id", "tenant_required": "true"}
-	if reason, _, _ := decide(t, s, r); reason != "tenant_header_missing" {
+	noTenant := req("GET", "/v1/orders", map[string]string{"x-api-key": readonlyKey})
+	if reason, _, _ := decide(t, s, noTenant); reason != "tenant_header_missing" {
+		t.Errorf("tenant required by the policy: %s", reason)
+	}
+	noTenant.Attributes.ContextExtensions = map[string]string{"tenant_required": "false"}
+	if reason, _, _ := decide(t, s, noTenant); reason != "ok" {
 		t.Errorf("tenant override: %s", reason)
 	}
 	r.Attributes.ContextExtensions = map[string]string{"route": "admin"}

@@ -226,7 +226,9 @@ func TestValidateEnvoyAgainstSettingsAndPolicy(t *testing.T) {
 		{"x-method-override, x-original-url, x-rewrite-url,", "x-method-override, x-rewrite-url,", `.routes[0].request_headers_to_remove: lacks "x-original-url": ext_authz is off on this route`},
 		{"x-rewrite-url, x-tenant-id, x-workspace-id, x-brand-id]", "x-rewrite-url, x-workspace-id, x-brand-id]", `.routes[0].request_headers_to_remove: lacks "x-tenant-id": ext_authz is off on this route`},
 		// A tenant header only an Envoy route declares: other routes would pass it on.
-		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_header: X-Org-Id", `.context_extensions.tenant_header: "X-Org-Id" is declared by no route of the policy`},
+		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_header: X-Org-Id", `on policy route "orders-read": tenant header "X-Org-Id" is declared by no route of the policy`},
+		// A declared tenant header checked in another dimension than the policy's.
+		{"route: orders-read\n                        scopes: \"orders:read\"", "route: orders-read\n                        tenant_header: X-Workspace-Id", `tenant header "X-Workspace-Id" is checked in dimension "tenant" here, but the policy's routes check it in dimension "workspace"`},
 		// Envoy's own reply no longer what the profile says.
 		{"A required AiDial service is unavailable. Retry with backoff.", "Service unavailable.", `.local_reply_config: the replies Envoy makes itself (sidecar unreachable or late, 400, 413, 431) are not in the virtual hosts' envelopes, or the mappers are stale: run extauthz local-replies --envoy`},
 		// A virtual host whose profile changed.

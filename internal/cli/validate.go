@@ -24,6 +24,7 @@ import (
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/envoybin"
 	"github.com/extauthz/extauthz/internal/envoyconfig"
+	"github.com/extauthz/extauthz/internal/httpheader"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/route"
 	"github.com/extauthz/extauthz/internal/source"
@@ -253,13 +254,14 @@ func envoyAgrees(file string, cfg config.Config, eng *engine.Engine) error {
 				bad(p+".profile", "unknown profile %q (policy profiles: %s)", name, strings.Join(eng.Profiles.Names(), ", "))
 			}
 		}
-		if h, ok := ce[route.CETenantHeader]; ok && !slices.Contains(eng.TenantHeaders, strings.ToLower(h)) {
-			bad(p+".tenant_header", "%q is declared by no route of the policy, so routes that do not verify it would pass a client's value to their upstreams: every request on this route fails closed (internal_error); declare it in a policy route's tenant_headers", h)
-			continue
-		}
 		id, named := ce[route.CERoute]
 		if !named {
-			continue // the route is matched by path at run time
+			// The route is matched by path at run time; its tenant header
+			// must still be one the policy's routes declare.
+			if h, ok := ce[route.CETenantHeader]; ok && httpheader.Name(strings.ToLower(h)) && !slices.Contains(eng.TenantHeaders, strings.ToLower(h)) {
+				bad(p+".tenant_header", "%q is declared by no route of the policy, so routes that do not verify it would pass a client's value to their upstreams: every request on this route fails closed (internal_error); declare it in a policy route's tenant_headers", h)
+			}
+			continue
 		}
 		rt, found := eng.Routes.ByID(id)
 		if !found {

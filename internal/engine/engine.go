@@ -145,6 +145,7 @@ type Engine struct {
 	// (lower-case, sorted): an allowed request loses those its route does
 	// not verify, so that no upstream reads an unverified tenant.
 	TenantHeaders []string
+	tenantDims    map[string]string // each tenant header's dimension
 	// Warnings are what the version allows but a reviewer should know
 	// (logged when it loads, printed by extauthz validate).
 	Warnings []string
@@ -314,9 +315,15 @@ func Build(ctx context.Context, src *policy.Source, opts Options) (*Engine, erro
 	if e.Routes, err = route.Parse(sections["routes"], sections["default_route"], hasProfile); err != nil {
 		errs = append(errs, prefix(at, err))
 	} else {
+		e.tenantDims = map[string]string{}
 		for _, r := range e.Routes.All() {
-			for _, th := range r.Req.TenantHeaders {
-				if !slices.Contains(e.TenantHeaders, th.Key) {
+			for i, th := range r.Req.TenantHeaders {
+				if d, ok := e.tenantDims[th.Key]; ok && d != th.Dimension {
+					errs = append(errs, fmt.Errorf("%sroutes: route %q: tenant_headers[%d]: %s is checked in dimension %q here and %q on another route: a value verified in one would reach the other's upstream as if verified in its own", at, r.ID, i, th.Header, th.Dimension, d))
+					continue
+				}
+				if _, ok := e.tenantDims[th.Key]; !ok {
+					e.tenantDims[th.Key] = th.Dimension
 					e.TenantHeaders = append(e.TenantHeaders, th.Key)
 				}
 			}
@@ -749,8 +756,12 @@ func (e *Engine) CheckTenantHeaders(r *route.Route) error {
 		if th.Key == e.Settings.APIKeyHeader {
 			return fmt.Errorf("tenant_headers[%d].header: %q is settings.api_key_header: the API key would be echoed in denies and logged", i, th.Header)
 		}
-		if !slices.Contains(e.TenantHeaders, th.Key) {
+		d, ok := e.tenantDims[th.Key]
+		if !ok {
 			return fmt.Errorf("tenant header %q is declared by no route of the policy, so routes that do not verify it would pass a client's value to their upstreams: declare it in a policy route's tenant_headers", th.Header)
+		}
+		if d != th.Dimension {
+			return fmt.Errorf("tenant header %q is checked in dimension %q here, but the policy's routes check it in dimension %q: its value would reach the upstream as verified in %q", th.Header, th.Dimension, d, d)
 		}
 	}
 	return nil

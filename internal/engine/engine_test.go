@@ -371,3 +371,18 @@ func TestPlainHTTPJWKSURLIsAWarning(t *testing.T) {
 		}
 	}
 }
+
+// A tenant header is checked in one dimension across the policy's routes:
+// X-Workspace-Id verified as a tenant id on one route and as a workspace
+// on another would reach the second's upstream as a verified workspace.
+func TestTenantHeaderHasOneDimension(t *testing.T) {
+	_, err := build(t, demoSource(t, func(x map[string]any) {
+		routes := x["routes"].([]any)
+		routes = append(routes, map[string]any{"id": "ws-as-tenant", "path": "/v1/ws", "auth": []any{"api_key"},
+			"tenant_headers": []any{map[string]any{"header": "X-Workspace-Id"}}})
+		x["routes"] = routes
+	}))
+	if err == nil || !strings.Contains(err.Error(), `route "ws-as-tenant": tenant_headers[0]: X-Workspace-Id is checked in dimension "tenant" here and "workspace" on another route`) {
+		t.Errorf("one header, two dimensions: %v", err)
+	}
+}
