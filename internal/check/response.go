@@ -18,6 +18,7 @@ import (
 	"github.com/extauthz/extauthz/internal/engine"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/profile"
+	"github.com/extauthz/extauthz/internal/route"
 )
 
 var (
@@ -174,7 +175,8 @@ func buildOKParts(eng *engine.Engine, r *request, d *decision.Decision) *okParts
 	// does not verify it, or when its value is not one the verified
 	// identity holds: an anonymous caller's on a public route, a shadowed
 	// tenant denial's, a repeated header's.
-	var own []string
+	var ownBuf [route.MaxTenantHeaders]string
+	own := ownBuf[:0]
 	if rt := r.f.Route; rt != nil {
 		for i, th := range rt.Req.TenantHeaders {
 			own = append(own, th.Key)

@@ -61,6 +61,10 @@ func runKey(args []string, env Env) error {
 			fmt.Fprintf(env.Stderr, "extauthz key hash: %q looks like a flag, not a key (give a key starting with - on stdin)\n", args[1])
 			return errUsage
 		}
+		if len(args) > 2 {
+			fmt.Fprintln(env.Stderr, "extauthz key hash: one key at a time")
+			return errUsage
+		}
 		if len(args) > 1 {
 			key = args[1]
 		} else {

@@ -756,6 +756,10 @@ func (e *Engine) CheckTenantHeaders(r *route.Route) error {
 		if th.Key == e.Settings.APIKeyHeader {
 			return fmt.Errorf("tenant_headers[%d].header: %q is settings.api_key_header: the API key would be echoed in denies and logged", i, th.Header)
 		}
+		ih := e.Settings.IdentityHeaders
+		if slices.ContainsFunc([]string{ih.Subject, ih.KeyID, ih.Tenant, ih.Scopes, ih.Kind}, func(n string) bool { return n != "" && strings.ToLower(n) == th.Key }) {
+			return fmt.Errorf("tenant_headers[%d].header: %q is an identity header the sidecar sets on allowed requests: a client's value and the verified one would share a name", i, th.Header)
+		}
 		d, ok := e.tenantDims[th.Key]
 		if !ok {
 			return fmt.Errorf("tenant header %q is declared by no route of the policy, so routes that do not verify it would pass a client's value to their upstreams: declare it in a policy route's tenant_headers", th.Header)

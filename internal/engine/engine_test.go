@@ -386,3 +386,15 @@ func TestTenantHeaderHasOneDimension(t *testing.T) {
 		t.Errorf("one header, two dimensions: %v", err)
 	}
 }
+
+// A tenant header cannot be an identity header: the client's value and the
+// one the sidecar sets would share a name.
+func TestTenantHeaderIsNotAnIdentityHeader(t *testing.T) {
+	_, err := build(t, demoSource(t, func(x map[string]any) {
+		x["routes"] = append(x["routes"].([]any), map[string]any{"id": "z", "path": "/v1/z", "auth": []any{"api_key"},
+			"tenant_headers": []any{map[string]any{"header": "X-Auth-Tenant"}}})
+	}))
+	if err == nil || !strings.Contains(err.Error(), `route "z": tenant_headers[0].header: "X-Auth-Tenant" is an identity header`) {
+		t.Errorf("x-auth-tenant as a tenant header: %v", err)
+	}
+}

@@ -122,7 +122,7 @@ func TestExtauthzDeadline(t *testing.T) {
 	}{
 		{nil, 100 * time.Millisecond},
 		{[]string{"--decision-log=none", "--eval-timeout=150ms"}, 150 * time.Millisecond},
-		{[]string{"--check-timeout", "50ms"}, 50 * time.Millisecond},
+		{[]string{"--check-timeout", "80ms", "--eval-timeout", "40ms"}, 40 * time.Millisecond},
 	} {
 		if got := extauthzDeadline(c.args); got != c.want {
 			t.Errorf("%q: %s, want %s", c.args, got, c.want)

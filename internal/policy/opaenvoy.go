@@ -160,7 +160,8 @@ func (e *Envoy) fromObject(m map[string]any) error {
 		}
 		// A body echoing a decoded client value (input.parsed_query) may
 		// hold bytes that are not UTF-8, which a CheckResponse cannot
-		// carry: each invalid sequence is sent as U+FFFD, the deny as it is.
+		// carry: each run of invalid bytes is sent as one U+FFFD, the deny
+		// as it is.
 		e.Body = strings.ToValidUTF8(e.Body, "\uFFFD")
 		e.HasBody = true
 	}
