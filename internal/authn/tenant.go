@@ -53,14 +53,14 @@ func CheckDimension(name string) error {
 }
 
 // IntegerID reports whether a JSON number is written as an integer
-// (-?(0|[1-9][0-9]*)), the only numbers read as tenant ids, in an API key's
+// (0 or -?[1-9][0-9]*), the only numbers read as tenant ids, in an API key's
 // tenants as in a JWT's tenant claim, and kept as written: a fraction or an
 // exponent (4.2e1, 42.0, 1e3) is refused rather than rounded to an id it
 // does not spell (12345678901234567890.5 is not tenant 12345678901234567000).
 func IntegerID(n string) bool {
-	n = strings.TrimPrefix(n, "-")
-	if n == "" || (n[0] == '0' && len(n) > 1) {
-		return false
+	n, neg := strings.CutPrefix(n, "-")
+	if n == "" || (n[0] == '0' && (len(n) > 1 || neg)) {
+		return false // no leading zero, no -0 (the number 0 written another way)
 	}
 	for i := range len(n) {
 		if n[i] < '0' || n[i] > '9' {
