@@ -187,6 +187,38 @@ func TestShadowedTenantForbiddenChargesNoOtherTenant(t *testing.T) {
 	}
 }
 
+// Nor does naming a tenant it does not hold take a key off its own
+// tenant's plan: such a request (the header removed before the upstream)
+// acts for every tenant the key holds, as one naming none. k_t7 (tenant 7,
+// no plan of its own, tenant 7 on 3 a minute) spent 3 and then ran
+// unlimited by sending X-Tenant-Id: 99 (red-team by helper-44).
+func TestShadowedForeignTenantCountsOnTheKeysTenants(t *testing.T) {
+	s := newServer(t, editedEngine(t, "api_keys", func(root map[string]any) {
+		root["api_keys"].(map[string]any)[apikey.Hash("k_t7")] = map[string]any{"id": "t7", "tenants": []any{"7"}, "scopes": []any{"orders:read"}}
+		lim := root["limits"].(map[string]any)
+		lim["plans"].(map[string]any)["tiny"] = map[string]any{"windows": []any{map[string]any{"limit": 3, "period": "minute"}}}
+		lim["tenants"] = map[string]any{"7": "tiny"}
+		lim["default_plan"] = ""
+		delete(root, "tenants") // no allowlists: only the quota decides
+	}))
+	shadowed := func(tenant string) string {
+		r := req("GET", "/v1/orders", map[string]string{"x-api-key": "k_t7", "x-tenant-id": tenant})
+		r.Attributes.ContextExtensions = map[string]string{"route": "orders-read", "shadow": "tenant_forbidden,tenant_header_invalid"}
+		reason, _, _ := decide(t, s, r)
+		return reason
+	}
+	for i := range 3 {
+		if got := shadowed("7"); got != "ok" {
+			t.Fatalf("tenant 7, check %d: %s", i+1, got)
+		}
+	}
+	for _, foreign := range []string{"99", "7,99"} {
+		if got := shadowed(foreign); got != "rate_limited" {
+			t.Errorf("X-Tenant-Id %q after tenant 7's 3: %s, want rate_limited (it ran on no plan)", foreign, got)
+		}
+	}
+}
+
 // A verified token without a sub claim is counted like any other: under
 // its issuer ("issuer|", shared by every such token of the issuer), by
 // default_plan and route quotas alike. It used to have no principal, so

@@ -262,8 +262,12 @@ func (f *Facts) VerifiedTenant(i int) (string, bool) {
 
 // ActingTenants are the tenants the request acts for, as authn.TenantKey
 // names them, each once: every tenant header it sent whose value the
-// identity holds (in route order), or, when it names none, every tenant
-// the identity holds (sorted), since the upstream may act for any of them.
+// identity holds (in route order), or, when it names none it holds (none
+// at all, or only values let through by a shadowed tenant denial or a
+// policy that does not check tenants, which the upstream does not get),
+// every tenant the identity holds (sorted), since the upstream may act
+// for any of them: a request is never counted against no tenant's plan
+// because it named a tenant it does not hold.
 // Quotas count against each one's plan. The rulebook's request_tenants,
 // whose allowlists apply, also holds every tenant header value the
 // credential does not hold (denied earlier, unless shadowed, or an
@@ -286,7 +290,9 @@ func (f *Facts) ActingTenants() []string {
 				}
 			}
 		}
-		return out
+		if len(out) > 0 {
+			return out
+		}
 	}
 	for dim, ids := range id.Tenants {
 		for _, t := range ids {

@@ -133,6 +133,15 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 			w := &tg.parts[i].plan.wins[wi]
 			idx := t / w.secs
 			c := &e.c[w.slot]
+			if c.win > idx {
+				// A check that read the clock before one that counted in
+				// a later window but took the lock after it: it counts in
+				// that later window. Going back would rewind the counter
+				// to an old window (admitting this request though that
+				// window was spent) and the next request would find the
+				// later window empty.
+				idx = c.win
+			}
 			var cur int64
 			if c.win == idx {
 				cur = c.n

@@ -557,3 +557,29 @@ func TestQuotasNeverGoBackToAnOlderConfig(t *testing.T) {
 		t.Fatalf("an older version's check reloaded the limiter to limit %d, want the newer 5", r.Limit)
 	}
 }
+
+// Checks finish in another order than they read the clock: one stamped in
+// the last second of a window can take the lock after one stamped in the
+// next. It must not rewind the counter: with 3 a minute, three takes at
+// :50, then twenty alternating takes stamped 1:01 and 0:59, admit 3 + 3,
+// not 43 (each out-of-order take reset the counter).
+func TestLocalTakesOutOfOrder(t *testing.T) {
+	l := newLimiter(t, mustParse(t, `{"plans": {"tiny": {"windows": [{"limit": 3, "period": "minute"}]}}, "default_plan": "tiny"}`), Options{})
+	s := Subject{KeyID: "k1"}
+	admitted := 0
+	for range 3 {
+		if take(t, l, s, at(50)).Allowed {
+			admitted++
+		}
+	}
+	for range 20 {
+		for _, sec := range []int64{61, 59} {
+			if take(t, l, s, at(sec)).Allowed {
+				admitted++
+			}
+		}
+	}
+	if admitted != 6 {
+		t.Errorf("%d admitted over two minute windows of 3", admitted)
+	}
+}

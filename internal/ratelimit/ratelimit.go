@@ -37,7 +37,9 @@
 // applies admits it (c < L); then, and only then, every window's counter is
 // incremented. A denied request consumes nothing in any window. The check
 // and the increments are atomic (one lock section locally, one Lua script in
-// Redis), so concurrent Takes are exact.
+// Redis), so concurrent Takes are exact. A Take stamped before a later
+// window's first count but locked after it counts in that later window
+// (local backend; Redis keys each window apart), never rewinding a counter.
 //
 // Fixed windows were chosen over GCRA/sliding windows because the contract
 // headers carry an absolute reset time (X-RateLimit-Reset, unix seconds),
