@@ -26,6 +26,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/authn/jwt"
 	"github.com/extauthz/extauthz/internal/engine"
+	"github.com/extauthz/extauthz/internal/fileid"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/policies"
 )
@@ -182,7 +183,7 @@ func fingerprint(dir string) (string, error) {
 		if err != nil || st.IsDir() {
 			continue
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", e.Name(), st.Size(), st.ModTime().UnixNano())
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", e.Name(), st.Size(), st.ModTime().UnixNano(), fileid.Of(st))
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

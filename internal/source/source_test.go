@@ -241,3 +241,38 @@ func TestReloadRefusesEmptyOrMistypedVersions(t *testing.T) {
 		t.Fatalf("allow_empty: %v %+v", err, r.Status())
 	}
 }
+
+// A data.json replaced by one of the same size with its modification time
+// kept (cp -p, rsync -t, tar x, then a rename) is a new version: a revoked
+// key in it was never loaded, even on SIGHUP.
+func TestDirReloadSeesSameSizeSameTimeReplacement(t *testing.T) {
+	dir := t.TempDir()
+	stamp := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	put := func(body string) {
+		t.Helper()
+		tmp := filepath.Join(dir, ".data.json.tmp")
+		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(tmp, stamp, stamp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "data.json")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(goodRego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	put(`{"extauthz": {"settings": {"allow_empty": true}, "routes": [], "tenants": {"7": {"note": "active "}}}}`)
+	r, h := newReloader(&Dir{Path: dir})
+	ctx := context.Background()
+	if err := r.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v1 := h.Current().Version
+	put(`{"extauthz": {"settings": {"allow_empty": true}, "routes": [], "tenants": {"7": {"note": "revoked"}}}}`)
+	if err := r.Reload(ctx); err != nil || h.Current().Version == v1 {
+		t.Fatalf("same size and time, other content: still serving %s (%v)", v1, err)
+	}
+}

@@ -20,6 +20,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	gojwt "github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/extauthz/extauthz/internal/fileid"
 )
 
 // Tuning of the JWKS URL client. keyfunc's own default lets a Verify wait up
@@ -162,7 +164,7 @@ func loadJWKSFile(ctx context.Context, path string, algs []string) (*keySource, 
 	if err != nil {
 		return nil, File{}, err
 	}
-	file := File{Path: path, Target: target, Size: st.Size(), ModTime: st.ModTime()}
+	file := File{Path: path, Target: target, Size: st.Size(), ModTime: st.ModTime(), ID: fileid.Of(st)}
 	if withdrawn(raw) {
 		return &keySource{kf: emptyKeyfunc(ctx), withdrawn: true}, file, nil
 	}
@@ -194,11 +196,12 @@ type File struct {
 	Target  string // Path with its symbolic links resolved
 	Size    int64
 	ModTime time.Time
+	ID      string // fileid.Of: the inode and change time
 }
 
 // Stamp is f as a source compares it.
 func (f File) Stamp() string {
-	return fmt.Sprintf("%s\x00%s\x00%d\x00%d", f.Path, f.Target, f.Size, f.ModTime.UnixNano())
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%s", f.Path, f.Target, f.Size, f.ModTime.UnixNano(), f.ID)
 }
 
 // StatFile is path as it is now (Size -1 when it cannot be read).
@@ -212,7 +215,7 @@ func StatFile(path string) File {
 	if err != nil {
 		return f
 	}
-	f.Target, f.Size, f.ModTime = target, st.Size(), st.ModTime()
+	f.Target, f.Size, f.ModTime, f.ID = target, st.Size(), st.ModTime(), fileid.Of(st)
 	return f
 }
 

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package fileid
+
+import "os"
+
+func of(os.FileInfo) string { return "" }
