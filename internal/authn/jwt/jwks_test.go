@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,10 +55,11 @@ func TestJWKSURL(t *testing.T) {
 }
 
 // TestOctKeysNeverVerify shows the oct filter holds even if an allowlist
-// allowed HS256 (which config validation forbids).
+// allowed HS256 (which config validation forbids). (A set of oct keys
+// alone is refused like a file's: no usable key.)
 func TestOctKeysNeverVerify(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	srv := newJWKSServer(t, jwk("hmac", "", secret))
+	srv := newJWKSServer(t, jwk("hmac", "", secret), jwk("url-1", "RS256", keys().rsa))
 	clock := newClock(t0)
 	v := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: clock.Now, HTTPClient: srv.Client()})
 	waitReady(t, v)
@@ -67,8 +70,8 @@ func TestOctKeysNeverVerify(t *testing.T) {
 		"with kid":    sign(t, gojwt.SigningMethodHS256, secret, "hmac", claims(t0)),
 		"without kid": sign(t, gojwt.SigningMethodHS256, secret, "", claims(t0)),
 	} {
-		if got := v.Verify(context.Background(), tok); got.Status != UnknownKey {
-			t.Errorf("%s: status %s; want %s", name, got.Status, UnknownKey)
+		if got := v.Verify(context.Background(), tok); got.Status == Valid || got.Status == Unavailable {
+			t.Errorf("%s: status %s; want a refusal of the token", name, got.Status)
 		}
 	}
 	if _, err := usableKey(secret); !errors.Is(err, errSymmetricKey) {
@@ -511,5 +514,69 @@ func TestKeyWithoutKIDKeepsItsAlg(t *testing.T) {
 		if got := v.Verify(context.Background(), tc.tok); got.Status != tc.want {
 			t.Errorf("%s: %s, want %s", name, got.Status, tc.want)
 		}
+	}
+}
+
+// A token verified before its key left the URL's set is not served from
+// the result cache afterwards: it was allowed for up to cache_ttl_seconds.
+func TestJWKSURLRotationWithdrawsCachedTokens(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("old", "RS256", k.rsa2))
+	v := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{
+		Now: newClock(t0).Now, HTTPClient: srv.Client(), RefreshInterval: 20 * time.Millisecond,
+	})
+	waitReady(t, v)
+	old := sign(t, gojwt.SigningMethodRS256, k.rsa2, "old", claims(t0))
+	if got := v.Verify(context.Background(), old); got.Status != Valid {
+		t.Fatalf("before the rotation: %s", got.Status)
+	}
+	rotated := jwksJSON(jwk("new", "RS256", k.rsa))
+	srv.body.Store(&rotated)
+	tok := sign(t, gojwt.SigningMethodRS256, k.rsa, "new", claims(t0))
+	for deadline := time.Now().Add(5 * time.Second); v.Verify(context.Background(), tok).Status != Valid; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("rotated key not picked up")
+		}
+	}
+	if got := v.Verify(context.Background(), old); got.Status == Valid {
+		t.Fatalf("the token of the removed key, verified before the rotation: still valid")
+	}
+}
+
+// A JWKS URL that answers 200 with a set a file would be refused for (no
+// usable key, null, trailing bytes, a kid twice) is a failed fetch: the
+// keys fetched before keep verifying. {"keys": []} withdraws them, as in a
+// file.
+func TestJWKSURLBadSetKeepsTheLastKeys(t *testing.T) {
+	k := keys()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	good := jwksJSON(jwk("url-1", "RS256", k.rsa))
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	v := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{
+		Now: newClock(t0).Now, HTTPClient: srv.Client(), RefreshInterval: 20 * time.Millisecond,
+	})
+	waitReady(t, v)
+	for i, bad := range [][]byte{
+		[]byte("null"),
+		jwksJSON(jwk("hmac", "", secret)),
+		append(slices.Clone(good), []byte(`{"more": 1}`)...),
+		jwksJSON(jwk("url-1", "RS256", k.rsa), jwk("url-1", "RS256", k.attacker)),
+	} {
+		srv.body.Store(&bad)
+		for n := srv.hits.Load() + 3; srv.hits.Load() < n; {
+			time.Sleep(5 * time.Millisecond)
+		}
+		tok := sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", with(claims(t0), "jti", fmt.Sprint(i)))
+		if got := v.Verify(context.Background(), tok); got.Status != Valid {
+			t.Errorf("after %s: %s, want the last good keys to verify", bad, got.Status)
+		}
+	}
+	empty := []byte(`{"keys": []}`)
+	srv.body.Store(&empty)
+	for n := srv.hits.Load() + 3; srv.hits.Load() < n; {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := v.Verify(context.Background(), sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", with(claims(t0), "jti", "w"))); got.Status == Valid {
+		t.Errorf(`after {"keys": []}: valid, want every key withdrawn`)
 	}
 }

@@ -106,7 +106,9 @@ type issuer struct {
 
 type cached struct {
 	res   Result
-	until time.Time // by Options.Now; at most exp
+	until time.Time  // by Options.Now; at most exp
+	ks    *keySource // the key set it was verified with
+	gen   uint64     // ks.gen then: a later set verifies the token again
 }
 
 // New validates the issuers and options, loads JWKS files and starts loading
@@ -179,7 +181,7 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		}
 		k := urlKey{issuer: is.cfg.Issuer, url: is.cfg.JWKSURL, every: opts.RefreshInterval, client: given}
 		sh := acquireURL(k, opts.OnJWKSFetch, func(ctx context.Context, sh *sharedURL) (*keySource, error) {
-			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, opts.RefreshInterval, client, sh.reportFetch)
+			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, is.cfg.Algorithms, opts.RefreshInterval, client, sh.reportFetch)
 			if err != nil {
 				refreshLogger(is.cfg.Issuer, is.cfg.JWKSURL)(ctx, err)
 			}
@@ -250,58 +252,60 @@ func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 		return Result{Status: Malformed}
 	}
 	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw))) // read-only view, no copy
-	if e, ok := v.cache.Get(string(sum[:]), v.now()); ok {
+	if e, ok := v.cache.Get(string(sum[:]), v.now()); ok && e.ks.gen.Load() == e.gen {
 		v.hits.Add(1)
 		return e.res
 	}
 	v.misses.Add(1)
-	res := v.verify(ctx, raw)
+	res, ks, gen := v.verify(ctx, raw)
 	if res.Status == Valid && v.attach != nil {
 		res.Attached = v.attach(res)
 	}
 	if res.Status == Valid {
 		now := v.now()
 		if ttl := min(v.cacheTTL, res.ExpiresAt.Sub(now)); ttl > 0 {
-			v.cache.Set(string(sum[:]), &cached{res: res, until: now.Add(ttl)}, now, ttl)
+			v.cache.Set(string(sum[:]), &cached{res: res, until: now.Add(ttl), ks: ks, gen: gen}, now, ttl)
 		}
 	}
 	return res
 }
 
-// verify is Verify without the cache.
-func (v *Verifier) verify(ctx context.Context, raw string) Result {
+// verify is Verify without the cache; a Valid result comes with the key
+// set that verified it and that set's generation before it did.
+func (v *Verifier) verify(ctx context.Context, raw string) (Result, *keySource, uint64) {
 	h, p, ok := splitToken(raw)
 	if !ok {
-		return Result{Status: Malformed}
+		return Result{Status: Malformed}, nil, 0
 	}
 	alg, ok := checkHeader(h)
 	if !ok {
-		return Result{Status: Malformed}
+		return Result{Status: Malformed}, nil, 0
 	}
 	iss, ok := unverifiedIssuer(p)
 	if !ok {
-		return Result{Status: Malformed}
+		return Result{Status: Malformed}, nil, 0
 	}
 	is := v.byIss[iss]
 	if is == nil {
-		return Result{Status: WrongIssuer}
+		return Result{Status: WrongIssuer}, nil, 0
 	}
 	if !slices.Contains(is.cfg.Algorithms, alg) {
-		return Result{Status: AlgorithmNotAllowed, Issuer: is.cfg.Issuer}
+		return Result{Status: AlgorithmNotAllowed, Issuer: is.cfg.Issuer}, nil, 0
 	}
 	ks := is.keys.Load()
 	if ks == nil {
-		return Result{Status: Unavailable, Issuer: is.cfg.Issuer}
+		return Result{Status: Unavailable, Issuer: is.cfg.Issuer}, nil, 0
 	}
+	gen := ks.gen.Load()
 	claims := gojwt.MapClaims{}
 	if _, err := is.parser.ParseWithClaims(raw, claims, ks.keyfunc(ctx)); err != nil {
 		st := statusOf(err)
 		if st == UnknownKey && !ks.hasKeys(ctx) {
 			st = Unavailable
 		}
-		return Result{Status: st, Issuer: is.cfg.Issuer}
+		return Result{Status: st, Issuer: is.cfg.Issuer}, nil, 0
 	}
-	return is.result(claims)
+	return is.result(claims), ks, gen
 }
 
 // result builds a Valid result from verified claims; claims of the wrong type

@@ -1,8 +1,10 @@
 package jwt
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -56,6 +60,10 @@ type keySource struct {
 	kf        keyfunc.Keyfunc
 	refresh   func(ctx context.Context) // a JWKS URL's: fetch now (nil for files)
 	withdrawn bool                      // a JWKS file listing no key: its owner withdrew them all
+	// gen counts the key sets a JWKS URL served that differ from the one
+	// before: a result verified under an earlier one is verified again,
+	// so a token whose key left the set is not served from the cache.
+	gen atomic.Uint64
 }
 
 // keyfunc returns the per-request jwt.Keyfunc: keyfunc's lookup bounded by
@@ -224,12 +232,31 @@ func StatFile(path string) File {
 // otherwise every token of the issuer would be refused, and that is a
 // configuration mistake to report at load.
 func loadJWKS(ctx context.Context, raw []byte, algs []string) (*keySource, error) {
+	store, err := parseJWKS(ctx, raw, algs)
+	if err != nil {
+		return nil, err
+	}
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
+	if err != nil {
+		return nil, err
+	}
+	return &keySource{kf: kf}, nil
+}
+
+// parseJWKS is the key set loadJWKS loads, with the same checks: one JSON
+// value (nothing after it), no kid twice, at least one key usable with
+// algs.
+func parseJWKS(ctx context.Context, raw []byte, algs []string) (jwkset.Storage, error) {
 	if len(raw) > maxJWKSBytes {
 		return nil, fmt.Errorf("larger than %d bytes", maxJWKSBytes)
 	}
 	var set jwkset.JWKSMarshal
-	if err := json.Unmarshal(raw, &set); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&set); err != nil {
 		return nil, fmt.Errorf("not a JWKS: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not a JWKS: more after the JSON value")
 	}
 	store := jwkset.NewMemoryStorage()
 	n, usable := 0, 0
@@ -263,11 +290,7 @@ func loadJWKS(ctx context.Context, raw []byte, algs []string) (*keySource, error
 	if usable == 0 {
 		return nil, fmt.Errorf("no key can verify any of the issuer's algorithms %v (each key's alg, or its kty when it names none)", algs)
 	}
-	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
-	if err != nil {
-		return nil, err
-	}
-	return &keySource{kf: kf}, nil
+	return store, nil
 }
 
 // usableWith reports whether key m can verify a token in one of algs: its
@@ -291,15 +314,19 @@ func usableWith(m jwkset.JWKMarshal, algs []string) bool {
 // fetch synchronously (bounded by DefaultHTTPTimeout) and never fails on it;
 // refreshes then run every refreshEvery until ctx is done. The key source's
 // refresh fetches once more, keeping the keys when that fetch fails.
-func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Duration, client *http.Client, onFetch func(issuer string, ok bool)) (*keySource, error) {
+func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refreshEvery time.Duration, client *http.Client, onFetch func(issuer string, ok bool)) (*keySource, error) {
 	logFailure := refreshLogger(issuer, rawURL)
-	if onFetch != nil {
+	ks := &keySource{}
+	{
 		next := client.Transport
 		if next == nil {
 			next = http.DefaultTransport
 		}
 		c := *client
-		c.Transport = fetchReporter{next: next, issuer: issuer, report: onFetch}
+		c.Transport = &checkedTransport{next: next, algs: algs, changed: func() { ks.gen.Add(1) }}
+		if onFetch != nil {
+			c.Transport = fetchReporter{next: c.Transport, issuer: issuer, report: onFetch}
+		}
 		client = &c
 	}
 	store := jwkset.NewMemoryStorage() // the keys, replaced whole by each successful fetch
@@ -324,14 +351,55 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, refreshEvery time.Du
 	if err != nil {
 		return nil, err
 	}
-	refresh := func(ctx context.Context) {
+	ks.kf = kf
+	ks.refresh = func(ctx context.Context) {
 		once := fetch
 		once.Ctx = ctx
 		if _, err := jwkset.NewStorageFromHTTP(rawURL, once); err != nil {
 			logFailure(ctx, err)
 		}
 	}
-	return &keySource{kf: kf, refresh: refresh}, nil
+	return ks, nil
+}
+
+// checkedTransport holds a JWKS URL's answer to the rules a JWKS file is
+// held to (parseJWKS; {"keys": []} withdraws every key, as a file does):
+// one that breaks them is a failed fetch, so the last good keys keep
+// serving (an empty, null or unusable set replaced them). An accepted set
+// that differs from the one before calls changed.
+type checkedTransport struct {
+	next    http.RoundTripper
+	algs    []string
+	changed func()
+	mu      sync.Mutex
+	last    [sha256.Size]byte
+}
+
+func (t *checkedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err != nil || resp.StatusCode/100 != 2 {
+		return resp, err
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if !withdrawn(raw) {
+		if _, err := parseJWKS(r.Context(), raw, t.algs); err != nil {
+			return nil, fmt.Errorf("JWKS refused, the keys fetched before keep serving: %w", err)
+		}
+	}
+	sum := sha256.Sum256(raw)
+	t.mu.Lock()
+	if sum != t.last {
+		t.last = sum
+		t.changed()
+	}
+	t.mu.Unlock()
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
+	resp.ContentLength = int64(len(raw))
+	return resp, nil
 }
 
 // refreshLogger logs JWKS refresh failures to slog.Default without the URL's
