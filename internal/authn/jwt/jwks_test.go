@@ -580,3 +580,30 @@ func TestJWKSURLBadSetKeepsTheLastKeys(t *testing.T) {
 		t.Errorf(`after {"keys": []}: valid, want every key withdrawn`)
 	}
 }
+
+// A reload that changes refresh_interval_seconds builds a key set of its
+// own for the URL: it starts with the keys the serving one has, so its
+// tokens verify before its first fetch answers, and after that fetch
+// fails (every token was auth_unavailable, for good with the provider
+// down).
+func TestReloadChangingRefreshIntervalKeepsKeys(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	clock := newClock(t0)
+	v1 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: clock.Now, HTTPClient: srv.Client(), RefreshInterval: time.Hour})
+	waitReady(t, v1)
+	srv.status.Store(http.StatusServiceUnavailable)
+	srv.delay.Store(int64(200 * time.Millisecond))
+	v2 := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: clock.Now, HTTPClient: srv.Client(), RefreshInterval: 30 * time.Minute})
+	tok := func(jti string) string {
+		return sign(t, gojwt.SigningMethodRS256, k.rsa, "url-1", with(claims(t0), "jti", jti))
+	}
+	if got := v2.Verify(context.Background(), tok("before")); got.Status != Valid {
+		t.Errorf("before the new key set's first fetch: %s, want valid with the serving keys", got.Status)
+	}
+	waitReady(t, v2)
+	v1.Close()
+	if got := v2.Verify(context.Background(), tok("after")); got.Status != Valid {
+		t.Errorf("after its first fetch failed, the old version closed: %s, want valid", got.Status)
+	}
+}

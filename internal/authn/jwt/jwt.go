@@ -107,8 +107,9 @@ type issuer struct {
 type cached struct {
 	res   Result
 	until time.Time  // by Options.Now; at most exp
-	ks    *keySource // the key set it was verified with
-	gen   uint64     // ks.gen then: a later set verifies the token again
+	is    *issuer    // whose keys verified it
+	ks    *keySource // those keys: another key set verifies the token again
+	gen   uint64     // ks.gen then: so does a later set at the same URL
 }
 
 // New validates the issuers and options, loads JWKS files and starts loading
@@ -180,13 +181,16 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 			continue
 		}
 		k := urlKey{issuer: is.cfg.Issuer, url: is.cfg.JWKSURL, every: opts.RefreshInterval, client: given}
-		sh := acquireURL(k, opts.OnJWKSFetch, func(ctx context.Context, sh *sharedURL) (*keySource, error) {
-			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, is.cfg.Algorithms, opts.RefreshInterval, client, sh.reportFetch)
+		sh, seed := acquireURL(k, opts.OnJWKSFetch, func(ctx context.Context, sh *sharedURL, seed *keySource) (*keySource, error) {
+			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, is.cfg.Algorithms, opts.RefreshInterval, client, sh.reportFetch, seed)
 			if err != nil {
 				refreshLogger(is.cfg.Issuer, is.cfg.JWKSURL)(ctx, err)
 			}
 			return ks, err
 		})
+		if seed != nil {
+			is.keys.Store(seed) // until the new key set's first fetch
+		}
 		v.releases = append(v.releases, func() { releaseURL(k, sh) })
 		v.pendingLoads.Add(1)
 		v.loaders.Add(1)
@@ -252,49 +256,49 @@ func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 		return Result{Status: Malformed}
 	}
 	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw))) // read-only view, no copy
-	if e, ok := v.cache.Get(string(sum[:]), v.now()); ok && e.ks.gen.Load() == e.gen {
+	if e, ok := v.cache.Get(string(sum[:]), v.now()); ok && e.is.keys.Load() == e.ks && e.ks.gen.Load() == e.gen {
 		v.hits.Add(1)
 		return e.res
 	}
 	v.misses.Add(1)
-	res, ks, gen := v.verify(ctx, raw)
+	res, is, ks, gen := v.verify(ctx, raw)
 	if res.Status == Valid && v.attach != nil {
 		res.Attached = v.attach(res)
 	}
 	if res.Status == Valid {
 		now := v.now()
 		if ttl := min(v.cacheTTL, res.ExpiresAt.Sub(now)); ttl > 0 {
-			v.cache.Set(string(sum[:]), &cached{res: res, until: now.Add(ttl), ks: ks, gen: gen}, now, ttl)
+			v.cache.Set(string(sum[:]), &cached{res: res, until: now.Add(ttl), is: is, ks: ks, gen: gen}, now, ttl)
 		}
 	}
 	return res
 }
 
-// verify is Verify without the cache; a Valid result comes with the key
-// set that verified it and that set's generation before it did.
-func (v *Verifier) verify(ctx context.Context, raw string) (Result, *keySource, uint64) {
+// verify is Verify without the cache; a Valid result comes with the issuer and
+// key set that verified it and that set's generation before it did.
+func (v *Verifier) verify(ctx context.Context, raw string) (Result, *issuer, *keySource, uint64) {
 	h, p, ok := splitToken(raw)
 	if !ok {
-		return Result{Status: Malformed}, nil, 0
+		return Result{Status: Malformed}, nil, nil, 0
 	}
 	alg, ok := checkHeader(h)
 	if !ok {
-		return Result{Status: Malformed}, nil, 0
+		return Result{Status: Malformed}, nil, nil, 0
 	}
 	iss, ok := unverifiedIssuer(p)
 	if !ok {
-		return Result{Status: Malformed}, nil, 0
+		return Result{Status: Malformed}, nil, nil, 0
 	}
 	is := v.byIss[iss]
 	if is == nil {
-		return Result{Status: WrongIssuer}, nil, 0
+		return Result{Status: WrongIssuer}, nil, nil, 0
 	}
 	if !slices.Contains(is.cfg.Algorithms, alg) {
-		return Result{Status: AlgorithmNotAllowed, Issuer: is.cfg.Issuer}, nil, 0
+		return Result{Status: AlgorithmNotAllowed, Issuer: is.cfg.Issuer}, nil, nil, 0
 	}
 	ks := is.keys.Load()
 	if ks == nil {
-		return Result{Status: Unavailable, Issuer: is.cfg.Issuer}, nil, 0
+		return Result{Status: Unavailable, Issuer: is.cfg.Issuer}, nil, nil, 0
 	}
 	gen := ks.gen.Load()
 	claims := gojwt.MapClaims{}
@@ -303,9 +307,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Result, *keySource, 
 		if st == UnknownKey && !ks.hasKeys(ctx) {
 			st = Unavailable
 		}
-		return Result{Status: st, Issuer: is.cfg.Issuer}, nil, 0
+		return Result{Status: st, Issuer: is.cfg.Issuer}, nil, nil, 0
 	}
-	return is.result(claims), ks, gen
+	return is.result(claims), is, ks, gen
 }
 
 // result builds a Valid result from verified claims; claims of the wrong type

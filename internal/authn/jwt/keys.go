@@ -314,7 +314,7 @@ func usableWith(m jwkset.JWKMarshal, algs []string) bool {
 // fetch synchronously (bounded by DefaultHTTPTimeout) and never fails on it;
 // refreshes then run every refreshEvery until ctx is done. The key source's
 // refresh fetches once more, keeping the keys when that fetch fails.
-func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refreshEvery time.Duration, client *http.Client, onFetch func(issuer string, ok bool)) (*keySource, error) {
+func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refreshEvery time.Duration, client *http.Client, onFetch func(issuer string, ok bool), seed *keySource) (*keySource, error) {
 	logFailure := refreshLogger(issuer, rawURL)
 	ks := &keySource{}
 	{
@@ -330,6 +330,13 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refre
 		client = &c
 	}
 	store := jwkset.NewMemoryStorage() // the keys, replaced whole by each successful fetch
+	if seed != nil {                   // the keys another key set of this URL serves, until a fetch replaces them
+		if keys, err := seed.kf.Storage().KeyReadAll(ctx); err == nil {
+			for _, k := range keys {
+				_ = store.KeyWrite(ctx, k)
+			}
+		}
+	}
 	fetch := jwkset.HTTPClientStorageOptions{Client: client, Ctx: ctx, HTTPTimeout: DefaultHTTPTimeout, Storage: store}
 	scheduled := fetch
 	scheduled.NoErrorReturnFirstHTTPReq = true

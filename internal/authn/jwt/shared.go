@@ -52,28 +52,42 @@ var (
 // acquireURL returns the shared key set for k, started by start (on a
 // context of its own, reporting fetches to s.reportFetch) when there is
 // none, or none that could be built; one fetched before is refreshed.
-// report receives fetch outcomes from now on.
-func acquireURL(k urlKey, report func(issuer string, ok bool), start func(ctx context.Context, s *sharedURL) (*keySource, error)) *sharedURL {
+// report receives fetch outcomes from now on. A new key set of an issuer
+// and URL that a live one of another refresh interval serves (a reload
+// that changed refresh_interval_seconds) starts with that one's keys,
+// given to start and returned as seed, to verify with until its own first
+// fetch: without them it denied every token auth_unavailable until then,
+// and for good when the provider was down.
+func acquireURL(k urlKey, report func(issuer string, ok bool), start func(ctx context.Context, s *sharedURL, seed *keySource) (*keySource, error)) (s *sharedURL, seed *keySource) {
 	urlMu.Lock()
 	defer urlMu.Unlock()
 	if s := urlSources[k]; s != nil && !s.failed() {
 		s.refs++
 		s.report.Store(&report)
 		s.refresh()
-		return s
+		return s, nil
+	}
+	for k2, s2 := range urlSources {
+		if k2.issuer == k.issuer && k2.url == k.url && k2.client == k.client && !s2.failed() {
+			select {
+			case <-s2.ready:
+				seed = s2.ks
+			default:
+			}
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &sharedURL{refs: 1, ready: make(chan struct{}), ctx: ctx, cancel: cancel}
+	s = &sharedURL{refs: 1, ready: make(chan struct{}), ctx: ctx, cancel: cancel}
 	s.report.Store(&report)
 	urlSources[k] = s
 	go func() {
 		defer close(s.ready)
-		ks, err := start(ctx, s)
+		ks, err := start(ctx, s, seed)
 		if err == nil {
 			s.ks = ks
 		}
 	}()
-	return s
+	return s, seed
 }
 
 // refresh fetches a ready key set once more in the background, unless a
