@@ -607,3 +607,24 @@ func TestReloadChangingRefreshIntervalKeepsKeys(t *testing.T) {
 		t.Errorf("after its first fetch failed, the old version closed: %s, want valid", got.Status)
 	}
 }
+
+// A provider down when the key set starts is asked again soon (1s, 2s,
+// 4s…), not only at the next refresh interval (an hour here): tokens with
+// and without a kid verify once it answers.
+func TestJWKSURLDownAtStartRecovers(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	srv.status.Store(http.StatusServiceUnavailable)
+	v := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: newClock(t0).Now, HTTPClient: srv.Client(), RefreshInterval: time.Hour})
+	waitReady(t, v)
+	noKID := sign(t, gojwt.SigningMethodRS256, k.rsa, "", claims(t0))
+	if got := v.Verify(context.Background(), noKID); got.Status != Unavailable {
+		t.Fatalf("provider down: %s", got.Status)
+	}
+	srv.status.Store(0)
+	for deadline := time.Now().Add(20 * time.Second); v.Verify(context.Background(), noKID).Status != Valid; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("keys never fetched again after the provider came back (%d requests)", srv.hits.Load())
+		}
+	}
+}

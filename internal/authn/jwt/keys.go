@@ -366,7 +366,28 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refre
 			logFailure(ctx, err)
 		}
 	}
+	go retryWhileEmpty(ctx, ks, refreshEvery)
 	return ks, nil
+}
+
+// retryWhileEmpty fetches a key set that holds no key (its provider was
+// down when it started) again after 1s, 2s, 4s… up to the refresh
+// interval, until it holds one: otherwise its tokens stayed
+// auth_unavailable until the next scheduled refresh (15 minutes by
+// default), and a token without a kid never asks for one.
+func retryWhileEmpty(ctx context.Context, ks *keySource, every time.Duration) {
+	wait := time.Second
+	for !ks.hasKeys(ctx) {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		ks.refresh(ctx)
+		wait = min(2*wait, every)
+	}
 }
 
 // checkedTransport holds a JWKS URL's answer to the rules a JWKS file is
