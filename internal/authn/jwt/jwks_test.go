@@ -628,3 +628,28 @@ func TestJWKSURLDownAtStartRecovers(t *testing.T) {
 		}
 	}
 }
+
+// A provider slower than the check's deadline still gets a newly published
+// key in: the unknown-kid refresh runs on the key set's own context, not
+// on the check's (cancelled at 200ms every time, the key stayed unknown
+// until the scheduled refresh).
+func TestUnknownKIDRefreshOutlivesTheCheck(t *testing.T) {
+	k := keys()
+	srv := newJWKSServer(t, jwk("url-1", "RS256", k.rsa))
+	v := newVerifier(t, []IssuerConfig{urlIssuer(srv.URL)}, Options{Now: newClock(t0).Now, HTTPClient: srv.Client(), RefreshInterval: time.Hour})
+	waitReady(t, v)
+	b := jwksJSON(jwk("url-1", "RS256", k.rsa), jwk("url-2", "RS256", k.attacker))
+	srv.body.Store(&b)
+	srv.delay.Store(int64(500 * time.Millisecond))
+	tok := sign(t, gojwt.SigningMethodRS256, k.attacker, "url-2", claims(t0))
+	check := func() Status {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return v.Verify(ctx, tok).Status
+	}
+	for deadline := time.Now().Add(10 * time.Second); check() != Valid; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new key never got in from a provider slower than the check (%d fetches)", srv.hits.Load())
+		}
+	}
+}

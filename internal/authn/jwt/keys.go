@@ -28,25 +28,16 @@ import (
 	"github.com/extauthz/extauthz/internal/fileid"
 )
 
-// Tuning of the JWKS URL client. keyfunc's own default lets a Verify wait up
-// to a minute for the unknown-kid refresh limiter, so a flood of tokens with
-// random kids would park every check that long. Here unknown kids trigger a
-// refresh at most every 30s (burst 1); a Verify whose token needs one while
-// the limiter has none to give fails at once (rate.Limiter.Wait does not
-// wait past its context's deadline, and a refresh is 30s away), so only the
-// one Verify that takes the refresh waits for it.
-const (
-	// rateLimitWaitMax bounds that one Verify: jwkset runs the unknown-kid
-	// refresh under this deadline as well as under the Verify's context (in
-	// the server, the check's deadline, which is the tighter). It was 10ms,
-	// which cancelled the fetch from any identity provider slower than
-	// that, so tokens signed by a newly rotated key were refused until the
-	// next scheduled refresh.
-	rateLimitWaitMax = DefaultHTTPTimeout
-	// unknownKIDRefreshEvery is the rate of refreshes triggered by tokens
-	// whose kid is not in the key set (burst 1).
-	unknownKIDRefreshEvery = 30 * time.Second
-)
+// Unknown kids: a token whose kid is not in a JWKS URL's set asks for a
+// refresh, at most one every unknownKIDRefreshEvery (burst 1), so a flood of
+// random kids costs the provider one request. The refresh runs on the key
+// set's own context, bounded by DefaultHTTPTimeout, not on the check's: a
+// provider slower than --check-timeout still gets its newly published key
+// in (a refresh under the check's 200ms deadline was cancelled every time,
+// and the key stayed unknown until the scheduled refresh). The check that
+// asked waits for it within its own deadline, as do checks arriving while
+// it is in flight; others are refused at once.
+const unknownKIDRefreshEvery = 30 * time.Second
 
 var (
 	errSymmetricKey = errors.New("symmetric (oct) keys are never used")
@@ -64,6 +55,10 @@ type keySource struct {
 	// before: a result verified under an earlier one is verified again,
 	// so a token whose key left the set is not served from the cache.
 	gen atomic.Uint64
+	// unknownKID starts a refresh for an unknown kid, or joins the one in
+	// flight, and says when it is done; nil when the limiter has none to
+	// give (a JWKS URL's; nil for files).
+	unknownKID func() <-chan struct{}
 }
 
 // keyfunc returns the per-request jwt.Keyfunc: keyfunc's lookup bounded by
@@ -76,6 +71,15 @@ func (s *keySource) keyfunc(ctx context.Context) gojwt.Keyfunc {
 			return s.keyWithoutKID(ctx, t.Method.Alg())
 		}
 		k, err := inner(t)
+		if errors.Is(err, jwkset.ErrKeyNotFound) && s.unknownKID != nil && ctx.Err() == nil {
+			if done := s.unknownKID(); done != nil {
+				select {
+				case <-done:
+					k, err = inner(t)
+				case <-ctx.Done():
+				}
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -347,9 +351,7 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refre
 		return nil, err
 	}
 	storage, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
-		HTTPURLs:          map[string]jwkset.Storage{rawURL: remote},
-		RateLimitWaitMax:  rateLimitWaitMax,
-		RefreshUnknownKID: rate.NewLimiter(rate.Every(unknownKIDRefreshEvery), 1),
+		HTTPURLs: map[string]jwkset.Storage{rawURL: remote},
 	})
 	if err != nil {
 		return nil, err
@@ -365,6 +367,31 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refre
 		if _, err := jwkset.NewStorageFromHTTP(rawURL, once); err != nil {
 			logFailure(ctx, err)
 		}
+	}
+	limit := rate.NewLimiter(rate.Every(unknownKIDRefreshEvery), 1)
+	var mu sync.Mutex
+	var inflight chan struct{}
+	ks.unknownKID = func() <-chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if inflight != nil {
+			return inflight
+		}
+		if !limit.Allow() {
+			return nil
+		}
+		done := make(chan struct{})
+		inflight = done
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, DefaultHTTPTimeout)
+			ks.refresh(rctx)
+			cancel()
+			mu.Lock()
+			inflight = nil
+			mu.Unlock()
+			close(done)
+		}()
+		return done
 	}
 	go retryWhileEmpty(ctx, ks, refreshEvery)
 	return ks, nil
