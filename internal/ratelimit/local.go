@@ -78,6 +78,11 @@ const (
 	stUntracked        // table full; answered without (some) keys
 )
 
+// maxStampLag is how far behind a later window's start a Take's time may be
+// and still be counted in it: as long as a check can last (--check-timeout
+// is at most 10s).
+const maxStampLag = 10
+
 // try runs one atomic check-and-count over the target's entries. When an
 // entry is missing and the table is full it either bails out before changing
 // anything (bail) or leaves that key uncounted.
@@ -133,13 +138,15 @@ func (s *localStore) try(tg *target, t int64, bail bool) (Result, status) {
 			w := &tg.parts[i].plan.wins[wi]
 			idx := t / w.secs
 			c := &e.c[w.slot]
-			if c.win > idx {
+			if c.win > idx && c.win*w.secs-t <= maxStampLag {
 				// A check that read the clock before one that counted in
 				// a later window but took the lock after it: it counts in
 				// that later window. Going back would rewind the counter
 				// to an old window (admitting this request though that
 				// window was spent) and the next request would find the
-				// later window empty.
+				// later window empty. A clock stepped back further than a
+				// check can last is a clock corrected, not a late check:
+				// the counter follows it.
 				idx = c.win
 			}
 			var cur int64

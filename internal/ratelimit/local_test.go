@@ -583,3 +583,16 @@ func TestLocalTakesOutOfOrder(t *testing.T) {
 		t.Errorf("%d admitted over two minute windows of 3", admitted)
 	}
 }
+
+// A clock stepped back (corrected after running ahead) is followed: keys
+// counted while it was a day ahead are not denied for that day.
+func TestLocalClockSteppedBack(t *testing.T) {
+	l := newLimiter(t, mustParse(t, `{"plans": {"tiny": {"windows": [{"limit": 3, "period": "minute"}]}}, "default_plan": "tiny"}`), Options{})
+	s := Subject{KeyID: "k1"}
+	for range 3 {
+		take(t, l, s, at(86400+50))
+	}
+	if r := take(t, l, s, at(50)); !r.Allowed {
+		t.Errorf("a day back: %+v, want the minute's quota", r)
+	}
+}

@@ -67,7 +67,7 @@ func (e *Embedded) Load(context.Context) (*policy.Source, bool, error) {
 }
 
 // Dir is a policy directory (*.rego and data.json). It notices changes by a
-// fingerprint of names, sizes and modification times. In a Kubernetes
+// fingerprint of names, sizes, modification times, inodes and change times. In a Kubernetes
 // ConfigMap volume it reads the directory the ..data symlink points at, so
 // one version is never mixed with the next, and the fingerprint includes
 // that target, so an atomic swap (..data_tmp renamed over ..data) is seen
@@ -229,7 +229,7 @@ func (b *BundleFile) Load(context.Context) (*policy.Source, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: %w", b.Path, err)
 	}
-	fp := fmt.Sprint(st.Size(), st.ModTime().UnixNano())
+	fp := fmt.Sprint(st.Size(), st.ModTime().UnixNano(), fileid.Of(st))
 	if fp == b.last {
 		return nil, false, nil
 	}

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,7 +181,7 @@ func New(ctx context.Context, issuers []IssuerConfig, opts Options) (*Verifier, 
 		if is.cfg.JWKSURL == "" {
 			continue
 		}
-		k := urlKey{issuer: is.cfg.Issuer, url: is.cfg.JWKSURL, every: opts.RefreshInterval, client: given}
+		k := urlKey{issuer: is.cfg.Issuer, url: is.cfg.JWKSURL, every: opts.RefreshInterval, algs: strings.Join(slices.Sorted(slices.Values(is.cfg.Algorithms)), ","), client: given}
 		sh, seed := acquireURL(k, opts.OnJWKSFetch, func(ctx context.Context, sh *sharedURL, seed *keySource) (*keySource, error) {
 			ks, err := newJWKSURL(ctx, is.cfg.Issuer, is.cfg.JWKSURL, is.cfg.Algorithms, opts.RefreshInterval, client, sh.reportFetch, seed)
 			if err != nil {
@@ -250,7 +251,8 @@ func (v *Verifier) Close() {
 }
 
 // Verify checks a raw JWT (without the "Bearer " prefix). ctx bounds key
-// lookups; only a Verify that triggers an unknown-kid refresh waits for it.
+// lookups; a Verify of an unknown kid that starts a refresh, or arrives
+// while one is in flight, waits for it within ctx.
 func (v *Verifier) Verify(ctx context.Context, raw string) Result {
 	if len(raw) == 0 || len(raw) > v.maxBytes {
 		return Result{Status: Malformed}

@@ -327,20 +327,21 @@ func newJWKSURL(ctx context.Context, issuer, rawURL string, algs []string, refre
 			next = http.DefaultTransport
 		}
 		c := *client
-		c.Transport = &checkedTransport{next: next, algs: algs, changed: func() { ks.gen.Add(1) }}
+		c.Transport = checkedTransport{next: next, algs: algs}
 		if onFetch != nil {
 			c.Transport = fetchReporter{next: c.Transport, issuer: issuer, report: onFetch}
 		}
 		client = &c
 	}
-	store := jwkset.NewMemoryStorage() // the keys, replaced whole by each successful fetch
-	if seed != nil {                   // the keys another key set of this URL serves, until a fetch replaces them
+	mem := jwkset.NewMemoryStorage()
+	if seed != nil { // the keys another key set of this URL serves, until a fetch replaces them
 		if keys, err := seed.kf.Storage().KeyReadAll(ctx); err == nil {
 			for _, k := range keys {
-				_ = store.KeyWrite(ctx, k)
+				_ = mem.KeyWrite(ctx, k)
 			}
 		}
 	}
+	store := &genStorage{Storage: mem, ks: ks} // the keys, replaced whole by each successful fetch
 	fetch := jwkset.HTTPClientStorageOptions{Client: client, Ctx: ctx, HTTPTimeout: DefaultHTTPTimeout, Storage: store}
 	scheduled := fetch
 	scheduled.NoErrorReturnFirstHTTPReq = true
@@ -418,24 +419,20 @@ func retryWhileEmpty(ctx context.Context, ks *keySource, every time.Duration) {
 }
 
 // checkedTransport holds a JWKS URL's answer to the rules a JWKS file is
-// held to (parseJWKS; {"keys": []} withdraws every key, as a file does):
-// one that breaks them is a failed fetch, so the last good keys keep
-// serving (an empty, null or unusable set replaced them). An accepted set
-// that differs from the one before calls changed.
+// held to (parseJWKS; {"keys": []} withdraws every key): one that breaks
+// them is a failed fetch, so the last good keys keep serving (an empty,
+// null or unusable set replaced them).
 type checkedTransport struct {
-	next    http.RoundTripper
-	algs    []string
-	changed func()
-	mu      sync.Mutex
-	last    [sha256.Size]byte
+	next http.RoundTripper
+	algs []string
 }
 
-func (t *checkedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+func (t checkedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(r)
 	if err != nil || resp.StatusCode/100 != 2 {
 		return resp, err
 	}
-	raw, err := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 	resp.Body.Close()
 	if err != nil {
 		return nil, err
@@ -445,16 +442,42 @@ func (t *checkedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("JWKS refused, the keys fetched before keep serving: %w", err)
 		}
 	}
-	sum := sha256.Sum256(raw)
-	t.mu.Lock()
-	if sum != t.last {
-		t.last = sum
-		t.changed()
-	}
-	t.mu.Unlock()
 	resp.Body = io.NopCloser(bytes.NewReader(raw))
 	resp.ContentLength = int64(len(raw))
 	return resp, nil
+}
+
+// genStorage is a JWKS URL's key storage that counts, in ks.gen, the key
+// sets stored that differ from the one before, after storing them: a
+// result verified before the swap carries the older generation and is
+// verified again (bumped before the swap, a check in between cached a
+// token of a removed key under the new generation).
+type genStorage struct {
+	jwkset.Storage
+	ks   *keySource
+	mu   sync.Mutex
+	last [sha256.Size]byte
+}
+
+func (s *genStorage) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Storage.KeyReplaceAll(ctx, given); err != nil {
+		return err
+	}
+	h := sha256.New()
+	for _, k := range given {
+		b, _ := json.Marshal(k.Marshal())
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	if sum != s.last {
+		s.last = sum
+		s.ks.gen.Add(1)
+	}
+	return nil
 }
 
 // refreshLogger logs JWKS refresh failures to slog.Default without the URL's

@@ -24,6 +24,7 @@ import (
 type urlKey struct {
 	issuer, url string
 	every       time.Duration
+	algs        string       // the issuer's algorithms, which a fetched set must serve
 	client      *http.Client // as given in Options (nil: the default)
 }
 
