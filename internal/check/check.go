@@ -191,7 +191,9 @@ func (s *Server) respond(eng *engine.Engine, r *request, d *decision.Decision, n
 		*d = decision.Decision{ID: d.ID, Reason: decision.InternalError, RequestID: or(d.RequestID, d.ID), Profile: d.Profile, Route: d.Route, PolicyVersion: d.PolicyVersion}
 		r, encode = nil, false
 	}
-	return nil, nil // not reached: the built-in profile renders every reason
+	// Not reached (the built-in profile renders every reason), but a nil
+	// response would reach Envoy as an empty one, status OK: a bare deny.
+	return bareDeny(d.ID), nil
 }
 
 func (s *Server) tryRespond(eng *engine.Engine, r *request, d *decision.Decision, now time.Time, encode bool) (resp *authv3.CheckResponse, enc wire.Encoded, ok bool) {

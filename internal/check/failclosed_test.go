@@ -198,3 +198,13 @@ func TestPanicsAroundTheDecisionAreNotCrashes(t *testing.T) {
 		}
 	}
 }
+
+// The last resort when no profile renders: a deny, never an empty reply
+// (which Envoy would read as status OK).
+func TestBareDenyIsADeny(t *testing.T) {
+	resp := bareDeny("d1")
+	if resp.GetStatus().GetCode() == 0 || resp.GetDeniedResponse().GetStatus().GetCode() != 500 ||
+		resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() != "d1" {
+		t.Errorf("bare deny: %v", resp)
+	}
+}

@@ -47,6 +47,19 @@ func (s *Server) toCheckResponse(eng *engine.Engine, r *request, d *decision.Dec
 	}
 }
 
+// bareDeny is a 500 deny without a body, for when no profile can render
+// one.
+func bareDeny(decisionID string) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status:       deniedStatus,
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_InternalServerError}}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"reason":       structpb.NewStringValue(string(decision.InternalError)),
+			metaDecisionID: structpb.NewStringValue(decisionID),
+		}},
+	}
+}
+
 // envoyResponse answers an OPA-Envoy policy's decision (opaenvoy.go): an
 // allow as the policy says, a deny with the policy's body or status as it
 // says, any other deny in the profile's envelope (policy_denied) with the
