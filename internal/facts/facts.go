@@ -253,8 +253,11 @@ func (f *Facts) Tenant() string {
 // repeated header's is removed on allow).
 func (f *Facts) VerifiedTenant(i int) (string, bool) {
 	id := f.Identity()
+	if id == nil || f.Route == nil || i >= len(f.Route.Req.TenantHeaders) {
+		return "", false
+	}
 	v, sent := f.Tenants.Get(i)
-	if id == nil || !sent || v == "" || f.Route == nil || i >= len(f.Route.Req.TenantHeaders) {
+	if !sent || v == "" {
 		return "", false
 	}
 	return v, slices.Contains(id.Tenants[f.Route.Req.TenantHeaders[i].Dimension], v)

@@ -165,8 +165,9 @@ func (m *Memo) put(k facts.Key, o policy.Output, ip netip.Addr) *Entry {
 	if k.Traced() && len(o.IPTests) > MaxTraceTests {
 		k, o.IPTests = k.WithAddress(ip), nil
 	}
-	e := &Entry{Out: o, cost: entryOverhead + k.Size() + outputSize(o)}
-	if k.Size() > maxKeyBytes {
+	size := k.Size()
+	e := &Entry{Out: o, cost: entryOverhead + size + outputSize(o)}
+	if size > maxKeyBytes {
 		return e // answered, not remembered
 	}
 	k = k.Clone()
